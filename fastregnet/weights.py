@@ -1,0 +1,94 @@
+"""What a builder's `weights=` may be, and how it is loaded.
+
+- a torchvision weights enum (`RegNet_Y_400MF_Weights.IMAGENET1K_V2`) or its name ("IMAGENET1K_V2", "DEFAULT",
+  "RegNet_Y_400MF_Weights.IMAGENET1K_V2"): fetched through torchvision's own loader (needs torchvision and a
+  network, or torch hub's cache); torchvision builders only;
+- a path to a saved state_dict (torch.save), in torchvision, timm or pycls format;
+- a state_dict (a mapping of names to tensors), in any of those formats.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from .convert import to_fastregnet_state_dict
+
+__all__ = ["resolve_weights", "load_weights", "apply_weights", "weights_num_classes", "torchvision_weights_enum"]
+
+
+def torchvision_weights_enum(config_name: str):
+    """torchvision's weights enum class for a torchvision builder name, e.g. RegNet_Y_400MF_Weights."""
+    if not config_name.startswith("regnet_"):
+        raise ValueError(f"{config_name} is not a torchvision model; torchvision weights exist only for the "
+                         f"torchvision builders (fastregnet.list_models('regnet_*'))")
+    try:
+        import torchvision.models as tvm
+    except ImportError as e:
+        raise ImportError("loading torchvision weights by name needs torchvision installed") from e
+    enum_name = "RegNet_" + config_name[len("regnet_"):].upper() + "_Weights"
+    return getattr(tvm, enum_name)
+
+
+def _is_torchvision_enum(weights) -> bool:
+    return type(weights).__module__.startswith("torchvision") and hasattr(weights, "get_state_dict")
+
+
+def resolve_weights(config_name: str, weights: Any):
+    """(kind, value): ('enum', torchvision weights), ('state_dict', mapping) or ('none', None)."""
+    if weights is None or weights is False:
+        return "none", None
+    if _is_torchvision_enum(weights):
+        return "enum", weights
+    if isinstance(weights, Mapping):
+        return "state_dict", weights
+    if isinstance(weights, (str, os.PathLike)):
+        path = os.fspath(weights)
+        if os.path.exists(path):
+            return "state_dict", torch.load(path, map_location="cpu", weights_only=True)
+        enum_cls = torchvision_weights_enum(config_name)
+        name = path.split(".")[-1]
+        if path.count(".") == 1 and path.split(".")[0] != enum_cls.__name__:
+            raise ValueError(f"weights {path!r} are for another model than {config_name} ({enum_cls.__name__})")
+        try:
+            return "enum", enum_cls[name]
+        except KeyError:
+            raise ValueError(f"weights {path!r} is neither an existing file nor a {enum_cls.__name__} member "
+                             f"({', '.join(enum_cls.__members__)})") from None
+    raise TypeError(f"weights must be None, a torchvision weights enum or name, a path or a state_dict; got "
+                    f"{type(weights).__name__}")
+
+
+def weights_num_classes(resolved: tuple[str, Any], num_classes: int | None) -> int:
+    """The classifier size: from the weights when they fix it (and then num_classes must agree), else 1000."""
+    kind, value = resolved
+    fixed = None
+    if kind == "enum":
+        fixed = len(value.meta["categories"])
+    elif kind == "state_dict":
+        fc = to_fastregnet_state_dict(value).get("fc.weight")
+        fixed = fc.shape[0] if fc is not None else None
+    if fixed is not None and num_classes is not None and num_classes != fixed:
+        raise ValueError(f"num_classes={num_classes} but the weights have {fixed} classes")
+    return num_classes if num_classes is not None else (fixed if fixed is not None else 1000)
+
+
+def load_weights(resolved: tuple[str, Any], progress: bool = True) -> dict[str, torch.Tensor] | None:
+    """The state_dict (fastregnet keys) of resolved weights, or None."""
+    kind, value = resolved
+    if kind == "none":
+        return None
+    if kind == "enum":
+        value = value.get_state_dict(progress=progress, check_hash=True)
+    return to_fastregnet_state_dict(value)
+
+
+def apply_weights(model, resolved: tuple[str, Any], progress: bool = True):
+    """Load resolved weights into `model` (strict: every key must match) and return the model."""
+    state_dict = load_weights(resolved, progress)
+    if state_dict is not None:
+        model.load_state_dict(state_dict)
+    return model
