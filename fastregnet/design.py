@@ -97,7 +97,7 @@ def generate_widths(w0: float, wa: float, wm: float, depth: int, q: int = QUANT,
     elif rule == "torchvision":
         import torch
 
-        u = torch.arange(depth) * wa + w0
+        u = torch.arange(depth, device="cpu") * wa + w0  # plain numbers: never on a default (e.g. meta) device
         s = torch.round(torch.log(u / w0) / math.log(wm))
         block_widths = (torch.round(torch.divide(w0 * torch.pow(wm, s), q)) * q).int().tolist()
     else:

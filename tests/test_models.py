@@ -1,0 +1,127 @@
+"""Model parity with torchvision: keys, shapes, outputs, gradients, running statistics; the timm-style API."""
+
+import pytest
+import torch
+
+import fastregnet
+from conftest import randomize_bn, rel_err, torchvision_model
+
+TV_BUILDERS = fastregnet.list_models("regnet_*")
+
+
+@pytest.mark.parametrize("name", TV_BUILDERS)
+def test_state_dict_keys_and_shapes_equal_torchvision(name):
+    tv = torchvision_model(name, init=False).state_dict()
+    with torch.device("meta"):
+        ours = getattr(fastregnet, name)().state_dict()
+    assert list(ours) == list(tv)
+    assert {k: tuple(v.shape) for k, v in ours.items()} == {k: tuple(v.shape) for k, v in tv.items()}
+
+
+@pytest.mark.parametrize("name", TV_BUILDERS)
+def test_eval_outputs_match_torchvision(name):
+    torch.manual_seed(0)
+    tv = torchvision_model(name).eval()
+    randomize_bn(tv)
+    model = getattr(fastregnet, name)().eval()
+    model.load_state_dict(tv.state_dict())
+    x = torch.randn(2, 3, 64, 48)  # non-square on purpose
+    with torch.no_grad():
+        err = rel_err(model(x), tv(x))
+    assert err < 1e-5, f"{name}: max|out - out_tv| / max|out_tv| = {err:.2e}"
+
+
+def _train_step_grads(model, x, target):
+    model.train()
+    loss = torch.nn.functional.cross_entropy(model(x), target)
+    loss.backward()
+    return {n: p.grad for n, p in model.named_parameters()}, loss
+
+
+@pytest.mark.parametrize("name", ["regnet_y_400mf", "regnet_x_400mf", "regnet_y_1_6gf", "regnet_x_800mf"])
+def test_train_gradients_and_running_stats_match_torchvision(name):
+    torch.manual_seed(1)
+    tv = torchvision_model(name)
+    randomize_bn(tv)
+    model = fastregnet.from_torchvision(tv)
+    x = torch.randn(3, 3, 64, 64)
+    target = torch.randint(0, 1000, (3,))
+    g_ours, loss_ours = _train_step_grads(model, x, target)
+    g_tv, loss_tv = _train_step_grads(tv, x, target)
+    assert abs(loss_ours.item() - loss_tv.item()) < 1e-5
+    for n in g_tv:
+        err = rel_err(g_ours[n], g_tv[n])
+        assert err < 1e-4, f"{name}: grad of {n} differs, rel err {err:.2e}"
+    for (n, b), (_, b_tv) in zip(model.named_buffers(), tv.named_buffers()):
+        assert rel_err(b, b_tv) < 1e-5, f"{name}: buffer {n} differs after a training step"
+
+
+def test_momentum_none_is_cumulative_average():
+    torch.manual_seed(2)
+    tv = torchvision_model("regnet_x_400mf")
+    for m in tv.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+    model = fastregnet.from_torchvision(tv)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+    for step in range(3):
+        x = torch.randn(2, 3, 32, 32)
+        model.train()(x)
+        tv.train()(x)
+    for (n, b), (_, b_tv) in zip(model.named_buffers(), tv.named_buffers()):
+        assert rel_err(b, b_tv) < 1e-5, n
+
+
+def test_eval_fold_cache_refolds_after_parameter_change():
+    torch.manual_seed(3)
+    tv = torchvision_model("regnet_y_400mf").eval()
+    randomize_bn(tv)
+    model = fastregnet.from_torchvision(tv).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        model(x)  # fills the fold cache
+        for src in (tv, model):  # an in-place change, as an optimizer step or load_state_dict makes
+            src.trunk_output.block1[0].f.b[1].running_var.mul_(3.0)
+            src.trunk_output.block2[0].f.a[0].weight.add_(0.05)
+        assert rel_err(model(x), tv(x)) < 1e-5
+
+
+def test_timm_style_api():
+    torch.manual_seed(4)
+    model = fastregnet.regnet_y_400mf().eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        assert feats.shape == (2, model.num_features, 2, 2) and model.num_features == 440
+        pooled = model.forward_head(feats, pre_logits=True)
+        assert pooled.shape == (2, 440)
+        assert torch.allclose(model.forward_head(feats), model(x), atol=1e-6)
+        final, inter = model.forward_intermediates(x)
+        assert [f.shape[1] for f in inter] == [48, 104, 208, 440]
+        assert [f.shape[-1] for f in inter] == [16, 8, 4, 2]
+        assert [i["num_chs"] for i in model.feature_info] == [48, 104, 208, 440]
+        assert torch.equal(final, feats)
+        last2 = model.forward_intermediates(x, indices=2, intermediates_only=True)
+        assert [f.shape[1] for f in last2] == [208, 440]
+    model.reset_classifier(10)
+    assert model(x).shape == (2, 10) and model.get_classifier().out_features == 10
+    model.reset_classifier(0)
+    assert model(x).shape == (2, 440)
+
+
+def test_create_model_names_and_classes():
+    assert isinstance(fastregnet.create_model("regnet_y_400mf"), fastregnet.RegNetY)
+    assert isinstance(fastregnet.create_model("RegNetX-200MF"), fastregnet.RegNetX)
+    m = fastregnet.create_model("regnety_040", num_classes=7)
+    assert m.fc.out_features == 7 and m.block_params.widths == (128, 192, 512, 1088)
+    assert len(fastregnet.list_models()) == 39
+
+
+def test_general_regnet_from_stage_lists():
+    m = fastregnet.RegNet(depths=[1, 2], widths=[16, 32], group_widths=8, se_ratio=0.25, num_classes=5)
+    assert m(torch.randn(2, 3, 32, 32)).shape == (2, 5)
+    assert m.trunk_output.block2[1].f.se.fc1.out_channels == 8  # round(0.25 * 32), from the block input width
+    with pytest.raises(ValueError, match="not divisible by its group"):
+        fastregnet.RegNet(depths=[1], widths=[20], group_widths=8)
