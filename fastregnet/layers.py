@@ -35,6 +35,8 @@ class ConvNormActivation(nn.Sequential):
         super().__init__(*layers)
         self._fold_key = None
         self._fold_value = None
+        # A 3x3 conv that keeps the width is the block's grouped conv (f.b): it has fused Triton kernels.
+        self.grouped3x3 = kernel_size == 3 and in_channels == out_channels
 
     @property
     def has_activation(self) -> bool:
@@ -63,10 +65,12 @@ class ConvNormActivation(nn.Sequential):
         stride, groups = conv.stride[0], conv.groups
         if bn.training or bn.running_mean is None:  # nn.BatchNorm2d's rule for using batch statistics
             momentum = self._momentum(bn) if bn.training and bn.track_running_stats else 0.0
-            return ops.conv_bn_act_train(x, conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var,
-                                         momentum, bn.eps, stride, groups, self.has_activation)
+            train_op = ops.grouped_conv_bn_act_train if self.grouped3x3 else ops.conv_bn_act_train
+            return train_op(x, conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var, momentum, bn.eps,
+                            stride, groups, self.has_activation)
         weight, bias = self.folded()
-        return ops.conv_bias_act(x, weight, bias, stride, groups, self.has_activation)
+        eval_op = ops.grouped_conv_bias_act if self.grouped3x3 else ops.conv_bias_act
+        return eval_op(x, weight, bias, stride, groups, self.has_activation)
 
 
 class SqueezeExcitation(nn.Module):

@@ -2,38 +2,200 @@
 its PyTorch reference in `fastregnet.reference`.
 
 The blocks never call a kernel directly: adding a kernel changes this file, not the model code.
+
+Kernels so far: the grouped 3x3 conv + BN + ReLU (the block's f.b), eval and train, forward and backward. The 1x1
+convs, SE and the residual add run the reference on every backend until their kernels land.
+
+The Triton path is a set of `torch.library.custom_op`s with fake (meta) implementations and registered autograd,
+so torch.compile traces them as opaque nodes and `torch.library.opcheck` can check them.
 """
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
+from torch import Tensor
 
 from . import reference as ref
-from .backend import use_triton
+from .backend import triton_interpreting, use_triton
 
-__all__ = ["conv_bias_act", "conv_bn_act_train", "squeeze_excite", "add_relu"]
+__all__ = ["conv_bias_act", "conv_bn_act_train", "grouped_conv_bias_act", "grouped_conv_bn_act_train",
+           "squeeze_excite", "add_relu", "grouped_conv_supported"]
 
 
-def conv_bias_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int, groups: int,
-                  relu: bool) -> torch.Tensor:
-    """Eval-mode conv with BN folded into (weight, bias), then ReLU if `relu`."""
+# ----------------------------------------------------------------------------------------------------------------
+# custom ops around the grouped conv kernels
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _out_shape(x: Tensor, stride: int) -> tuple[int, int, int, int]:
+    n, c, h, w = x.shape
+    return n, c, (h - 1) // stride + 1, (w - 1) // stride + 1
+
+
+def _empty_nhwc(shape, like: Tensor) -> Tensor:
+    return torch.empty(shape, device=like.device, dtype=like.dtype, memory_format=torch.channels_last)
+
+
+@torch.library.custom_op("fastregnet::grouped_conv_bias_act", mutates_args=(), device_types=("cuda", "cpu"))
+def _grouped_conv_bias_act_op(x: Tensor, weight: Tensor, bias: Tensor, stride: int, groups: int,
+                              relu: bool) -> Tensor:
+    from .kernels.grouped_conv import grouped_conv_fwd
+
+    return grouped_conv_fwd(x, weight, bias, stride, groups, relu)
+
+
+@_grouped_conv_bias_act_op.register_fake
+def _(x, weight, bias, stride, groups, relu):
+    return _empty_nhwc(_out_shape(x, stride), x)
+
+
+@torch.library.custom_op("fastregnet::grouped_conv_bn_act_train", mutates_args=(), device_types=("cuda", "cpu"))
+def _grouped_conv_bn_act_train_op(x: Tensor, weight: Tensor, gamma: Tensor, beta: Tensor, eps: float, stride: int,
+                                  groups: int, relu: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(out, y, mean, var, invstd): y = pre-BN conv output, per-channel batch mean / biased var / invstd (fp32)."""
+    from .kernels.grouped_conv import grouped_conv_train_fwd
+
+    return grouped_conv_train_fwd(x, weight, gamma, beta, eps, stride, groups, relu)
+
+
+@_grouped_conv_bn_act_train_op.register_fake
+def _(x, weight, gamma, beta, eps, stride, groups, relu):
+    shape = _out_shape(x, stride)
+    vec = [x.new_empty(shape[1], dtype=torch.float32) for _ in range(3)]
+    return _empty_nhwc(shape, x), _empty_nhwc(shape, x), *vec
+
+
+@torch.library.custom_op("fastregnet::grouped_conv_bwd", mutates_args=(), device_types=("cuda", "cpu"))
+def _grouped_conv_bwd_op(grad_out: Tensor, x: Tensor, weight: Tensor, saved: Tensor, mean: Optional[Tensor],
+                         invstd: Optional[Tensor], gamma: Optional[Tensor], beta: Optional[Tensor], stride: int,
+                         groups: int, relu: bool, train: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(grad_x, grad_weight, grad_gamma, grad_beta); in eval grad_beta is the folded bias's grad and grad_gamma
+    is zeros."""
+    from .kernels.grouped_conv import grouped_conv_bwd
+
+    gx, gw, dgamma, dbeta = grouped_conv_bwd(grad_out, x, weight, saved, mean, invstd, gamma, beta, stride, groups,
+                                             relu, train)
+    return gx, gw, dgamma if dgamma is not None else torch.zeros_like(dbeta), dbeta
+
+
+@_grouped_conv_bwd_op.register_fake
+def _(grad_out, x, weight, saved, mean, invstd, gamma, beta, stride, groups, relu, train):
+    c = x.shape[1]
+    return (_empty_nhwc(x.shape, x), torch.empty_like(weight, memory_format=torch.contiguous_format),
+            x.new_empty(c, dtype=torch.float32), x.new_empty(c, dtype=torch.float32))
+
+
+def _eval_setup(ctx, inputs, output):
+    x, weight, bias, stride, groups, relu = inputs
+    ctx.save_for_backward(x, weight, output)
+    ctx.conf = (stride, groups, relu, bias.dtype)
+
+
+def _eval_backward(ctx, grad_out):
+    x, weight, out = ctx.saved_tensors
+    stride, groups, relu, bias_dtype = ctx.conf
+    gx, gw, _, gb = torch.ops.fastregnet.grouped_conv_bwd(grad_out, x, weight, out, None, None, None, None, stride,
+                                                          groups, relu, False)
+    return gx, gw, gb.to(bias_dtype), None, None, None
+
+
+_grouped_conv_bias_act_op.register_autograd(_eval_backward, setup_context=_eval_setup)
+
+
+def _train_setup(ctx, inputs, output):
+    x, weight, gamma, beta, eps, stride, groups, relu = inputs
+    out, y, mean, var, invstd = output
+    ctx.mark_non_differentiable(y, mean, var, invstd)
+    ctx.save_for_backward(x, weight, y, mean, invstd, gamma, beta)
+    ctx.conf = (stride, groups, relu)
+
+
+def _train_backward(ctx, grad_out, _gy, _gmean, _gvar, _ginvstd):
+    x, weight, y, mean, invstd, gamma, beta = ctx.saved_tensors
+    stride, groups, relu = ctx.conf
+    gx, gw, dgamma, dbeta = torch.ops.fastregnet.grouped_conv_bwd(grad_out, x, weight, y, mean, invstd, gamma, beta,
+                                                                  stride, groups, relu, True)
+    return gx, gw, dgamma.to(gamma.dtype), dbeta.to(beta.dtype), None, None, None, None
+
+
+_grouped_conv_bn_act_train_op.register_autograd(_train_backward, setup_context=_train_setup)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# dispatch
+# ----------------------------------------------------------------------------------------------------------------
+
+_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def grouped_conv_supported(x: Tensor, weight: Tensor, stride: int, groups: int) -> tuple[bool, str]:
+    """Whether the grouped-conv kernels cover this call, and if not, why."""
+    if x.dim() != 4:
+        return False, f"input must be 4-D, got shape {tuple(x.shape)}"
+    c = x.shape[1]
+    if tuple(weight.shape) != (c, c // groups, 3, 3) or c % groups:
+        return False, f"needs a 3x3 conv with equal in/out channels, got weight {tuple(weight.shape)} for {c} channels"
+    if stride not in (1, 2):
+        return False, f"stride {stride} (kernels cover 1 and 2)"
+    if x.dtype not in _KERNEL_DTYPES:
+        return False, f"dtype {x.dtype} (kernels cover fp32, fp16, bf16)"
+    if x.dtype == torch.bfloat16 and x.device.type == "cpu" and triton_interpreting():
+        return False, "bf16 tl.dot is wrong under the Triton interpreter; test bf16 on a GPU"
+    return True, ""
+
+
+def _autocast(x: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+    """Custom ops see no autocast: cast like autocast would for a conv (input and weight to the autocast dtype)."""
+    if torch.is_autocast_enabled(x.device.type):
+        dtype = torch.get_autocast_dtype(x.device.type)
+        return x.to(dtype), weight.to(dtype)
+    return x, weight.to(x.dtype)
+
+
+def grouped_conv_bias_act(x: Tensor, weight: Tensor, bias: Tensor, stride: int, groups: int, relu: bool) -> Tensor:
+    """Eval-mode grouped 3x3 conv with BN folded into (weight, bias), then ReLU if `relu`."""
+    if use_triton(x, *grouped_conv_supported(x, weight, stride, groups)):
+        x, weight = _autocast(x, weight)
+        return torch.ops.fastregnet.grouped_conv_bias_act(x, weight, bias, stride, groups, relu)
     return ref.conv_bias_act_ref(x, weight, bias, stride, groups, relu)
 
 
-def conv_bn_act_train(x: torch.Tensor, weight: torch.Tensor, bn_weight: torch.Tensor, bn_bias: torch.Tensor,
-                      running_mean: torch.Tensor, running_var: torch.Tensor, momentum: float, eps: float, stride: int,
-                      groups: int, relu: bool) -> torch.Tensor:
+def grouped_conv_bn_act_train(x: Tensor, weight: Tensor, bn_weight: Tensor, bn_bias: Tensor,
+                              running_mean: Optional[Tensor], running_var: Optional[Tensor], momentum: float,
+                              eps: float, stride: int, groups: int, relu: bool) -> Tensor:
+    """Train-mode grouped 3x3 conv + BN (batch statistics) + ReLU; updates running_mean/var in place."""
+    if use_triton(x, *grouped_conv_supported(x, weight, stride, groups)):
+        x, weight = _autocast(x, weight)
+        out, _, mean, var, _ = torch.ops.fastregnet.grouped_conv_bn_act_train(x, weight, bn_weight, bn_bias, eps,
+                                                                              stride, groups, relu)
+        if running_mean is not None and momentum:
+            n, _, ho, wo = out.shape
+            ref.update_running_stats(running_mean, running_var, mean, var, n * ho * wo, momentum)
+        return out
+    return ref.conv_bn_act_train_ref(x, weight, bn_weight, bn_bias, running_mean, running_var, momentum, eps, stride,
+                                     groups, relu)
+
+
+def conv_bias_act(x: Tensor, weight: Tensor, bias: Tensor, stride: int, groups: int, relu: bool) -> Tensor:
+    """Eval-mode conv (stem, 1x1 a/c/proj) with BN folded into (weight, bias), then ReLU if `relu`."""
+    return ref.conv_bias_act_ref(x, weight, bias, stride, groups, relu)
+
+
+def conv_bn_act_train(x: Tensor, weight: Tensor, bn_weight: Tensor, bn_bias: Tensor, running_mean: Optional[Tensor],
+                      running_var: Optional[Tensor], momentum: float, eps: float, stride: int, groups: int,
+                      relu: bool) -> Tensor:
     """Train-mode conv + BatchNorm with batch statistics (+ ReLU); updates running_mean/var in place."""
     return ref.conv_bn_act_train_ref(x, weight, bn_weight, bn_bias, running_mean, running_var, momentum, eps, stride,
                                      groups, relu)
 
 
-def squeeze_excite(x: torch.Tensor, fc1_weight: torch.Tensor, fc1_bias: torch.Tensor, fc2_weight: torch.Tensor,
-                   fc2_bias: torch.Tensor) -> torch.Tensor:
+def squeeze_excite(x: Tensor, fc1_weight: Tensor, fc1_bias: Tensor, fc2_weight: Tensor, fc2_bias: Tensor) -> Tensor:
     """Squeeze-and-Excitation: x * sigmoid(fc2(relu(fc1(mean_hw(x)))))."""
     return ref.squeeze_excite_ref(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
 
 
-def add_relu(y: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+def add_relu(y: Tensor, shortcut: Tensor) -> Tensor:
     """The block's residual output: relu(y + shortcut)."""
     return ref.add_relu_ref(y, shortcut)

@@ -1,0 +1,584 @@
+"""Fused grouped 3x3 convolution (pad 1, stride 1 or 2) + BatchNorm + ReLU on NHWC tensors, forward and backward.
+
+All kernels are implicit GEMMs over NHWC rows. A program owns BLOCK_M pixels x BLOCK_N channels and loops K over
+exactly the input channels of the groups its channel block spans, with the weight tile masked block-diagonally
+(input and output channel in the same group). One scheme covers every group width: small groups (8, 16) are
+packed several per tile, large ones (232, 264) take several K steps, and widths that are not powers of two
+(24, 56, 72, 112, 232) are masked rather than rejected. `tl.dot` needs every dim >= 16, so tiles never go below 16.
+
+Modes of the forward kernel:
+- eval: BN is folded into (weight, bias) by the caller; epilogue = + bias, ReLU.
+- train: epilogue writes the pre-BN conv output y and, per (row block, channel), the block's mean and centred sum
+  of squares M2 (fp32). `_bn_stats_finalize_kernel` merges the blocks with Chan's parallel formula (no
+  sum-of-squares cancellation), and `_bn_act_apply_kernel` normalizes y with the batch statistics + ReLU.
+
+Backward (derivation, with z = gamma * xhat + beta, xhat = (y - mean) * invstd, out = relu(z), M = N*HO*WO):
+    gz      = grad_out * (z > 0)
+    dbeta   = sum_m gz,            dgamma = sum_m gz * xhat
+    gy      = gamma * invstd * (gz - dbeta / M - xhat * dgamma / M)       (train; batch statistics)
+    gy      = grad_out * (out > 0)                                           (eval; dbias = sum_m gy)
+    grad_x  = conv_transpose(gy, W),   grad_W = correlate(x, gy)
+`_bn_act_bwd_reduce_kernel` computes the two sums; the data-grad and weight-grad kernels then recompute gy from
+(grad_out, y) as they load it, instead of writing gy out and reading it back: 6 passes over memory instead of 7,
+and no gy buffer. Backward saves x, W, y (pre-BN, or out in eval) and the per-channel mean/invstd: nothing else.
+
+Reductions over rows (statistics, dbeta/dgamma, grad_W) are written per block and summed in a fixed order, so
+results are deterministic (no atomics).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._launch import record
+
+__all__ = ["grouped_conv_fwd", "grouped_conv_train_fwd", "grouped_conv_bwd", "grouped_conv_tiles",
+           "kernel_variants"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# kernels
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _group_k_range(n0, C, GW, BLOCK_N: tl.constexpr):
+    """[k_lo, k_hi): the input channels of every group that channels n0 .. n0+BLOCK_N-1 belong to."""
+    n_last = tl.minimum(n0 + BLOCK_N, C) - 1
+    k_lo = (n0 // GW) * GW
+    k_hi = tl.minimum((n_last // GW + 1) * GW, C)
+    return k_lo, k_hi
+
+
+@triton.jit
+def _load_group_weight(Wt, offs_k, offs_n, k_hi, C, GW, tap):
+    """Weight tile B[k, n] = W[n, k - group(n) * GW, tap] where k and n share a group, else 0. W is (C, GW, 3, 3)."""
+    g_n = offs_n // GW
+    same = ((offs_k[:, None] // GW) == g_n[None, :]) & (offs_k[:, None] < k_hi) & (offs_n[None, :] < C)
+    w_off = offs_n[None, :] * (GW * 9) + (offs_k[:, None] - g_n[None, :] * GW) * 9 + tap
+    return tl.load(Wt + w_off, mask=same, other=0.0)
+
+
+@triton.jit
+def _grouped_conv_fwd_kernel(
+    X,  # input, NHWC contiguous (N, H, W, C)
+    Wt,  # weight (C, GW, 3, 3) contiguous, same dtype as X
+    Bias,  # bias (C,) fp32, read when HAS_BIAS
+    Y,  # output NHWC (N, HO, WO, C): activation (eval) or pre-BN conv output (STATS)
+    MeanPart,  # (num_row_blocks, C) fp32: per-block mean of the conv output, written when STATS
+    M2Part,  # (num_row_blocks, C) fp32: per-block centred sum of squares, written when STATS
+    M,  # number of output pixels N*HO*WO
+    H, W, C, HO, WO,  # input height/width, channels, output height/width
+    GW,  # group width (channels per group)
+    STRIDE: tl.constexpr,  # 1 or 2
+    HAS_BIAS: tl.constexpr,  # add Bias in the epilogue
+    RELU: tl.constexpr,  # apply ReLU in the epilogue
+    STATS: tl.constexpr,  # write BN partial statistics (training)
+    PRECISION: tl.constexpr,  # tl.dot input precision: "ieee" for fp32, "tf32" (ignored) for fp16/bf16
+    BLOCK_M: tl.constexpr,  # output pixels per program
+    BLOCK_N: tl.constexpr,  # output channels per program
+    BLOCK_K: tl.constexpr,  # input channels per K step
+):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_ok = offs_m < M
+    n_ok = offs_n < C
+    wo = offs_m % WO
+    ho = (offs_m // WO) % HO
+    nb = (offs_m // (WO * HO)).to(tl.int64)  # int64: N*H*W*C may pass 2^31
+    k_lo, k_hi = _group_k_range(pid_n * BLOCK_N, C, GW, BLOCK_N)
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for tap in range(9):
+        hi = ho * STRIDE - 1 + tap // 3
+        wi = wo * STRIDE - 1 + tap % 3
+        pix_ok = m_ok & (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
+        row = ((nb * H + hi) * W + wi) * C
+        for k0 in range(k_lo, k_hi, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            a = tl.load(X + row[:, None] + offs_k[None, :], mask=pix_ok[:, None] & (offs_k[None, :] < k_hi),
+                        other=0.0)
+            b = _load_group_weight(Wt, offs_k, offs_n, k_hi, C, GW, tap)
+            acc = tl.dot(a, b, acc, input_precision=PRECISION)
+
+    if HAS_BIAS:
+        acc += tl.load(Bias + offs_n, mask=n_ok, other=0.0)[None, :]
+    if STATS:
+        # Block-local mean and centred M2 over the valid rows, from the fp32 accumulator.
+        valid = m_ok[:, None] & n_ok[None, :]
+        count = tl.sum(m_ok.to(tl.float32), axis=0)
+        mean = tl.sum(tl.where(valid, acc, 0.0), axis=0) / count
+        d = tl.where(valid, acc - mean[None, :], 0.0)
+        tl.store(MeanPart + pid_m * C + offs_n, mean, mask=n_ok)
+        tl.store(M2Part + pid_m * C + offs_n, tl.sum(d * d, axis=0), mask=n_ok)
+    if RELU:
+        acc = tl.maximum(acc, 0.0)
+    y_off = offs_m.to(tl.int64)[:, None] * C + offs_n[None, :]
+    tl.store(Y + y_off, acc.to(Y.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+
+
+@triton.jit
+def _bn_stats_finalize_kernel(
+    MeanPart,  # (num_blocks, C) fp32 per-block means
+    M2Part,  # (num_blocks, C) fp32 per-block centred sums of squares
+    Mean,  # (C,) fp32 out: batch mean
+    Var,  # (C,) fp32 out: biased batch variance
+    Invstd,  # (C,) fp32 out: 1 / sqrt(var + eps)
+    num_blocks,  # row blocks written by the conv kernel
+    M,  # total rows
+    ROWS_PER_BLOCK,  # rows per block (the conv's BLOCK_M); the last block may hold fewer
+    C,  # channels
+    eps,  # BatchNorm epsilon
+    BLOCK_R: tl.constexpr,  # blocks merged per step
+    BLOCK_C: tl.constexpr,  # channels per program
+):
+    pid = tl.program_id(0)
+    offs_c = pid * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = offs_c < C
+    n_a = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    mean_a = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    m2_a = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    for r0 in range(0, num_blocks, BLOCK_R):
+        offs_r = r0 + tl.arange(0, BLOCK_R)
+        r_ok = offs_r < num_blocks
+        cnt = tl.where(r_ok, tl.minimum(M - offs_r * ROWS_PER_BLOCK, ROWS_PER_BLOCK), 0).to(tl.float32)
+        mask = r_ok[:, None] & c_ok[None, :]
+        off = offs_r[:, None] * C + offs_c[None, :]
+        mean_b = tl.load(MeanPart + off, mask=mask, other=0.0)
+        m2_b = tl.load(M2Part + off, mask=mask, other=0.0)
+        # merge this step's blocks into one (n_t, mean_t, m2_t), then into the running total (Chan et al.)
+        n_t = tl.sum(cnt, axis=0)
+        mean_t = tl.sum(cnt[:, None] * mean_b, axis=0) / n_t
+        dev = tl.where(mask, mean_b - mean_t[None, :], 0.0)
+        m2_t = tl.sum(m2_b + cnt[:, None] * dev * dev, axis=0)
+        n = n_a + n_t
+        delta = mean_t - mean_a
+        mean_a = mean_a + delta * (n_t / n)
+        m2_a = m2_a + m2_t + delta * delta * (n_a * n_t / n)
+        n_a = n
+    var = m2_a / n_a
+    tl.store(Mean + offs_c, mean_a, mask=c_ok)
+    tl.store(Var + offs_c, var, mask=c_ok)
+    tl.store(Invstd + offs_c, 1.0 / tl.sqrt(var + eps), mask=c_ok)
+
+
+@triton.jit
+def _bn_act_apply_kernel(
+    Y,  # pre-BN conv output, (M, C) rows
+    Out,  # (M, C) out: relu(gamma * (y - mean) * invstd + beta)
+    Mean, Invstd, Gamma, Beta,  # (C,) fp32 per-channel statistics and affine parameters
+    M, C,  # rows, channels
+    RELU: tl.constexpr,  # apply ReLU
+    BLOCK_M: tl.constexpr,  # rows per program
+    BLOCK_C: tl.constexpr,  # channels per program
+):
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = offs_c < C
+    mask = (offs_m < M)[:, None] & c_ok[None, :]
+    off = offs_m.to(tl.int64)[:, None] * C + offs_c[None, :]
+    scale = tl.load(Gamma + offs_c, mask=c_ok, other=0.0) * tl.load(Invstd + offs_c, mask=c_ok, other=0.0)
+    shift = tl.load(Beta + offs_c, mask=c_ok, other=0.0) - tl.load(Mean + offs_c, mask=c_ok, other=0.0) * scale
+    z = tl.load(Y + off, mask=mask, other=0.0).to(tl.float32) * scale[None, :] + shift[None, :]
+    if RELU:
+        z = tl.maximum(z, 0.0)
+    tl.store(Out + off, z.to(Out.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _grad_y(GO, S, off, mask, mean, invstd, gamma, beta, dbeta_m, dgamma_m, TRAIN: tl.constexpr,
+            RELU: tl.constexpr):
+    """gy (fp32) for a tile: grad of the conv output, from grad_out and the saved tensor S.
+
+    TRAIN: S is the pre-BN y; gy = gamma*invstd*(gz - dbeta/M - xhat*dgamma/M), gz = go*(z>0) (dbeta_m, dgamma_m
+    are dbeta/M and dgamma/M). Eval: S is the activation out; gy = go * (out > 0)."""
+    go = tl.load(GO + off, mask=mask, other=0.0).to(tl.float32)
+    s = tl.load(S + off, mask=mask, other=0.0).to(tl.float32)
+    if TRAIN:
+        xhat = (s - mean[None, :]) * invstd[None, :]
+        if RELU:
+            go = tl.where(xhat * gamma[None, :] + beta[None, :] > 0, go, 0.0)
+        gy = (gamma * invstd)[None, :] * (go - dbeta_m[None, :] - xhat * dgamma_m[None, :])
+    else:
+        gy = tl.where(s > 0, go, 0.0) if RELU else go
+    return tl.where(mask, gy, 0.0)
+
+
+@triton.jit
+def _load_channel_vectors(Mean, Invstd, Gamma, Beta, DBeta, DGamma, offs_c, C, inv_M, TRAIN: tl.constexpr):
+    """Per-channel vectors the gy recomputation needs (zeros in eval, where they are unused)."""
+    c_ok = offs_c < C
+    if TRAIN:
+        mean = tl.load(Mean + offs_c, mask=c_ok, other=0.0)
+        invstd = tl.load(Invstd + offs_c, mask=c_ok, other=0.0)
+        gamma = tl.load(Gamma + offs_c, mask=c_ok, other=0.0)
+        beta = tl.load(Beta + offs_c, mask=c_ok, other=0.0)
+        dbeta_m = tl.load(DBeta + offs_c, mask=c_ok, other=0.0) * inv_M
+        dgamma_m = tl.load(DGamma + offs_c, mask=c_ok, other=0.0) * inv_M
+    else:
+        mean = tl.zeros(offs_c.shape, dtype=tl.float32)
+        invstd, gamma, beta, dbeta_m, dgamma_m = mean, mean, mean, mean, mean
+    return mean, invstd, gamma, beta, dbeta_m, dgamma_m
+
+
+@triton.jit
+def _bn_act_bwd_reduce_kernel(
+    GO,  # grad of the op's output, (M, C) rows
+    S,  # saved tensor: pre-BN y (TRAIN) or the activation out (eval)
+    Mean, Invstd, Gamma, Beta,  # (C,) fp32, read when TRAIN
+    DBetaPart,  # (num_row_blocks, C) fp32 out: per-block sum of gz (the bias / beta grad)
+    DGammaPart,  # (num_row_blocks, C) fp32 out: per-block sum of gz * xhat, written when TRAIN
+    M, C,  # rows, channels
+    TRAIN: tl.constexpr,  # BN with batch statistics (else folded eval BN)
+    RELU: tl.constexpr,  # the op applied ReLU
+    BLOCK_M: tl.constexpr,  # rows per program
+    BLOCK_C: tl.constexpr,  # channels per program
+):
+    pid_m = tl.program_id(0)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = offs_c < C
+    mask = (offs_m < M)[:, None] & c_ok[None, :]
+    off = offs_m.to(tl.int64)[:, None] * C + offs_c[None, :]
+    go = tl.load(GO + off, mask=mask, other=0.0).to(tl.float32)
+    s = tl.load(S + off, mask=mask, other=0.0).to(tl.float32)
+    if TRAIN:
+        mean = tl.load(Mean + offs_c, mask=c_ok, other=0.0)
+        invstd = tl.load(Invstd + offs_c, mask=c_ok, other=0.0)
+        xhat = (s - mean[None, :]) * invstd[None, :]
+        if RELU:
+            gamma = tl.load(Gamma + offs_c, mask=c_ok, other=0.0)
+            beta = tl.load(Beta + offs_c, mask=c_ok, other=0.0)
+            go = tl.where(xhat * gamma[None, :] + beta[None, :] > 0, go, 0.0)
+        go = tl.where(mask, go, 0.0)
+        tl.store(DGammaPart + pid_m * C + offs_c, tl.sum(go * xhat, axis=0), mask=c_ok)
+    elif RELU:
+        go = tl.where(s > 0, go, 0.0)
+    tl.store(DBetaPart + pid_m * C + offs_c, tl.sum(tl.where(mask, go, 0.0), axis=0), mask=c_ok)
+
+
+@triton.jit
+def _grouped_conv_bwd_data_kernel(
+    GO,  # grad of the op's output, NHWC (N, HO, WO, C)
+    S,  # saved tensor for gy: pre-BN y (TRAIN) or activation out (eval), NHWC (N, HO, WO, C)
+    Wt,  # conv weight (C, GW, 3, 3), dtype of X
+    GX,  # out: grad wrt the input, NHWC (N, H, W, C)
+    Mean, Invstd, Gamma, Beta, DBeta, DGamma,  # (C,) fp32, read when TRAIN
+    M,  # input pixels N*H*W
+    H, W, C, HO, WO,  # input height/width, channels, output height/width
+    GW,  # group width
+    inv_M,  # 1 / (N*HO*WO), for the BN mean terms
+    STRIDE: tl.constexpr,  # forward stride, 1 or 2
+    TRAIN: tl.constexpr,  # BN with batch statistics (else folded eval BN)
+    RELU: tl.constexpr,  # the op applied ReLU
+    PRECISION: tl.constexpr,  # tl.dot input precision
+    BLOCK_M: tl.constexpr,  # input pixels per program
+    BLOCK_N: tl.constexpr,  # input channels per program
+    BLOCK_K: tl.constexpr,  # output channels per K step
+):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_ok = offs_m < M
+    wi = offs_m % W
+    hi = (offs_m // W) % H
+    nb = (offs_m // (W * H)).to(tl.int64)
+    k_lo, k_hi = _group_k_range(pid_n * BLOCK_N, C, GW, BLOCK_N)
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for tap in range(9):
+        # output pixel (ho, wo) reads input (ho*S - 1 + kh, wo*S - 1 + kw): invert for this tap
+        th = hi + 1 - tap // 3
+        tw = wi + 1 - tap % 3
+        ho = th // STRIDE
+        wo = tw // STRIDE
+        pix_ok = m_ok & (th >= 0) & (tw >= 0) & (th % STRIDE == 0) & (tw % STRIDE == 0) & (ho < HO) & (wo < WO)
+        row = ((nb * HO + ho) * WO + wo) * C
+        for k0 in range(k_lo, k_hi, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            mean, invstd, gamma, beta, dbeta_m, dgamma_m = _load_channel_vectors(
+                Mean, Invstd, Gamma, Beta, DBeta, DGamma, offs_k, C, inv_M, TRAIN)
+            mask = pix_ok[:, None] & (offs_k[None, :] < k_hi)
+            gy = _grad_y(GO, S, row[:, None] + offs_k[None, :], mask, mean, invstd, gamma, beta, dbeta_m, dgamma_m,
+                         TRAIN, RELU)
+            # B[k = output channel, n = input channel] = W[k, n - group(k) * GW, tap]: the transposed weight tile
+            g_k = offs_k // GW
+            same = ((offs_n[None, :] // GW) == g_k[:, None]) & (offs_k[:, None] < k_hi) & (offs_n[None, :] < C)
+            w_off = offs_k[:, None] * (GW * 9) + (offs_n[None, :] - g_k[:, None] * GW) * 9 + tap
+            b = tl.load(Wt + w_off, mask=same, other=0.0)
+            acc = tl.dot(gy.to(b.dtype), b, acc, input_precision=PRECISION)
+
+    x_off = offs_m.to(tl.int64)[:, None] * C + offs_n[None, :]
+    tl.store(GX + x_off, acc.to(GX.dtype.element_ty), mask=m_ok[:, None] & (offs_n[None, :] < C))
+
+
+@triton.jit
+def _grouped_conv_bwd_weight_kernel(
+    GO,  # grad of the op's output, NHWC (N, HO, WO, C)
+    S,  # saved tensor for gy (see the data-grad kernel)
+    X,  # forward input, NHWC (N, H, W, C)
+    GWPart,  # out: (SPLIT, C, GW, 9) fp32 partial weight grads, one slice per row split
+    Mean, Invstd, Gamma, Beta, DBeta, DGamma,  # (C,) fp32, read when TRAIN
+    M,  # output pixels N*HO*WO
+    H, W, C, HO, WO,  # input height/width, channels, output height/width
+    GW,  # group width
+    inv_M,  # 1 / M
+    ROWS_PER_SPLIT,  # output rows each split reduces over (a multiple of BLOCK_M)
+    SPLIT,  # number of row splits
+    STRIDE: tl.constexpr,  # forward stride
+    TRAIN: tl.constexpr,  # BN with batch statistics
+    RELU: tl.constexpr,  # the op applied ReLU
+    PRECISION: tl.constexpr,  # tl.dot input precision
+    BLOCK_M: tl.constexpr,  # rows per reduction step
+    BLOCK_N: tl.constexpr,  # output channels per program
+    BLOCK_K: tl.constexpr,  # input channels per program
+):
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    tap = tl.program_id(2) // SPLIT
+    split = tl.program_id(2) % SPLIT
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = offs_n < C
+    k_lo, k_hi = _group_k_range(pid_n * BLOCK_N, C, GW, BLOCK_N)
+    k0 = k_lo + pid_k * BLOCK_K
+    if k0 < k_hi:  # channel blocks span different numbers of K chunks; the grid covers the widest
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        k_ok = offs_k < k_hi
+        mean, invstd, gamma, beta, dbeta_m, dgamma_m = _load_channel_vectors(
+            Mean, Invstd, Gamma, Beta, DBeta, DGamma, offs_n, C, inv_M, TRAIN)
+        acc = tl.zeros((BLOCK_K, BLOCK_N), dtype=tl.float32)
+        m_start = split * ROWS_PER_SPLIT
+        for m0 in range(m_start, tl.minimum(m_start + ROWS_PER_SPLIT, M), BLOCK_M):
+            offs_m = m0 + tl.arange(0, BLOCK_M)
+            m_ok = offs_m < M
+            wo = offs_m % WO
+            ho = (offs_m // WO) % HO
+            nb = (offs_m // (WO * HO)).to(tl.int64)
+            hi = ho * STRIDE - 1 + tap // 3
+            wi = wo * STRIDE - 1 + tap % 3
+            pix_ok = m_ok & (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
+            a = tl.load(X + (((nb * H + hi) * W + wi) * C)[:, None] + offs_k[None, :],
+                        mask=pix_ok[:, None] & k_ok[None, :], other=0.0)
+            gy = _grad_y(GO, S, offs_m.to(tl.int64)[:, None] * C + offs_n[None, :], m_ok[:, None] & n_ok[None, :],
+                         mean, invstd, gamma, beta, dbeta_m, dgamma_m, TRAIN, RELU)
+            acc = tl.dot(tl.trans(a), gy.to(a.dtype), acc, input_precision=PRECISION)
+        g_n = offs_n // GW
+        same = ((offs_k[:, None] // GW) == g_n[None, :]) & k_ok[:, None] & n_ok[None, :]
+        w_off = offs_n[None, :] * (GW * 9) + (offs_k[:, None] - g_n[None, :] * GW) * 9 + tap
+        tl.store(GWPart + split.to(tl.int64) * C * GW * 9 + w_off, acc, mask=same)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# launchers
+# ----------------------------------------------------------------------------------------------------------------
+
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# Rows per program for the conv kernels. 64 keeps a 64x64 fp32 accumulator at 32 registers/thread on 4 warps; the
+# AOT test checks every variant the zoo uses for spills on sm_80/sm_90. Not yet tuned on a GPU (none was lent).
+BLOCK_M_CONV = 64
+BLOCK_M_ELEMENTWISE = 64
+BLOCK_C_ELEMENTWISE = 64
+
+
+def grouped_conv_tiles(group_width: int) -> tuple[int, int]:
+    """(BLOCK_N, BLOCK_K) for a group width: the next power of two, clamped to [16, 64] (tl.dot needs >= 16;
+    past 64 the K loop takes over)."""
+    t = min(64, max(16, triton.next_power_of_2(group_width)))
+    return t, t
+
+
+def _precision(dtype: torch.dtype) -> str:
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _nhwc(t: torch.Tensor) -> torch.Tensor:
+    """The same tensor (NCHW shape) with channels_last strides, copying only when it isn't already."""
+    return t.contiguous(memory_format=torch.channels_last)
+
+
+def _check(x: torch.Tensor, weight: torch.Tensor, stride: int, groups: int) -> tuple[int, int, int, int, int]:
+    if x.dim() != 4:
+        raise ValueError(f"grouped_conv: expected a 4-D NCHW input, got shape {tuple(x.shape)}")
+    n, c, h, w = x.shape
+    if x.dtype not in _DTYPES or weight.dtype != x.dtype:
+        raise TypeError(f"grouped_conv: input and weight must share a dtype among fp32/fp16/bf16, got {x.dtype} "
+                        f"and {weight.dtype}")
+    if weight.device != x.device:
+        raise ValueError(f"grouped_conv: input on {x.device}, weight on {weight.device}")
+    if groups < 1 or c % groups or tuple(weight.shape) != (c, c // groups, 3, 3):
+        raise ValueError(f"grouped_conv: weight {tuple(weight.shape)} does not fit a 3x3 conv of {c} channels in "
+                         f"{groups} groups (expected {(c, c // max(groups, 1), 3, 3)})")
+    if stride not in (1, 2):
+        raise ValueError(f"grouped_conv: stride must be 1 or 2, got {stride}")
+    if n == 0 or h == 0 or w == 0:
+        raise ValueError(f"grouped_conv: empty input {tuple(x.shape)}")
+    return n, c, h, w, c // groups
+
+
+def _out_hw(h: int, w: int, stride: int) -> tuple[int, int]:
+    return (h - 1) // stride + 1, (w - 1) // stride + 1
+
+
+def grouped_conv_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, groups: int,
+                     relu: bool) -> torch.Tensor:
+    """Eval forward: relu(conv3x3(x, weight, pad 1, stride, groups) + bias). Output is channels_last."""
+    n, c, h, w, gw = _check(x, weight, stride, groups)
+    ho, wo = _out_hw(h, w, stride)
+    x, weight = _nhwc(x), weight.contiguous()
+    y = torch.empty((n, c, ho, wo), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
+    m = n * ho * wo
+    bn, bk = grouped_conv_tiles(gw)
+    unused = torch.empty(1, device=x.device, dtype=torch.float32)  # pointer for arguments this mode never reads
+    b = bias.float().contiguous() if bias is not None else unused
+    grid = (triton.cdiv(m, BLOCK_M_CONV), triton.cdiv(c, bn))
+    _grouped_conv_fwd_kernel[grid](x, weight, b, y, unused, unused, m, h, w, c, ho, wo, gw, STRIDE=stride,
+                                   HAS_BIAS=bias is not None, RELU=relu, STATS=False,
+                                   PRECISION=_precision(x.dtype), BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk)
+    record(_grouped_conv_fwd_kernel)
+    return y
+
+
+def grouped_conv_train_fwd(x: torch.Tensor, weight: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
+                           eps: float, stride: int, groups: int, relu: bool):
+    """Train forward: conv, BN with batch statistics, ReLU. Returns (out, y, mean, var, invstd): y is the pre-BN
+    conv output (saved for backward), var the biased batch variance (fp32, per channel)."""
+    n, c, h, w, gw = _check(x, weight, stride, groups)
+    ho, wo = _out_hw(h, w, stride)
+    m = n * ho * wo
+    if m < 2:
+        raise ValueError(f"grouped_conv: BatchNorm needs more than one value per channel in training, got input "
+                         f"{tuple(x.shape)}")
+    x, weight = _nhwc(x), weight.contiguous()
+    y = torch.empty((n, c, ho, wo), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
+    out = torch.empty_like(y)
+    blocks = triton.cdiv(m, BLOCK_M_CONV)
+    mean_part = torch.empty((blocks, c), device=x.device, dtype=torch.float32)
+    m2_part = torch.empty_like(mean_part)
+    bn, bk = grouped_conv_tiles(gw)
+    _grouped_conv_fwd_kernel[(blocks, triton.cdiv(c, bn))](
+        x, weight, mean_part, y, mean_part, m2_part, m, h, w, c, ho, wo, gw, STRIDE=stride, HAS_BIAS=False, RELU=False,
+        STATS=True, PRECISION=_precision(x.dtype), BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk)
+    record(_grouped_conv_fwd_kernel)
+    mean, var, invstd = (torch.empty(c, device=x.device, dtype=torch.float32) for _ in range(3))
+    _bn_stats_finalize_kernel[(triton.cdiv(c, 64),)](mean_part, m2_part, mean, var, invstd, blocks, m,
+                                                     BLOCK_M_CONV, c, eps, BLOCK_R=32, BLOCK_C=64)
+    record(_bn_stats_finalize_kernel)
+    grid = (triton.cdiv(m, BLOCK_M_ELEMENTWISE), triton.cdiv(c, BLOCK_C_ELEMENTWISE))
+    _bn_act_apply_kernel[grid](y, out, mean, invstd, gamma.float().contiguous(), beta.float().contiguous(), m, c,
+                               RELU=relu, BLOCK_M=BLOCK_M_ELEMENTWISE, BLOCK_C=BLOCK_C_ELEMENTWISE)
+    record(_bn_act_apply_kernel)
+    return out, y, mean, var, invstd
+
+
+def _weight_grad_split(m: int, programs: int, on_gpu: bool) -> int:
+    """Row splits for the weight grad: enough programs to fill a GPU (~4 waves of 132 SMs), each split still at
+    least 8 row blocks long. Under the interpreter every program costs host time, so one split."""
+    if not on_gpu:
+        return 1
+    return max(1, min(triton.cdiv(m, 8 * BLOCK_M_CONV), triton.cdiv(528, programs)))
+
+
+def grouped_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, saved: torch.Tensor,
+                     mean: torch.Tensor | None, invstd: torch.Tensor | None, gamma: torch.Tensor | None,
+                     beta: torch.Tensor | None, stride: int, groups: int, relu: bool, train: bool):
+    """Backward of grouped_conv_fwd (train=False; `saved` is its output) or grouped_conv_train_fwd (train=True;
+    `saved` is y). Returns (grad_x, grad_weight, grad_gamma or None, grad_beta), grad_beta being the bias grad in
+    eval. grad_weight is in weight's dtype, per-channel grads fp32."""
+    n, c, h, w, gw = _check(x, weight, stride, groups)
+    ho, wo = _out_hw(h, w, stride)
+    m_out = n * ho * wo
+    x, weight, saved, grad_out = _nhwc(x), weight.contiguous(), _nhwc(saved), _nhwc(grad_out.to(x.dtype))
+    dev = x.device
+    f32 = dict(device=dev, dtype=torch.float32)
+    if train:
+        mean, invstd, gamma, beta = (t.float().contiguous() for t in (mean, invstd, gamma, beta))
+    else:
+        mean = invstd = gamma = beta = torch.empty(1, **f32)  # unread in eval
+
+    blocks = triton.cdiv(m_out, BLOCK_M_ELEMENTWISE)
+    dbeta_part = torch.empty((blocks, c), **f32)
+    dgamma_part = torch.empty((blocks, c), **f32) if train else dbeta_part
+    _bn_act_bwd_reduce_kernel[(blocks, triton.cdiv(c, BLOCK_C_ELEMENTWISE))](
+        grad_out, saved, mean, invstd, gamma, beta, dbeta_part, dgamma_part, m_out, c, TRAIN=train, RELU=relu,
+        BLOCK_M=BLOCK_M_ELEMENTWISE, BLOCK_C=BLOCK_C_ELEMENTWISE)
+    record(_bn_act_bwd_reduce_kernel)
+    dbeta = dbeta_part.sum(0)
+    dgamma = dgamma_part.sum(0) if train else None
+    dgamma_arg = dgamma if train else dbeta
+
+    bn, bk = grouped_conv_tiles(gw)
+    prec = _precision(x.dtype)
+    grad_x = torch.empty((n, c, h, w), device=dev, dtype=x.dtype, memory_format=torch.channels_last)
+    _grouped_conv_bwd_data_kernel[(triton.cdiv(n * h * w, BLOCK_M_CONV), triton.cdiv(c, bn))](
+        grad_out, saved, weight, grad_x, mean, invstd, gamma, beta, dbeta, dgamma_arg, n * h * w, h, w, c, ho, wo,
+        gw, 1.0 / m_out, STRIDE=stride, TRAIN=train, RELU=relu, PRECISION=prec, BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn,
+        BLOCK_K=bk)
+    record(_grouped_conv_bwd_data_kernel)
+
+    n_blocks = triton.cdiv(c, bn)
+    k_chunks = max(triton.cdiv(_span(i * bn, c, gw, bn), bk) for i in range(n_blocks))
+    split = _weight_grad_split(m_out, n_blocks * k_chunks * 9, dev.type == "cuda")
+    rows_per_split = triton.cdiv(triton.cdiv(m_out, split), BLOCK_M_CONV) * BLOCK_M_CONV
+    split = triton.cdiv(m_out, rows_per_split)
+    gw_part = torch.zeros((split, c, gw, 9), **f32)
+    _grouped_conv_bwd_weight_kernel[(n_blocks, k_chunks, 9 * split)](
+        grad_out, saved, x, gw_part, mean, invstd, gamma, beta, dbeta, dgamma_arg, m_out, h, w, c, ho, wo, gw,
+        1.0 / m_out, rows_per_split, split, STRIDE=stride, TRAIN=train, RELU=relu, PRECISION=prec,
+        BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk)
+    record(_grouped_conv_bwd_weight_kernel)
+    grad_w = gw_part.sum(0).reshape(c, gw, 3, 3).to(weight.dtype)
+    return grad_x, grad_w, dgamma, dbeta
+
+
+def _span(n0: int, c: int, gw: int, block_n: int) -> int:
+    """Host twin of _group_k_range: how many input channels the channel block starting at n0 reads."""
+    n_last = min(n0 + block_n, c) - 1
+    return min((n_last // gw + 1) * gw, c) - (n0 // gw) * gw
+
+
+def kernel_variants(group_width: int, dtype: torch.dtype, stride: int) -> list[tuple]:
+    """(kernel, signature, constexprs) of every kernel variant a conv of this group width, dtype and stride
+    launches, for ahead-of-time compilation (tests, bench/aot_report.py)."""
+    ty = {torch.float32: "*fp32", torch.float16: "*fp16", torch.bfloat16: "*bf16"}[dtype]
+    bn, bk = grouped_conv_tiles(group_width)
+    prec = _precision(dtype)
+    out = []
+    for eval_mode in (True, False):
+        sig = {"X": ty, "Wt": ty, "Bias": "*fp32", "Y": ty, "MeanPart": "*fp32", "M2Part": "*fp32", "M": "i32",
+               "H": "i32", "W": "i32", "C": "i32", "HO": "i32", "WO": "i32", "GW": "i32"}
+        ce = dict(STRIDE=stride, HAS_BIAS=eval_mode, RELU=eval_mode, STATS=not eval_mode, PRECISION=prec,
+                  BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk)
+        out.append((_grouped_conv_fwd_kernel, sig, ce))
+    vec = {k: "*fp32" for k in ("Mean", "Invstd", "Gamma", "Beta", "DBeta", "DGamma")}
+    dims = {"H": "i32", "W": "i32", "C": "i32", "HO": "i32", "WO": "i32", "GW": "i32", "inv_M": "fp32"}
+    for train in (False, True):
+        common = dict(STRIDE=stride, TRAIN=train, RELU=True, PRECISION=prec, BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn,
+                      BLOCK_K=bk)
+        sig = {"GO": ty, "S": ty, "Wt": ty, "GX": ty, **vec, "M": "i32", **dims}
+        out.append((_grouped_conv_bwd_data_kernel, sig, common))
+        sig = {"GO": ty, "S": ty, "X": ty, "GWPart": "*fp32", **vec, "M": "i32", **dims, "ROWS_PER_SPLIT": "i32",
+               "SPLIT": "i32"}
+        out.append((_grouped_conv_bwd_weight_kernel, sig, common))
+    return out
+
+
+def elementwise_variants(dtype: torch.dtype) -> list[tuple]:
+    """(kernel, signature, constexprs) of the statistics/normalization kernels for a storage dtype."""
+    ty = {torch.float32: "*fp32", torch.float16: "*fp16", torch.bfloat16: "*bf16"}[dtype]
+    vec4 = {"Mean": "*fp32", "Invstd": "*fp32", "Gamma": "*fp32", "Beta": "*fp32"}
+    tiles = dict(BLOCK_M=BLOCK_M_ELEMENTWISE, BLOCK_C=BLOCK_C_ELEMENTWISE)
+    out = [(_bn_stats_finalize_kernel,
+            {"MeanPart": "*fp32", "M2Part": "*fp32", "Mean": "*fp32", "Var": "*fp32", "Invstd": "*fp32",
+             "num_blocks": "i32", "M": "i32", "ROWS_PER_BLOCK": "i32", "C": "i32", "eps": "fp32"},
+            dict(BLOCK_R=32, BLOCK_C=64)),
+           (_bn_act_apply_kernel, {"Y": ty, "Out": ty, **vec4, "M": "i32", "C": "i32"}, dict(RELU=True, **tiles))]
+    for train in (False, True):
+        out.append((_bn_act_bwd_reduce_kernel,
+                    {"GO": ty, "S": ty, **vec4, "DBetaPart": "*fp32", "DGammaPart": "*fp32", "M": "i32", "C": "i32"},
+                    dict(TRAIN=train, RELU=True, **tiles)))
+    return out
