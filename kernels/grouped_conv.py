@@ -385,11 +385,16 @@ BLOCK_M_ELEMENTWISE = 64
 BLOCK_C_ELEMENTWISE = 64
 
 
-def grouped_conv_tiles(group_width: int) -> tuple[int, int]:
-    """(BLOCK_N, BLOCK_K) for a group width: the next power of two, clamped to [16, 64] (tl.dot needs >= 16;
-    past 64 the K loop takes over)."""
-    t = min(64, max(16, triton.next_power_of_2(group_width)))
-    return t, t
+def grouped_conv_tiles(group_width: int, dtype: torch.dtype) -> tuple[int, int, int]:
+    """(BLOCK_N, BLOCK_K, num_warps) for a group width: the next power of two, clamped to [16, 64] for 16-bit
+    storage and [16, 32] for fp32 (tl.dot needs >= 16; past the cap the K loop takes over).
+
+    Chosen from the AOT ptxas report (bench/aot_report.py), not yet from GPU timings: on 4 warps every 64-wide tile
+    and the fp32 32-wide backward tiles spill; 8 warps removes all spills except fp32 at 64 wide (1-14 KB), hence
+    its cap, and fp32 takes 8 warps at every width (16-wide fp32 backward spills 40 B on sm_90 with 4)."""
+    cap = 32 if dtype == torch.float32 else 64
+    t = min(cap, max(16, triton.next_power_of_2(group_width)))
+    return t, t, 4 if t == 16 and dtype != torch.float32 else 8
 
 
 def _precision(dtype: torch.dtype) -> str:
@@ -432,13 +437,14 @@ def grouped_conv_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     x, weight = _nhwc(x), weight.contiguous()
     y = torch.empty((n, c, ho, wo), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
     m = n * ho * wo
-    bn, bk = grouped_conv_tiles(gw)
+    bn, bk, warps = grouped_conv_tiles(gw, x.dtype)
     unused = torch.empty(1, device=x.device, dtype=torch.float32)  # pointer for arguments this mode never reads
     b = bias.float().contiguous() if bias is not None else unused
     grid = (triton.cdiv(m, BLOCK_M_CONV), triton.cdiv(c, bn))
     _grouped_conv_fwd_kernel[grid](x, weight, b, y, unused, unused, m, h, w, c, ho, wo, gw, STRIDE=stride,
                                    HAS_BIAS=bias is not None, RELU=relu, STATS=False,
-                                   PRECISION=_precision(x.dtype), BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk)
+                                   PRECISION=_precision(x.dtype), BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk,
+                                   num_warps=warps)
     record(_grouped_conv_fwd_kernel)
     return y
 
@@ -459,10 +465,10 @@ def grouped_conv_train_fwd(x: torch.Tensor, weight: torch.Tensor, gamma: torch.T
     blocks = triton.cdiv(m, BLOCK_M_CONV)
     mean_part = torch.empty((blocks, c), device=x.device, dtype=torch.float32)
     m2_part = torch.empty_like(mean_part)
-    bn, bk = grouped_conv_tiles(gw)
+    bn, bk, warps = grouped_conv_tiles(gw, x.dtype)
     _grouped_conv_fwd_kernel[(blocks, triton.cdiv(c, bn))](
         x, weight, mean_part, y, mean_part, m2_part, m, h, w, c, ho, wo, gw, STRIDE=stride, HAS_BIAS=False, RELU=False,
-        STATS=True, PRECISION=_precision(x.dtype), BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk)
+        STATS=True, PRECISION=_precision(x.dtype), BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps)
     record(_grouped_conv_fwd_kernel)
     mean, var, invstd = (torch.empty(c, device=x.device, dtype=torch.float32) for _ in range(3))
     _bn_stats_finalize_kernel[(triton.cdiv(c, 64),)](mean_part, m2_part, mean, var, invstd, blocks, m,
@@ -511,13 +517,13 @@ def grouped_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tens
     dgamma = dgamma_part.sum(0) if train else None
     dgamma_arg = dgamma if train else dbeta
 
-    bn, bk = grouped_conv_tiles(gw)
+    bn, bk, warps = grouped_conv_tiles(gw, x.dtype)
     prec = _precision(x.dtype)
     grad_x = torch.empty((n, c, h, w), device=dev, dtype=x.dtype, memory_format=torch.channels_last)
     _grouped_conv_bwd_data_kernel[(triton.cdiv(n * h * w, BLOCK_M_CONV), triton.cdiv(c, bn))](
         grad_out, saved, weight, grad_x, mean, invstd, gamma, beta, dbeta, dgamma_arg, n * h * w, h, w, c, ho, wo,
         gw, 1.0 / m_out, STRIDE=stride, TRAIN=train, RELU=relu, PRECISION=prec, BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn,
-        BLOCK_K=bk)
+        BLOCK_K=bk, num_warps=warps)
     record(_grouped_conv_bwd_data_kernel)
 
     n_blocks = triton.cdiv(c, bn)
@@ -529,7 +535,7 @@ def grouped_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tens
     _grouped_conv_bwd_weight_kernel[(n_blocks, k_chunks, 9 * split)](
         grad_out, saved, x, gw_part, mean, invstd, gamma, beta, dbeta, dgamma_arg, m_out, h, w, c, ho, wo, gw,
         1.0 / m_out, rows_per_split, split, STRIDE=stride, TRAIN=train, RELU=relu, PRECISION=prec,
-        BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk)
+        BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps)
     record(_grouped_conv_bwd_weight_kernel)
     grad_w = gw_part.sum(0).reshape(c, gw, 3, 3).to(weight.dtype)
     return grad_x, grad_w, dgamma, dbeta
@@ -542,10 +548,10 @@ def _span(n0: int, c: int, gw: int, block_n: int) -> int:
 
 
 def kernel_variants(group_width: int, dtype: torch.dtype, stride: int) -> list[tuple]:
-    """(kernel, signature, constexprs) of every kernel variant a conv of this group width, dtype and stride
+    """(kernel, signature, constexprs, num_warps) of every kernel variant a conv of this group width, dtype and stride
     launches, for ahead-of-time compilation (tests, bench/aot_report.py)."""
     ty = {torch.float32: "*fp32", torch.float16: "*fp16", torch.bfloat16: "*bf16"}[dtype]
-    bn, bk = grouped_conv_tiles(group_width)
+    bn, bk, warps = grouped_conv_tiles(group_width, dtype)
     prec = _precision(dtype)
     out = []
     for eval_mode in (True, False):
@@ -553,32 +559,32 @@ def kernel_variants(group_width: int, dtype: torch.dtype, stride: int) -> list[t
                "H": "i32", "W": "i32", "C": "i32", "HO": "i32", "WO": "i32", "GW": "i32"}
         ce = dict(STRIDE=stride, HAS_BIAS=eval_mode, RELU=eval_mode, STATS=not eval_mode, PRECISION=prec,
                   BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk)
-        out.append((_grouped_conv_fwd_kernel, sig, ce))
+        out.append((_grouped_conv_fwd_kernel, sig, ce, warps))
     vec = {k: "*fp32" for k in ("Mean", "Invstd", "Gamma", "Beta", "DBeta", "DGamma")}
     dims = {"H": "i32", "W": "i32", "C": "i32", "HO": "i32", "WO": "i32", "GW": "i32", "inv_M": "fp32"}
     for train in (False, True):
         common = dict(STRIDE=stride, TRAIN=train, RELU=True, PRECISION=prec, BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn,
                       BLOCK_K=bk)
         sig = {"GO": ty, "S": ty, "Wt": ty, "GX": ty, **vec, "M": "i32", **dims}
-        out.append((_grouped_conv_bwd_data_kernel, sig, common))
+        out.append((_grouped_conv_bwd_data_kernel, sig, common, warps))
         sig = {"GO": ty, "S": ty, "X": ty, "GWPart": "*fp32", **vec, "M": "i32", **dims, "ROWS_PER_SPLIT": "i32",
                "SPLIT": "i32"}
-        out.append((_grouped_conv_bwd_weight_kernel, sig, common))
+        out.append((_grouped_conv_bwd_weight_kernel, sig, common, warps))
     return out
 
 
 def elementwise_variants(dtype: torch.dtype) -> list[tuple]:
-    """(kernel, signature, constexprs) of the statistics/normalization kernels for a storage dtype."""
+    """(kernel, signature, constexprs, num_warps) of the statistics/normalization kernels for a storage dtype."""
     ty = {torch.float32: "*fp32", torch.float16: "*fp16", torch.bfloat16: "*bf16"}[dtype]
     vec4 = {"Mean": "*fp32", "Invstd": "*fp32", "Gamma": "*fp32", "Beta": "*fp32"}
     tiles = dict(BLOCK_M=BLOCK_M_ELEMENTWISE, BLOCK_C=BLOCK_C_ELEMENTWISE)
     out = [(_bn_stats_finalize_kernel,
             {"MeanPart": "*fp32", "M2Part": "*fp32", "Mean": "*fp32", "Var": "*fp32", "Invstd": "*fp32",
              "num_blocks": "i32", "M": "i32", "ROWS_PER_BLOCK": "i32", "C": "i32", "eps": "fp32"},
-            dict(BLOCK_R=32, BLOCK_C=64)),
-           (_bn_act_apply_kernel, {"Y": ty, "Out": ty, **vec4, "M": "i32", "C": "i32"}, dict(RELU=True, **tiles))]
+            dict(BLOCK_R=32, BLOCK_C=64), 4),
+           (_bn_act_apply_kernel, {"Y": ty, "Out": ty, **vec4, "M": "i32", "C": "i32"}, dict(RELU=True, **tiles), 4)]
     for train in (False, True):
         out.append((_bn_act_bwd_reduce_kernel,
                     {"GO": ty, "S": ty, **vec4, "DBetaPart": "*fp32", "DGammaPart": "*fp32", "M": "i32", "C": "i32"},
-                    dict(TRAIN=train, RELU=True, **tiles)))
+                    dict(TRAIN=train, RELU=True, **tiles), 4))
     return out

@@ -1,0 +1,307 @@
+"""The fused grouped 3x3 conv + BN + ReLU kernels against the PyTorch reference, through the interpreter on CPU
+(or on the GPU when there is one): every zoo group width, odd shapes, eval and train, forward and backward."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastregnet
+from conftest import DEVICE, HAS_GPU, assert_close, rel_err
+from fastregnet import ops
+from fastregnet.design import MODEL_CONFIGS
+from fastregnet.layers import ConvNormActivation
+
+ZOO_GROUP_WIDTHS = sorted({g for c in MODEL_CONFIGS.values() for g in c.params().group_widths})
+
+
+@pytest.fixture(autouse=True)
+def _triton_backend():
+    with fastregnet.use_backend("triton"):
+        yield
+
+
+class _PoisonedTorch:
+    """Stands in for `torch` inside the kernel module: fresh buffers come NaN-filled, so any element a kernel
+    forgets to write fails the comparison."""
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+    @staticmethod
+    def empty(*args, **kwargs):
+        t = torch.empty(*args, **kwargs)
+        return t.fill_(float("nan")) if t.is_floating_point() else t
+
+    @staticmethod
+    def empty_like(*args, **kwargs):
+        t = torch.empty_like(*args, **kwargs)
+        return t.fill_(float("nan")) if t.is_floating_point() else t
+
+
+@pytest.fixture(autouse=True)
+def _poison(monkeypatch):
+    import fastregnet.kernels.grouped_conv as gc
+
+    monkeypatch.setattr(gc, "torch", _PoisonedTorch())
+
+
+def _inputs(n, c, h, w, gw, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, h, w, generator=g)
+    weight = torch.randn(c, gw, 3, 3, generator=g) * (2.0 / (9 * gw)) ** 0.5
+    gamma = torch.rand(c, generator=g) + 0.5
+    beta = torch.randn(c, generator=g) * 0.5
+    bias = torch.randn(c, generator=g) * 0.5
+    go = torch.randn(n, c, (h - 1) + 1, w, generator=g)  # resized per stride below
+    return [t.to(DEVICE) for t in (x, weight, gamma, beta, bias, go)]
+
+
+def _relu(z, mask):
+    """ReLU, or with `mask` the ReLU whose on/off pattern is `mask` (see _check_all on half precision)."""
+    return F.relu(z) if mask is None else z * mask.to(z.dtype)
+
+
+def _reference_train(x, weight, gamma, beta, stride, groups, go, dtype, mask=None):
+    """Train-mode conv+BN+ReLU and its grads with autograd, in `dtype` (float64 = the oracle)."""
+    leaves = [t.detach().to(dtype).requires_grad_() for t in (x, weight, gamma, beta)]
+    y = F.conv2d(leaves[0], leaves[1], None, stride, 1, 1, groups)
+    out = _relu(F.batch_norm(y, None, None, leaves[2], leaves[3], True, 0.0, 1e-5), mask)
+    out.backward(go.to(dtype))
+    var, mean = torch.var_mean(y.detach(), dim=(0, 2, 3), correction=0)
+    return out.detach(), mean, var, [t.grad for t in leaves]
+
+
+def _reference_eval(x, weight, bias, stride, groups, go, dtype, mask=None):
+    leaves = [t.detach().to(dtype).requires_grad_() for t in (x, weight, bias)]
+    out = _relu(F.conv2d(leaves[0], leaves[1], leaves[2], stride, 1, 1, groups), mask)
+    out.backward(go.to(dtype))
+    return out.detach(), [t.grad for t in leaves]
+
+
+def _run_train(x, weight, gamma, beta, stride, groups, go):
+    leaves = [t.detach().clone().requires_grad_() for t in (x, weight, gamma, beta)]
+    rm, rv = torch.zeros_like(gamma), torch.ones_like(gamma)
+    out = ops.grouped_conv_bn_act_train(leaves[0], leaves[1], leaves[2], leaves[3], rm, rv, 0.0, 1e-5, stride,
+                                        groups, True)
+    out.backward(go)
+    return out.detach(), [t.grad for t in leaves]
+
+
+def _run_eval(x, weight, bias, stride, groups, go):
+    leaves = [t.detach().clone().requires_grad_() for t in (x, weight, bias)]
+    out = ops.grouped_conv_bias_act(leaves[0], leaves[1], leaves[2], stride, groups, True)
+    out.backward(go)
+    return out.detach(), [t.grad for t in leaves]
+
+
+def _check_all(n, c, h, w, gw, stride, dtype=torch.float32, tol=1e-5):
+    groups = c // gw
+    x, weight, gamma, beta, bias, _ = _inputs(n, c, h, w, gw, dtype)
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    go = torch.randn(n, c, ho, wo, generator=torch.Generator().manual_seed(5)).to(DEVICE)
+    xs, ws = x.to(dtype), weight.to(dtype)
+
+    # In half precision an output within rounding of 0 may land on either side of the ReLU, and one flip moves a
+    # gradient by a whole grad_out element. So there the float64 oracle uses the tested path's own ReLU pattern,
+    # leaving only rounding to compare; in fp32 it is the plain ReLU.
+    half = dtype != torch.float32
+    out, grads = _run_train(xs, ws, gamma, beta, stride, groups, go.to(dtype))
+    ref_out, _, _, ref_grads = _reference_train(xs, ws, gamma, beta, stride, groups, go.to(dtype), torch.float64,
+                                                mask=out > 0 if half else None)
+    errs = {"train out": (out, ref_out)} | {f"train grad {k}": (a, b) for k, a, b in
+                                            zip(("x", "weight", "gamma", "beta"), grads, ref_grads)}
+    out, grads = _run_eval(xs, ws, bias, stride, groups, go.to(dtype))
+    ref_out, ref_grads = _reference_eval(xs, ws, bias, stride, groups, go.to(dtype), torch.float64,
+                                         mask=out > 0 if half else None)
+    errs |= {"eval out": (out, ref_out)} | {f"eval grad {k}": (a, b) for k, a, b in
+                                            zip(("x", "weight", "bias"), grads, ref_grads)}
+    if dtype == torch.float32:
+        for name, (a, b) in errs.items():
+            assert not torch.isnan(a).any(), f"{name}: NaN (unwritten output)"
+            assert rel_err(a, b) < tol, f"{name}: rel err {rel_err(a, b):.2e} (gw={gw}, stride={stride})"
+        return
+    # half precision: the kernel's error against float64 must stay within a small multiple of PyTorch's own
+    # error when it runs the same computation in that dtype.
+    torch_errs = _torch_half_errors(xs, ws, gamma, beta, bias, stride, groups, go.to(dtype), dtype)
+    for name, (a, b) in errs.items():
+        assert not torch.isnan(a).any(), f"{name}: NaN (unwritten output)"
+        bound = 4 * torch_errs[name] + 2e-3
+        assert rel_err(a, b) <= bound, f"{name}: rel err {rel_err(a, b):.2e} > bound {bound:.2e} ({dtype})"
+
+
+def _torch_half_errors(x, weight, gamma, beta, bias, stride, groups, go, dtype):
+    """PyTorch's own error per output when it runs the op in `dtype`, against float64 with its ReLU pattern."""
+    tr_out, _, _, tr_grads = _reference_train(x, weight, gamma, beta, stride, groups, go, dtype)
+    ev_out, ev_grads = _reference_eval(x, weight, bias, stride, groups, go, dtype)
+    tr_ref, _, _, tr_ref_grads = _reference_train(x, weight, gamma, beta, stride, groups, go, torch.float64,
+                                                  mask=tr_out > 0)
+    ev_ref, ev_ref_grads = _reference_eval(x, weight, bias, stride, groups, go, torch.float64, mask=ev_out > 0)
+    errs = {"train out": rel_err(tr_out, tr_ref), "eval out": rel_err(ev_out, ev_ref)}
+    errs |= {f"train grad {k}": rel_err(a, b) for k, a, b in zip(("x", "weight", "gamma", "beta"), tr_grads,
+                                                                 tr_ref_grads)}
+    errs |= {f"eval grad {k}": rel_err(a, b) for k, a, b in zip(("x", "weight", "bias"), ev_grads, ev_ref_grads)}
+    return errs
+
+
+@pytest.mark.parametrize("gw", ZOO_GROUP_WIDTHS)
+def test_every_zoo_group_width_fp32(gw):
+    # two groups, so every channel block's K range and the block-diagonal weight mask are exercised
+    _check_all(2, 2 * gw, 5, 4, gw, stride=1)
+
+
+@pytest.mark.parametrize("n,c,h,w,gw,stride", [
+    (1, 48, 9, 7, 8, 2),     # batch 1, odd H/W with stride 2, 6 groups of 8 packed two per tile
+    (3, 72, 7, 5, 24, 2),    # batch 3, non-power-of-two group width across tile boundaries
+    (2, 112, 11, 3, 56, 1),  # tall thin map; 56 masked inside a 64 tile
+    (3, 40, 3, 3, 40, 2),    # a single group (groups=1), as the capped first stage of regnet_x_8gf
+    (2, 96, 13, 12, 48, 1),  # more pixels than one 64-row block: exercises the cross-block statistics merge
+])
+def test_odd_shapes_fp32(n, c, h, w, gw, stride):
+    _check_all(n, c, h, w, gw, stride)
+
+
+@pytest.mark.parametrize("gw,stride", [(8, 1), (24, 2), (64, 1), (232, 2)])
+def test_fp16_within_torch_error(gw, stride):
+    _check_all(2, 2 * gw, 6, 5, gw, stride, dtype=torch.float16)
+
+
+def test_bf16_is_refused_under_the_interpreter():
+    if HAS_GPU:
+        pytest.skip("bf16 runs for real on a GPU")
+    x = torch.randn(1, 16, 4, 4, dtype=torch.bfloat16)
+    w = torch.randn(16, 8, 3, 3, dtype=torch.bfloat16)
+    with pytest.raises(fastregnet.backend.BackendError, match="bf16 tl.dot is wrong under the Triton interpreter"):
+        ops.grouped_conv_bias_act(x, w, torch.zeros(16), 1, 2, True)
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_running_stats_match_batchnorm_over_steps(momentum):
+    torch.manual_seed(0)
+    c, gw, stride = 48, 16, 2
+    ours = ConvNormActivation(c, c, 3, stride=stride, groups=c // gw).to(DEVICE)
+    ref = torch.nn.Sequential(torch.nn.Conv2d(c, c, 3, stride, 1, groups=c // gw, bias=False),
+                              torch.nn.BatchNorm2d(c), torch.nn.ReLU()).to(DEVICE)
+    ref.load_state_dict(ours.state_dict())
+    ours[1].momentum = ref[1].momentum = momentum
+    for step in range(3):
+        x = torch.randn(2, c, 7, 6, device=DEVICE) * (step + 1) + step
+        with fastregnet.count_kernel_launches() as launches:
+            out = ours.train()(x)
+        assert launches["_grouped_conv_fwd_kernel"] == 1
+        assert_close(out, ref.train()(x), rtol=1e-5, atol=1e-5, name=f"step {step} output")
+    for key, value in ref.state_dict().items():
+        assert_close(ours.state_dict()[key].float(), value.float(), rtol=1e-5, atol=1e-6, name=key)
+    x = torch.randn(2, c, 7, 6, device=DEVICE)
+    assert_close(ours.eval()(x), ref.eval()(x), rtol=1e-5, atol=1e-5, name="eval after training")
+
+
+def test_training_with_one_value_per_channel_is_refused():
+    x = torch.randn(1, 16, 1, 1, device=DEVICE)
+    w = torch.randn(16, 8, 3, 3, device=DEVICE)
+    with pytest.raises(ValueError, match="more than one value per channel"):
+        ops.grouped_conv_bn_act_train(x, w, torch.ones(16), torch.zeros(16), None, None, 0.0, 1e-5, 1, 2, True)
+
+
+def test_opcheck_every_custom_op():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 32, 5, 4, generator=g).to(DEVICE)
+    w = torch.randn(32, 16, 3, 3, generator=g).to(DEVICE) * 0.2
+    gamma, beta, bias = torch.rand(32).to(DEVICE) + 0.5, torch.randn(32).to(DEVICE), torch.randn(32).to(DEVICE)
+    x, w = x.contiguous(memory_format=torch.channels_last), w.requires_grad_()
+    torch.library.opcheck(torch.ops.fastregnet.grouped_conv_bias_act, (x.requires_grad_(), w, bias.requires_grad_(),
+                                                                       2, 2, True))
+    torch.library.opcheck(torch.ops.fastregnet.grouped_conv_bn_act_train,
+                          (x, w, gamma.requires_grad_(), beta.requires_grad_(), 1e-5, 1, 2, True))
+    out, y, mean, var, invstd = torch.ops.fastregnet.grouped_conv_bn_act_train(x.detach(), w.detach(), gamma.detach(),
+                                                                               beta.detach(), 1e-5, 1, 2, True)
+    torch.library.opcheck(torch.ops.fastregnet.grouped_conv_bwd,
+                          (torch.randn_like(out), x.detach(), w.detach(), y, mean, invstd, gamma.detach(),
+                           beta.detach(), 1, 2, True, True))
+
+
+def _tv_and_ours(name, seed):
+    from conftest import randomize_bn, torchvision_model
+
+    torch.manual_seed(seed)
+    tv = torchvision_model(name).to(DEVICE)
+    randomize_bn(tv, seed)
+    return tv, fastregnet.from_torchvision(tv)
+
+
+_PER_BLOCK_TRAIN = {"_grouped_conv_fwd_kernel": 1, "_bn_stats_finalize_kernel": 1, "_bn_act_apply_kernel": 1,
+                    "_bn_act_bwd_reduce_kernel": 1, "_grouped_conv_bwd_data_kernel": 1,
+                    "_grouped_conv_bwd_weight_kernel": 1}
+
+
+def _grad_errors_vs_float64(model, ref32, ref64, x, target):
+    """Per parameter: (error of `model`'s grads, error of ref32's grads), both against ref64's, after one
+    train-mode step each; `model` runs on the current backend, the references on torch."""
+    F.cross_entropy(model.train()(x), target).backward()
+    with fastregnet.use_backend("torch"):
+        F.cross_entropy(ref32.train()(x), target).backward()
+        F.cross_entropy(ref64.train()(x.double()), target).backward()
+    p32, p64 = dict(ref32.named_parameters()), dict(ref64.named_parameters())
+    return {k: (rel_err(p.grad, p64[k].grad), rel_err(p32[k].grad, p64[k].grad)) for k, p in
+            model.named_parameters()}
+
+
+@pytest.mark.parametrize("name", ["regnet_y_400mf", "regnet_x_400mf"])
+def test_whole_model_eval_on_triton_backend_matches_torchvision(name):
+    tv, ours = _tv_and_ours(name, 0)
+    n_blocks = sum(len(s) for s in tv.trunk_output)
+    x = torch.randn(2, 3, 32, 32, device=DEVICE)
+    with torch.no_grad(), fastregnet.count_kernel_launches() as launches:
+        out = ours.eval()(x)
+    assert launches == {"_grouped_conv_fwd_kernel": n_blocks}, launches
+    with torch.no_grad():
+        assert rel_err(out, tv.eval()(x)) < 1e-5
+
+
+def test_whole_model_training_step_on_triton_backend():
+    # A deep random net with few BN values per channel in its last stage is ill-conditioned: torchvision's own fp32
+    # gradients are several % off its float64 ones at this size. So each gradient must stay within a small
+    # multiple of torchvision's own fp32 error (the tight check is the shallow model below).
+    import copy
+
+    tv, ours = _tv_and_ours("regnet_y_400mf", 0)
+    tv64 = copy.deepcopy(tv).double()
+    n_blocks = sum(len(s) for s in tv.trunk_output)
+    x = torch.randn(2, 3, 48, 48, device=DEVICE)
+    target = torch.randint(0, 1000, (2,), device=DEVICE)
+    with fastregnet.count_kernel_launches() as launches:
+        errs = _grad_errors_vs_float64(ours, tv, tv64, x, target)
+    assert launches == {k: v * n_blocks for k, v in _PER_BLOCK_TRAIN.items()}, launches
+    for pname, (ours_err, tv_err) in errs.items():
+        assert ours_err <= 10 * tv_err + 1e-4, f"grad of {pname}: {ours_err:.2e} vs torchvision's {tv_err:.2e}"
+    b32, b64 = dict(tv.named_buffers()), dict(tv64.named_buffers())
+    for bname, b in ours.named_buffers():
+        ours_err, tv_err = rel_err(b, b64[bname]), rel_err(b32[bname], b64[bname])
+        assert ours_err <= 10 * tv_err + 1e-6, f"{bname}: {ours_err:.2e} vs torchvision's {tv_err:.2e}"
+
+
+def test_shallow_model_training_gradients_tight():
+    import copy
+
+    from conftest import randomize_bn
+
+    torch.manual_seed(0)
+    ours = fastregnet.RegNet(depths=[1, 2, 2, 1], widths=[16, 32, 64, 128], group_widths=8, se_ratio=0.25)
+    randomize_bn(ours)
+    ours = ours.to(DEVICE)
+    ref32, ref64 = copy.deepcopy(ours), copy.deepcopy(ours).double()
+    x = torch.randn(8, 3, 64, 64, device=DEVICE)
+    errs = _grad_errors_vs_float64(ours, ref32, ref64, x, torch.randint(0, 1000, (8,), device=DEVICE))
+    for pname, (ours_err, torch_err) in errs.items():
+        assert ours_err <= 3 * torch_err + 1e-5, f"grad of {pname}: {ours_err:.2e} vs torch's {torch_err:.2e}"
+
+
+def test_auto_backend_on_cpu_uses_the_reference():
+    if HAS_GPU:
+        pytest.skip("on a GPU, auto picks the kernels")
+    tv, ours = _tv_and_ours("regnet_y_400mf", 1)
+    x = torch.randn(1, 3, 32, 32)
+    with fastregnet.use_backend("auto"), torch.no_grad(), fastregnet.count_kernel_launches() as launches:
+        out = ours.eval()(x)
+    assert sum(launches.values()) == 0
+    with torch.no_grad():
+        assert rel_err(out, tv.eval()(x)) < 1e-5
