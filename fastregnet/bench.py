@@ -42,7 +42,9 @@ def device_info(device: torch.device) -> dict:
     return info
 
 
-def _randomize_bn(model: torch.nn.Module, seed: int) -> None:
+def randomize_bn(model: torch.nn.Module, seed: int = 0) -> None:
+    """Non-trivial BN affine parameters and running statistics (fresh models have mean 0, var 1, gamma 1, beta 0),
+    so BN folding and running-statistics updates are exercised; used by the benchmarks and the tests."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
@@ -151,7 +153,7 @@ def run(models, batches, dtype, modes, providers, resolution, device, warmup, re
     results = []
     for model_name in models:
         tv = getattr(torchvision.models, model_name)()
-        _randomize_bn(tv, 0)
+        randomize_bn(tv, 0)
         state_dict = tv.state_dict()
         for batch in batches:
             x = torch.randn(batch, 3, resolution, resolution, generator=torch.Generator().manual_seed(1))

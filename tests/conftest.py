@@ -14,6 +14,8 @@ if not HAS_GPU:
 
 import pytest  # noqa: E402
 
+from fastregnet.bench import randomize_bn  # noqa: E402,F401  (re-exported for the tests)
+
 DEVICE = torch.device("cuda" if HAS_GPU else "cpu")
 
 
@@ -38,18 +40,6 @@ def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
     """max |actual - expected| / max |expected|, in float64."""
     a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
     return float((a - e).abs().max() / e.abs().max().clamp_min(1e-30))
-
-
-def randomize_bn(model: torch.nn.Module, seed: int = 0) -> None:
-    """Non-trivial BN affine parameters and running statistics, so BN folding and running-stat updates matter."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.2)
 
 
 @pytest.fixture(autouse=True)
