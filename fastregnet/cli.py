@@ -1,4 +1,4 @@
-"""The `fastregnet` command: list, info, bench, sample, fit, edf."""
+"""The `fastregnet` command: list, info, bench, sample, fit, edf, explore."""
 
 from __future__ import annotations
 
@@ -69,6 +69,75 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _cmd_sample(args) -> int:
+    from .sampling import parse_range, sample_space
+
+    samples = sample_space(args.space, args.n, seed=args.seed, flops=parse_range(args.flops, args.tolerance),
+                           params=parse_range(args.params, args.tolerance), resolution=args.resolution)
+    rows = [s.to_dict() for s in samples]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"{'#':>3} {'flops':>8} {'params':>8}  {'depths':<16} {'widths':<22} {'group_w':<16} design")
+    for i, r in enumerate(rows):
+        design = {k: r[k] for k in ("depth", "w0", "wa", "wm", "group_width", "shared_bottleneck_ratio",
+                                    "shared_group_width") if k in r}
+        print(f"{i:>3} {_human(r['flops']):>8} {_human(r['params']):>8}  {str(r['depths']):<16} "
+              f"{str(r['widths']):<22} {str(r['group_widths']):<16} {design}")
+    return 0
+
+
+def _cmd_fit(args) -> int:
+    from .fitting import block_widths, fit_widths
+
+    if args.model:
+        widths = block_widths(resolve_name(args.model).params())
+    elif args.widths:
+        widths = [int(w) for w in args.widths.replace(",", " ").split()]
+    else:
+        raise ValueError("give --widths W1,W2,... (per block) or --model NAME")
+    fit = fit_widths(widths)
+    out = {"observed_widths": widths, **fit.to_dict()}
+    if args.json:
+        print(json.dumps(out, indent=1))
+    else:
+        print(f"w0={fit.w0} wa={fit.wa} wm={fit.wm} d={fit.depth}  e_fit={fit.fit_error:.4f} (mean |log ratio|)")
+        print(f"  observed:  {widths}\n  predicted: {fit.predicted}")
+    return 0
+
+
+def _cmd_edf(args) -> int:
+    from .edf import load_records, plot_edfs, summarize
+
+    records = load_records(args.file)
+    summary = summarize(records, args.normalize_by)
+    if args.plot:
+        plot_edfs(records, args.plot, args.normalize_by)
+    if args.json:
+        print(json.dumps(summary, indent=1))
+    else:
+        for space, info in summary["spaces"].items():
+            print(f"{space:<12} n={info['n']:<4} min error {info['min_error']:.2f}  median {info['median_error']:.2f}")
+        for c in summary["comparisons"]:
+            print(f"{c['a']} vs {c['b']}: KS {c['ks']:.3f}, area between EDFs {c['area']:+.3f} "
+                  f"(> 0: {c['a']} has more low-error models)")
+        if args.plot:
+            print(f"plot written to {args.plot}")
+    return 0
+
+
+def _cmd_explore(args) -> int:
+    from .explore import reference_run
+    from .sampling import parse_range
+
+    result = reference_run(args.spaces, args.n, parse_range(args.flops), args.steps, args.resolution,
+                           seed=args.seed, log=lambda s: print(s, file=sys.stderr, flush=True))
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"{len(result['records'])} records written to {args.out}; compare with: fastregnet edf {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastregnet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -82,6 +151,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--resolution", type=int, default=224)
     p.set_defaults(func=_cmd_info)
+
+    from .sampling import SPACES
+
+    p = sub.add_parser("sample", help="sample models from a design space under a complexity constraint")
+    p.add_argument("--space", required=True, choices=SPACES)
+    p.add_argument("--flops", default=None, help="target like 400M (+-tolerance) or a range 360M:440M")
+    p.add_argument("--params", default=None, help="same for parameter count, e.g. 5M or 3M:6M")
+    p.add_argument("--tolerance", type=float, default=0.1, help="relative width of a single-value target")
+    p.add_argument("--n", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resolution", type=int, default=224)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_sample)
+
+    p = sub.add_parser("fit", help="fit (w0, wa, wm) of the quantized linear rule to per-block widths")
+    p.add_argument("--widths", default=None, help="per-block widths, comma separated")
+    p.add_argument("--model", default=None, help="or a zoo model's name")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_fit)
+
+    p = sub.add_parser("edf", help="error EDFs of design spaces from a records file (JSON or CSV)")
+    p.add_argument("file")
+    p.add_argument("--plot", default=None, help="PNG path (needs matplotlib)")
+    p.add_argument("--normalize-by", choices=["flops", "params"], default=None,
+                   help="weight models so each complexity bin counts equally")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_edf)
+
+    p = sub.add_parser("explore", help="tiny CPU study: sample, train briefly on synthetic data, write records")
+    p.add_argument("--spaces", nargs="+", default=["anynetx_a", "regnetx"], choices=SPACES)
+    p.add_argument("--n", type=int, default=4, help="models per space")
+    p.add_argument("--flops", default="20M:80M", help="complexity range at 224x224")
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="explore-records.json")
+    p.set_defaults(func=_cmd_explore)
 
     from . import bench as _bench
 
