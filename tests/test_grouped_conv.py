@@ -279,24 +279,51 @@ def test_whole_model_training_step_on_triton_backend():
         assert ours_err <= 10 * tv_err + 1e-6, f"{bname}: {ours_err:.2e} vs torchvision's {tv_err:.2e}"
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "OPEN BUG (issue 3): with these BN values, the grads of every layer upstream of the last stage's f.b are "
-    "~5e-3 off float64 while torch's own fp32 error is ~2e-6. The f.b op replayed alone on the captured input and "
-    "incoming grad is exact (1e-7), and the grad reaching f.a's output is exact (1e-6), yet f.a's grad_input inside "
-    "the model is 3e-2 off: f.a's backward seems to see different saved state when f.b runs on Triton (suspect: "
-    "the interpreter's argument copy-back). Passed with the earlier BN randomization; not yet root-caused."))
+def _relu_masks(model, x):
+    """The on/off pattern of every ReLU in a train-mode forward, read from outputs (out > 0 iff in > 0)."""
+    from fastregnet.layers import ConvNormActivation, ResBottleneckBlock, SqueezeExcitation
+
+    masks = []
+
+    def out_mask(m, i, o):
+        if not isinstance(m, ConvNormActivation) or m.has_activation:
+            masks.append((o > 0).cpu())
+
+    def se_mask(m, i, o):  # SE's hidden ReLU
+        masks.append((F.conv2d(i[0].mean((2, 3), keepdim=True), m.fc1.weight, m.fc1.bias) > 0).cpu())
+
+    hooks = [m.register_forward_hook(se_mask if isinstance(m, SqueezeExcitation) else out_mask)
+             for m in model.modules() if isinstance(m, (ConvNormActivation, ResBottleneckBlock, SqueezeExcitation))]
+    with torch.no_grad():
+        model.train()(x)
+    for h in hooks:
+        h.remove()
+    return masks
+
+
 def test_shallow_model_training_gradients_tight():
+    # A ReLU input within rounding of 0 (with ~10^6 of them, the closest is typically 1e-7 away) can land on
+    # either side in fp32 and move a gradient by a whole element: a discontinuity, not an error. So the tight
+    # comparison runs on an instance where this run's ReLU pattern equals the float64 reference's everywhere,
+    # checked here, trying a few seeds.
     import copy
 
     from conftest import randomize_bn
 
-    torch.manual_seed(0)
-    ours = fastregnet.RegNet(depths=[1, 2, 2, 1], widths=[16, 32, 64, 128], group_widths=8, se_ratio=0.25)
-    randomize_bn(ours)
-    ours = ours.to(DEVICE)
-    ref32, ref64 = copy.deepcopy(ours), copy.deepcopy(ours).double()
-    x = torch.randn(8, 3, 64, 64, device=DEVICE)
-    errs = _grad_errors_vs_float64(ours, ref32, ref64, x, torch.randint(0, 1000, (8,), device=DEVICE))
+    for seed in range(5):
+        torch.manual_seed(seed)
+        model = fastregnet.RegNet(depths=[1, 2, 2, 1], widths=[16, 32, 64, 128], group_widths=8, se_ratio=0.25)
+        randomize_bn(model, seed)
+        ours, ref32, ref64 = copy.deepcopy(model).to(DEVICE), copy.deepcopy(model).to(DEVICE), model.double()
+        x = torch.randn(8, 3, 64, 64, device=DEVICE)
+        with fastregnet.use_backend("torch"):
+            ref_masks = _relu_masks(copy.deepcopy(ref64).to(DEVICE), x.double())
+        flips = sum(int((a != b).sum()) for a, b in zip(_relu_masks(copy.deepcopy(ours), x), ref_masks))
+        if flips == 0:
+            break
+    else:
+        pytest.fail("every seed tried had a ReLU input within rounding of 0; no well-posed instance found")
+    errs = _grad_errors_vs_float64(ours, ref32, ref64.to(DEVICE), x, torch.randint(0, 1000, (8,), device=DEVICE))
     for pname, (ours_err, torch_err) in errs.items():
         assert ours_err <= 3 * torch_err + 1e-5, f"grad of {pname}: {ours_err:.2e} vs torch's {torch_err:.2e}"
 
