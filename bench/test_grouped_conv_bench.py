@@ -2,10 +2,13 @@
 RegNetY-400MF, 1.6GF, 4.0GF and 16GF, batch 64/128, fp16/bf16, channels_last: forward eval, forward train, backward.
 
 Run on a GPU:  pytest bench/ --benchmark-only   (kept out of the default test run: testpaths is tests/).
-Device time comes from triton.testing.do_bench (CUDA events) inside benchmark.pedantic; each record carries
-time, achieved GB/s and the fraction of the bandwidth floor (bytes each tensor must move once / measured copy
-bandwidth). Without a GPU every case is skipped, saying so.
+Device time comes from fastregnet.roofline.measure (CUDA events; the same timer as `fastregnet bench`) inside
+benchmark.pedantic; each record carries time, achieved GB/s and the fraction of the bandwidth floor (bytes each
+tensor must move once / copy bandwidth measured by fastregnet.roofline.measure_device). Without a GPU every case is
+skipped, saying so.
 """
+
+import statistics
 
 import pytest
 import torch
@@ -13,12 +16,11 @@ import torch.nn.functional as F
 
 import fastregnet
 from fastregnet import ops
+from fastregnet.roofline import measure, measure_device
 from shapes import grouped_conv_shapes
 
 if not torch.cuda.is_available():
     pytest.skip("grouped-conv microbenchmarks need a CUDA GPU (none here)", allow_module_level=True)
-
-import triton.testing  # noqa: E402
 
 MODELS = ["regnet_y_400mf", "regnet_y_1_6gf", "RegNetY-4.0GF", "regnet_y_16gf"]
 CASES = [dict(s, batch=b) for m in MODELS for s in grouped_conv_shapes(m) for b in (64, 128)]
@@ -27,11 +29,8 @@ DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 @pytest.fixture(scope="session")
 def copy_bandwidth():
-    """Measured device-to-device copy bandwidth (bytes/s): read + write of 1 GiB."""
-    a = torch.empty(2**28, device="cuda", dtype=torch.float32)
-    b = torch.empty_like(a)
-    ms = triton.testing.do_bench(lambda: b.copy_(a), warmup=25, rep=100)
-    return 2 * a.numel() * 4 / (ms * 1e-3)
+    """Measured device-to-device copy bandwidth (bytes/s, read + write)."""
+    return measure_device(torch.device("cuda"), torch.float16)["copy_bandwidth_bytes_per_s"]
 
 
 def _floor_bytes(case, es, mode):
@@ -83,7 +82,8 @@ def _setup(case, dtype, provider, mode):
                                              for c in CASES])
 def test_grouped_conv(benchmark, copy_bandwidth, case, dtype, provider, mode):
     fn = _setup(case, DTYPES[dtype], provider, mode)
-    ms = benchmark.pedantic(lambda: triton.testing.do_bench(fn, warmup=10, rep=50), rounds=1, iterations=1)
+    device = torch.device("cuda")
+    ms = benchmark.pedantic(lambda: statistics.median(measure(fn, device, 10, 50)) * 1e3, rounds=1, iterations=1)
     nbytes = _floor_bytes(case, 2, mode)
     benchmark.extra_info.update(case | {"dtype": dtype, "provider": provider, "mode": mode, "ms": ms,
                                         "gb_per_s": nbytes / (ms * 1e-3) / 1e9,

@@ -1,27 +1,68 @@
 """`fastregnet bench`: whole-model throughput of fastregnet against torchvision, in one process and one run.
 
-Each provider gets the same weights (torchvision's random init, BN statistics perturbed so folding matters) and the
-same fresh random input. Inference runs under torch.inference_mode; a training step is forward, cross-entropy,
-backward and an SGD step. Timing: CUDA events on GPU, wall clock on CPU (threads reported). Every provider's
-output is compared with the fp32 torchvision reference, so a fast wrong answer shows as wrong.
+Every provider gets the same weights (torchvision's random init, BN statistics perturbed so folding matters) and
+the same fresh random input. Inference runs under torch.inference_mode; a training step is forward,
+cross-entropy, backward and an SGD step. Timing: CUDA events on GPU, wall clock on CPU (threads reported).
+Each provider's output (inference: eval logits; training: the first train-mode logits) is compared with the fp32
+torchvision reference, so a fast wrong answer shows as wrong. The roofline floor (fastregnet.roofline) puts each
+time next to the least the device could need.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
-import time
 
 import torch
 
-PROVIDERS = ("tv_nchw", "tv_channels_last", "tv_compile", "fastregnet", "fastregnet_compile")
-DEFAULT_PROVIDERS = ("tv_nchw", "tv_channels_last", "fastregnet")
+from . import roofline
+from .design import resolve_name
+
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _torchvision_model(name: str):
+    import torchvision
+
+    return getattr(torchvision.models, name)()
+
+
+def _fastregnet_model(name: str):
+    from .models import create_model
+
+    return create_model(name)
+
+
+def _provider(make, memory_format, compile_mode: str | None = None, compile_it: bool = False):
+    """A provider: builds (model, memory_format) on `device` with `state_dict` loaded."""
+    def build(model_name: str, state_dict: dict, device: torch.device, default_compile_mode: str | None):
+        model = make(model_name)
+        model.load_state_dict(state_dict)
+        model = model.to(device=device, memory_format=memory_format)
+        if compile_it:
+            model = torch.compile(model, mode=compile_mode or default_compile_mode)
+        return model, memory_format
+    return build
+
+
+PROVIDERS = {
+    "tv_nchw": _provider(_torchvision_model, torch.contiguous_format),
+    "tv_channels_last": _provider(_torchvision_model, torch.channels_last),
+    "tv_compile": _provider(_torchvision_model, torch.channels_last, compile_it=True),
+    "tv_compile_max_autotune": _provider(_torchvision_model, torch.channels_last, "max-autotune", True),
+    "fastregnet": _provider(_fastregnet_model, torch.channels_last),
+    "fastregnet_compile": _provider(_fastregnet_model, torch.channels_last, compile_it=True),
+}
+GPU_DEFAULT = ("tv_nchw", "tv_channels_last", "tv_compile", "tv_compile_max_autotune", "fastregnet",
+               "fastregnet_compile")
+CPU_DEFAULT = ("tv_nchw", "tv_channels_last", "fastregnet")
 
 
 def device_info(device: torch.device) -> dict:
@@ -37,6 +78,11 @@ def device_info(device: torch.device) -> dict:
         props = torch.cuda.get_device_properties(device)
         info.update(gpu=props.name, capability=f"{props.major}.{props.minor}", cuda=torch.version.cuda,
                     gpu_memory_gb=round(props.total_memory / 2**30, 1))
+        try:
+            info["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                            capture_output=True, text=True, timeout=10).stdout.split()[0]
+        except Exception:  # no nvidia-smi: the driver stays unreported rather than guessed
+            info["driver"] = None
     else:
         info["cpu"] = platform.processor() or platform.machine()
     return info
@@ -55,64 +101,25 @@ def randomize_bn(model: torch.nn.Module, seed: int = 0) -> None:
                 m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
 
 
-def build_provider(name: str, model_name: str, state_dict: dict, device: torch.device, compile_mode: str | None):
-    """(model, memory_format) for one provider, weights loaded, on `device`."""
-    import torchvision
-
-    import fastregnet
-
-    if name.startswith("tv"):
-        model = getattr(torchvision.models, model_name)()
-    else:
-        model = fastregnet.create_model(model_name)
-    model.load_state_dict(state_dict)
-    fmt = torch.channels_last if name in ("tv_channels_last", "tv_compile") or name.startswith("fastregnet") \
-        else torch.contiguous_format
-    model = model.to(device=device, memory_format=fmt)
-    if name.endswith("compile"):
-        model = torch.compile(model, mode=compile_mode)
-    return model, fmt
-
-
-def _timer(device: torch.device):
-    if device.type == "cuda":
-        def run(fn, repeats):
-            times = []
-            for _ in range(repeats):
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn()
-                end.record()
-                torch.cuda.synchronize()
-                times.append(start.elapsed_time(end) / 1e3)
-            return times
-    else:
-        def run(fn, repeats):
-            times = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - t0)
-            return times
-    return run
-
-
-def _peak_memory(device: torch.device) -> int | None:
-    return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+def _rel_dev(out: torch.Tensor, ref: torch.Tensor) -> float:
+    out = out.detach().float().cpu()
+    return float((out - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
 
 
 def bench_one(provider: str, model_name: str, batch: int, dtype: str, mode: str, resolution: int,
               device: torch.device, warmup: int, repeats: int, state_dict: dict, x: torch.Tensor,
-              reference_out: torch.Tensor, compile_mode: str | None) -> dict:
+              reference: dict, compile_mode: str | None, providers: dict) -> dict:
     """Benchmark one (provider, model, batch, dtype, mode); returns a JSON-ready record."""
-    model, fmt = build_provider(provider, model_name, state_dict, device, compile_mode)
-    amp = dtype != "fp32"
-    autocast = torch.autocast(device.type, dtype=DTYPES[dtype], enabled=amp)
+    model, fmt = providers[provider](model_name, state_dict, device, compile_mode)
+    autocast = torch.autocast(device.type, dtype=DTYPES[dtype], enabled=dtype != "fp32")
     xin = x.to(device).contiguous(memory_format=fmt)
     if device.type == "cuda":
+        torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     if mode == "infer":
         model.eval()
+        with torch.inference_mode(), autocast:
+            dev = _rel_dev(model(xin), reference["infer"])
 
         def step():
             with torch.inference_mode(), autocast:
@@ -120,7 +127,9 @@ def bench_one(provider: str, model_name: str, batch: int, dtype: str, mode: str,
     else:
         model.train()
         opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-        target = torch.randint(0, 1000, (batch,), device=device)
+        target = torch.randint(0, 1000, (batch,), generator=torch.Generator().manual_seed(2)).to(device)
+        with autocast:
+            dev = _rel_dev(model(xin), reference["train"])  # train-mode logits of the untouched weights
 
         def step():
             with autocast:
@@ -129,76 +138,84 @@ def bench_one(provider: str, model_name: str, batch: int, dtype: str, mode: str,
             opt.step()
             opt.zero_grad(set_to_none=True)
             return loss
-    max_rel_dev = None
-    if mode == "infer":
-        with torch.inference_mode(), autocast:
-            out = model(xin).float().cpu()
-        max_rel_dev = float((out - reference_out).abs().max() / reference_out.abs().max().clamp_min(1e-12))
-    timer = _timer(device)
-    timer(step, warmup)
-    times = timer(step, repeats)
+    times = roofline.measure(step, device, warmup, repeats)
     med = statistics.median(times)
     return {"provider": provider, "model": model_name, "batch": batch, "dtype": dtype, "mode": mode,
             "resolution": resolution, "times_s": times, "median_s": med, "img_per_s": batch / med,
-            "spread_img_per_s": [batch / max(times), batch / min(times)], "peak_memory_bytes": _peak_memory(device),
-            "max_rel_dev_vs_fp32_ref": max_rel_dev}
+            "spread_img_per_s": [batch / max(times), batch / min(times)],
+            "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
+            "max_rel_dev_vs_fp32_ref": dev}
 
 
 def run(models, batches, dtype, modes, providers, resolution, device, warmup, repeats, compile_mode=None,
-        tolerance=None, log=print) -> dict:
-    """Run every combination; returns {"settings", "env", "results"}."""
-    import torchvision
+        tolerance=None, log=print, extra_providers: dict | None = None, rates: dict | None = None) -> dict:
+    """Run every combination; returns {"settings", "env", "device_rates", "results"}.
 
+    `extra_providers` adds {name: build(model_name, state_dict, device, compile_mode) -> (model, memory_format)};
+    `rates` overrides the measured device rates (for tests)."""
+    registry = PROVIDERS | (extra_providers or {})
+    unknown = [p for p in providers if p not in registry]
+    if unknown:
+        raise ValueError(f"unknown providers {unknown}; known: {', '.join(registry)}")
     tolerance = tolerance if tolerance is not None else (1e-3 if dtype == "fp32" else 3e-2)
+    rates = rates or roofline.measure_device(device, DTYPES[dtype])
+    elem = torch.finfo(DTYPES[dtype]).bits // 8
     results = []
     for model_name in models:
-        tv = getattr(torchvision.models, model_name)()
+        tv = _torchvision_model(model_name)
         randomize_bn(tv, 0)
         state_dict = tv.state_dict()
         for batch in batches:
             x = torch.randn(batch, 3, resolution, resolution, generator=torch.Generator().manual_seed(1))
             with torch.no_grad():
-                reference_out = tv.eval()(x).float()
+                reference = {"infer": tv.eval()(x).float(), "train": copy.deepcopy(tv).train()(x).float()}
             for mode in modes:
+                w = roofline.work(resolve_name(model_name).params(), batch, resolution, elem, mode)
+                floor = roofline.floor_seconds(w, rates["copy_bandwidth_bytes_per_s"], rates["matmul_flops_per_s"])
                 for provider in providers:
                     log(f"[bench] {model_name} batch={batch} {dtype} {mode} {provider} ...")
                     try:
                         r = bench_one(provider, model_name, batch, dtype, mode, resolution, device, warmup, repeats,
-                                      state_dict, x, reference_out, compile_mode)
-                        dev = r["max_rel_dev_vs_fp32_ref"]
-                        r["wrong"] = dev is not None and not dev <= tolerance
+                                      state_dict, x, reference, compile_mode, registry)
+                        r["wrong"] = not r["max_rel_dev_vs_fp32_ref"] <= tolerance
+                        r["fraction_of_floor"] = floor / r["median_s"]
                     except Exception as e:  # a provider that fails is reported, not hidden
                         r = {"provider": provider, "model": model_name, "batch": batch, "dtype": dtype, "mode": mode,
                              "resolution": resolution, "error": f"{type(e).__name__}: {e}"}
+                    r.update(floor_s=floor, floor_flops=w["flops"], floor_bytes=w["bytes"])
                     results.append(r)
     settings = {"models": list(models), "batches": list(batches), "dtype": dtype, "modes": list(modes),
                 "providers": list(providers), "resolution": resolution, "warmup": warmup, "repeats": repeats,
-                "tolerance": tolerance, "timing": "cuda events" if device.type == "cuda" else "wall clock",
+                "tolerance": tolerance, "compile_mode": compile_mode,
+                "timing": "cuda events" if device.type == "cuda" else "wall clock",
+                "roofline": "layer-wise floor model, see fastregnet/roofline.py",
                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    return {"settings": settings, "env": device_info(device), "results": results}
+    return {"settings": settings, "env": device_info(device), "device_rates": rates, "results": results}
 
 
 def format_table(report: dict) -> str:
-    rows = [f"{'model':<16} {'batch':>5} {'mode':<5} {'provider':<20} {'img/s':>9} {'spread':>17} "
-            f"{'peak MB':>8} {'max rel dev':>11} {'vs tv_nchw':>10}"]
+    rows = [f"{'model':<16} {'batch':>5} {'mode':<5} {'provider':<24} {'img/s':>9} {'spread':>17} "
+            f"{'peak MB':>8} {'max rel dev':>13} {'vs tv_nchw':>10} {'of floor':>8}"]
     base = {(r["model"], r["batch"], r["mode"]): r["img_per_s"] for r in report["results"]
             if r["provider"] == "tv_nchw" and "img_per_s" in r}
     for r in report["results"]:
+        head = f"{r['model']:<16} {r['batch']:>5} {r['mode']:<5} {r['provider']:<24}"
         if "error" in r:
-            rows.append(f"{r['model']:<16} {r['batch']:>5} {r['mode']:<5} {r['provider']:<20} ERROR {r['error']}")
+            rows.append(f"{head} ERROR {r['error'][:120]}")
             continue
         spread = f"{r['spread_img_per_s'][0]:.1f}-{r['spread_img_per_s'][1]:.1f}"
         mem = f"{r['peak_memory_bytes'] / 2**20:.0f}" if r["peak_memory_bytes"] else "-"
-        dev = r["max_rel_dev_vs_fp32_ref"]
-        dev_s = "-" if dev is None else f"{dev:.1e}" + (" WRONG" if r.get("wrong") else "")
+        dev = f"{r['max_rel_dev_vs_fp32_ref']:.1e}" + (" WRONG" if r["wrong"] else "")
         b = base.get((r["model"], r["batch"], r["mode"]))
         ratio = f"{r['img_per_s'] / b:.2f}x" if b else "-"
-        rows.append(f"{r['model']:<16} {r['batch']:>5} {r['mode']:<5} {r['provider']:<20} {r['img_per_s']:>9.1f} "
-                    f"{spread:>17} {mem:>8} {dev_s:>11} {ratio:>10}")
-    env = report["env"]
+        rows.append(f"{head} {r['img_per_s']:>9.1f} {spread:>17} {mem:>8} {dev:>13} {ratio:>10} "
+                    f"{100 * r['fraction_of_floor']:>7.1f}%")
+    env, rates = report["env"], report["device_rates"]
     where = env.get("gpu") or f"CPU ({env.get('cpu')}, {env['cpu_threads']} threads)"
     rows.append(f"device: {where}; torch {env['torch']}, triton {env['triton']}; timing: "
-                f"{report['settings']['timing']}")
+                f"{report['settings']['timing']}; measured copy {rates['copy_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s, "
+                f"matmul {rates['matmul_flops_per_s'] / 1e12:.2f} TFLOP/s ({rates['matmul_dtype']}); "
+                f"'of floor' = layer-wise roofline floor / median time")
     return "\n".join(rows)
 
 
@@ -214,8 +231,8 @@ def plot(report: dict, path: str) -> None:
     ok = [r for r in report["results"] if "img_per_s" in r]
     labels = [f"{r['model']}\nb{r['batch']} {r['mode']}\n{r['provider']}" for r in ok]
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(ok)), 4))
-    ax.bar(range(len(ok)), [r["img_per_s"] for r in ok], color=["C1" if r["provider"].startswith("fast") else "C0"
-                                                               for r in ok])
+    colors = ["C3" if r["wrong"] else "C1" if r["provider"].startswith("fast") else "C0" for r in ok]
+    ax.bar(range(len(ok)), [r["img_per_s"] for r in ok], color=colors)
     ax.set_xticks(range(len(ok)), labels, fontsize=6)
     ax.set_ylabel("images / s")
     env = report["env"]
@@ -231,7 +248,7 @@ def add_parser(sub) -> None:
     p.add_argument("--batch", nargs="+", type=int, default=None, help="batch sizes (default 8 on CPU, 64 on GPU)")
     p.add_argument("--dtype", choices=list(DTYPES), default=None, help="default fp32 on CPU, fp16 on GPU")
     p.add_argument("--mode", choices=["infer", "train", "both"], default="infer")
-    p.add_argument("--providers", nargs="+", choices=PROVIDERS, default=None)
+    p.add_argument("--providers", nargs="+", choices=list(PROVIDERS), default=None)
     p.add_argument("--resolution", type=int, default=224)
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--warmup", type=int, default=None)
@@ -245,16 +262,14 @@ def add_parser(sub) -> None:
 def _cmd_bench(args) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     gpu = device.type == "cuda"
-    import fastregnet
-
     for m in args.model:
-        if not m.startswith("regnet_") or fastregnet.resolve_name(m).name != m:
+        if not m.startswith("regnet_") or resolve_name(m).name != m:
             raise ValueError(f"bench compares against torchvision, so --model takes torchvision builder names "
                              f"(fastregnet list 'regnet_*'); got {m!r}")
     report = run(models=args.model, batches=args.batch or ([64] if gpu else [8]),
                  dtype=args.dtype or ("fp16" if gpu else "fp32"),
                  modes=["infer", "train"] if args.mode == "both" else [args.mode],
-                 providers=args.providers or (PROVIDERS if gpu else DEFAULT_PROVIDERS),
+                 providers=args.providers or (GPU_DEFAULT if gpu else CPU_DEFAULT),
                  resolution=args.resolution, device=device, warmup=args.warmup or (10 if gpu else 2),
                  repeats=args.repeats or (30 if gpu else 5), compile_mode=args.compile_mode,
                  log=lambda s: print(s, file=sys.stderr, flush=True))

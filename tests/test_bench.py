@@ -1,0 +1,84 @@
+"""The benchmark harness on CPU: JSON schema, roofline arithmetic by hand, wrong providers flagged, the CLI."""
+
+import json
+
+import pytest
+import torch
+
+from fastregnet import bench, roofline
+from fastregnet.cli import main
+from fastregnet.complexity import count_complexity
+from fastregnet.design import RegNetParams
+
+# 64x64: at 32x32 the last stage is 1x1 and train-mode BN normalizes 2 values per channel, which amplifies
+# rounding without bound; 64x64 keeps 8.
+TINY = dict(models=["regnet_y_400mf"], batches=[2], dtype="fp32", resolution=64, device=torch.device("cpu"),
+            warmup=1, repeats=2, log=lambda s: None,
+            rates={"copy_bandwidth_bytes_per_s": 1e10, "matmul_flops_per_s": 1e11, "matmul_dtype": "float32",
+                   "measured_on": "test"})
+
+
+def test_roofline_arithmetic_by_hand():
+    # stem 3->8 (3x3 s2) on 4x4 -> 2x2; one block 8->8 stride 2 with projection; head 8->2.
+    p = RegNetParams(depths=(1,), widths=(8,), group_widths=(8,), bottleneck_multipliers=(1.0,), strides=(2,),
+                     se_ratio=None, stem_width=8)
+    # flops: stem 9*3*8*4=864, proj 8*8*1=64, a 8*8*4=256, b 9*8*8*1=576, c 64, head 8*2+2=18
+    # params: stem 216+16, proj 64+16, a 64+16, b 576+16, c 64+16, head 18; acts: 32+8+32+8+8+2
+    assert count_complexity(p, resolution=4, num_classes=2) == {"flops": 1842, "params": 1082, "acts": 90}
+    infer = roofline.work(p, batch=2, resolution=4, element_size=4, mode="infer", num_classes=2)
+    # 2 FLOPs per MAC x batch 2; bytes = 4 * (params + 2 * (input 48 + 2 * acts 180 + logits 2))
+    assert infer == {"flops": 7368, "bytes": 4 * (1082 + 2 * (48 + 180 + 2))}
+    train = roofline.work(p, batch=2, resolution=4, element_size=4, mode="train", num_classes=2)
+    assert train == {"flops": 3 * 7368, "bytes": 4 * (2 * 1082 + 2 * (48 + 5 * 90)) + 20 * 1082}
+    assert roofline.floor_seconds(infer, bandwidth=1000.0, matmul_rate=1e4) == pytest.approx(6.168)  # memory bound
+    assert roofline.floor_seconds(infer, bandwidth=1e9, matmul_rate=1000.0) == pytest.approx(7.368)  # compute bound
+
+
+def test_report_schema_and_every_sample_recorded():
+    report = bench.run(modes=["infer", "train"], providers=["tv_nchw", "fastregnet"], **TINY)
+    assert set(report) == {"settings", "env", "device_rates", "results"}
+    assert report["env"]["device"] == "cpu" and report["env"]["torch"] == torch.__version__
+    assert {"cpu_threads", "triton", "python"} <= set(report["env"])
+    assert report["settings"]["timing"] == "wall clock" and report["settings"]["repeats"] == 2
+    assert len(report["results"]) == 4
+    for r in report["results"]:
+        assert "error" not in r, r
+        assert len(r["times_s"]) == 2 and r["median_s"] > 0 and r["img_per_s"] == pytest.approx(2 / r["median_s"])
+        assert r["spread_img_per_s"][0] <= r["img_per_s"] <= r["spread_img_per_s"][1]
+        assert r["wrong"] is False and r["max_rel_dev_vs_fp32_ref"] < 1e-3
+        assert r["fraction_of_floor"] == pytest.approx(r["floor_s"] / r["median_s"])
+    json.dumps(report)  # JSON-ready throughout
+    assert "of floor" in bench.format_table(report)
+
+
+def test_a_wrong_provider_is_flagged():
+    def broken(model_name, state_dict, device, compile_mode):
+        model, fmt = bench.PROVIDERS["fastregnet"](model_name, state_dict, device, compile_mode)
+        with torch.no_grad():
+            model.fc.bias.add_(1.0)  # a fast wrong answer
+        return model, fmt
+
+    report = bench.run(modes=["infer"], providers=["tv_nchw", "broken"], extra_providers={"broken": broken}, **TINY)
+    flags = {r["provider"]: r["wrong"] for r in report["results"]}
+    assert flags == {"tv_nchw": False, "broken": True}
+    assert "WRONG" in bench.format_table(report)
+
+
+def test_a_failing_provider_is_reported_not_hidden():
+    def crash(*args):
+        raise RuntimeError("boom")
+
+    report = bench.run(modes=["infer"], providers=["crash"], extra_providers={"crash": crash}, **TINY)
+    assert report["results"][0]["error"] == "RuntimeError: boom"
+
+
+def test_cli_writes_table_json_and_png(tmp_path, capsys):
+    out, png = tmp_path / "r.json", tmp_path / "r.png"
+    assert main(["bench", "--model", "regnet_x_400mf", "--batch", "2", "--resolution", "32", "--warmup", "1",
+                 "--repeats", "2", "--out", str(out), "--plot", str(png)]) == 0
+    text = capsys.readouterr().out
+    assert "tv_channels_last" in text and "fastregnet" in text and "JSON written" in text
+    report = json.loads(out.read_text())
+    assert report["device_rates"]["copy_bandwidth_bytes_per_s"] > 0  # measured by the harness itself
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert main(["bench", "--model", "RegNetY-400MF"]) == 2  # not a torchvision name: a clear error
