@@ -13,7 +13,6 @@ Modes: "auto" (default), "triton", "torch". Set with the env var FASTREGNET_BACK
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 from collections import Counter
 
@@ -59,23 +58,31 @@ def use_backend(mode: str):
         _mode = previous
 
 
-@functools.lru_cache(maxsize=None)
+# Probed once per process, in plain module state (torch.compile traces through these without lru_cache warnings).
+_probe: dict = {}
+
+
 def _triton_import_error() -> str | None:
-    try:
-        import triton  # noqa: F401
-        import triton.language  # noqa: F401
-    except Exception as e:  # pragma: no cover - depends on the install
-        return f"{type(e).__name__}: {e}"
-    return None
+    if "import" not in _probe:
+        try:
+            import triton  # noqa: F401
+            import triton.language  # noqa: F401
+
+            _probe["import"] = None
+        except Exception as e:  # pragma: no cover - depends on the install
+            _probe["import"] = f"{type(e).__name__}: {e}"
+    return _probe["import"]
 
 
 def triton_interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-@functools.lru_cache(maxsize=None)
 def _cuda_capability_ok(index: int) -> bool:
-    return torch.cuda.get_device_capability(index) >= (8, 0)
+    key = ("sm80", index)
+    if key not in _probe:
+        _probe[key] = torch.cuda.get_device_capability(index) >= (8, 0)
+    return _probe[key]
 
 
 def triton_available(device: torch.device) -> tuple[bool, str]:

@@ -338,3 +338,27 @@ def test_auto_backend_on_cpu_uses_the_reference():
     assert sum(launches.values()) == 0
     with torch.no_grad():
         assert rel_err(out, tv.eval()(x)) < 1e-5
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_torch_compile_fullgraph_eval_and_train(backend):
+    torch.manual_seed(0)
+    model = fastregnet.RegNet(depths=[1, 1], widths=[16, 32], group_widths=8, se_ratio=0.25, num_classes=10)
+    model = model.to(DEVICE)
+    x = torch.randn(2, 3, 32, 32, device=DEVICE)
+    with fastregnet.use_backend(backend):
+        with torch.no_grad():
+            eager = model.eval()(x)
+            with fastregnet.count_kernel_launches() as launches:
+                compiled = torch.compile(model, fullgraph=True)(x)
+        assert rel_err(compiled, eager) < 1e-5
+        assert launches["_grouped_conv_fwd_kernel"] == (2 if backend == "triton" else 0)
+        torch._dynamo.reset()
+        import copy
+
+        twin = copy.deepcopy(model)
+        torch.compile(model.train(), fullgraph=True)(x).sum().backward()
+        twin.train()(x).sum().backward()
+        for (name, p), q in zip(model.named_parameters(), twin.parameters()):
+            assert rel_err(p.grad, q.grad) < 1e-4, name
+    torch._dynamo.reset()
