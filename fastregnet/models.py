@@ -115,13 +115,16 @@ class RegNet(nn.Module):
             h, w = (h - 1) // s + 1, (w - 1) // s + 1
         return h, w
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last stage's feature map (N, num_features, H/32, W/32)."""
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         x = self._check_input(x)
         if x.is_cuda:
             # The body runs NHWC (channels_last): the Triton kernels and cuDNN's fast grouped convs want it.
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.trunk_output(self.stem(x))
+        return x
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's feature map (N, num_features, H/32, W/32)."""
+        return self.trunk_output(self.stem(self._prepare(x)))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Global pool and classifier; with pre_logits=True, the pooled features only."""
@@ -144,10 +147,7 @@ class RegNet(nn.Module):
             wanted = list(range(n - indices, n))
         else:
             wanted = sorted(i % n for i in indices)
-        x = self._check_input(x)
-        if x.is_cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
-        x = self.stem(x)
+        x = self.stem(self._prepare(x))
         feats = []
         for i, stage in enumerate(self.trunk_output):
             x = stage(x)
@@ -178,10 +178,6 @@ class RegNet(nn.Module):
 
             check_state_dict(self, state_dict)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
-
-    def conv_bn_layers(self):
-        """Every ConvNormActivation in the model (stem, a, b, c, proj)."""
-        return [m for m in self.modules() if isinstance(m, ConvNormActivation)]
 
 
 class RegNetY(RegNet):

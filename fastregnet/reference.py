@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["fold_bn", "conv_bias_act_ref", "conv_bn_act_train_ref", "conv_bn_stats_ref", "update_running_stats",
+__all__ = ["fold_bn", "conv_bias_act_ref", "conv_bn_act_train_ref", "update_running_stats",
            "squeeze_excite_ref", "add_relu_ref"]
 
 
@@ -40,18 +40,6 @@ def conv_bn_act_train_ref(x: torch.Tensor, weight: torch.Tensor, bn_weight: torc
     y = F.conv2d(x, weight, None, stride, weight.shape[-1] // 2, 1, groups)
     y = F.batch_norm(y, running_mean, running_var, bn_weight, bn_bias, True, momentum, eps)
     return F.relu(y, inplace=True) if relu else y
-
-
-def conv_bn_stats_ref(x: torch.Tensor, weight: torch.Tensor, bn_weight: torch.Tensor, bn_bias: torch.Tensor,
-                      eps: float, stride: int, groups: int, relu: bool):
-    """Train-mode conv + BN (+ ReLU) that returns (out, batch_mean, batch_var) with the biased batch variance,
-    the outputs of the fused training kernels; running statistics are left to `update_running_stats`."""
-    y = F.conv2d(x.float(), weight.float(), None, stride, weight.shape[-1] // 2, 1, groups)
-    var, mean = torch.var_mean(y, dim=(0, 2, 3), correction=0)
-    out = (y - mean[:, None, None]) * torch.rsqrt(var + eps)[:, None, None] * bn_weight.float()[:, None, None] \
-        + bn_bias.float()[:, None, None]
-    out = F.relu(out) if relu else out
-    return out.to(x.dtype), mean, var
 
 
 @torch.no_grad()

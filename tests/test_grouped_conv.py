@@ -45,15 +45,14 @@ def _poison(monkeypatch):
     monkeypatch.setattr(gc, "torch", _PoisonedTorch())
 
 
-def _inputs(n, c, h, w, gw, dtype, seed=0):
+def _inputs(n, c, h, w, gw, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, c, h, w, generator=g)
     weight = torch.randn(c, gw, 3, 3, generator=g) * (2.0 / (9 * gw)) ** 0.5
     gamma = torch.rand(c, generator=g) + 0.5
     beta = torch.randn(c, generator=g) * 0.5
     bias = torch.randn(c, generator=g) * 0.5
-    go = torch.randn(n, c, (h - 1) + 1, w, generator=g)  # resized per stride below
-    return [t.to(DEVICE) for t in (x, weight, gamma, beta, bias, go)]
+    return [t.to(DEVICE) for t in (x, weight, gamma, beta, bias)]
 
 
 def _relu(z, mask):
@@ -96,7 +95,7 @@ def _run_eval(x, weight, bias, stride, groups, go):
 
 def _check_all(n, c, h, w, gw, stride, dtype=torch.float32, tol=1e-5):
     groups = c // gw
-    x, weight, gamma, beta, bias, _ = _inputs(n, c, h, w, gw, dtype)
+    x, weight, gamma, beta, bias = _inputs(n, c, h, w, gw)
     ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
     go = torch.randn(n, c, ho, wo, generator=torch.Generator().manual_seed(5)).to(DEVICE)
     xs, ws = x.to(dtype), weight.to(dtype)
@@ -163,6 +162,24 @@ def test_odd_shapes_fp32(n, c, h, w, gw, stride):
 @pytest.mark.parametrize("gw,stride", [(8, 1), (24, 2), (64, 1), (232, 2)])
 def test_fp16_within_torch_error(gw, stride):
     _check_all(2, 2 * gw, 6, 5, gw, stride, dtype=torch.float16)
+
+
+def test_weight_grad_row_splits_sum_to_the_single_split_result(monkeypatch):
+    # On a GPU the weight grad splits its row reduction across programs; under the interpreter it uses one split,
+    # so force several here to cover the split indexing and the partial-sum buffer.
+    import fastregnet.kernels.grouped_conv as gc
+
+    n, c, h, w, gw, stride = 2, 48, 11, 9, 24, 1
+    x, weight, gamma, beta, _ = _inputs(n, c, h, w, gw)
+    out, y, mean, var, invstd = gc.grouped_conv_train_fwd(x, weight, gamma, beta, 1e-5, stride, c // gw, True)
+    go = torch.randn_like(out)
+    args = (go, x, weight, y, mean, invstd, gamma, beta, stride, c // gw, True, True)
+    single = gc.grouped_conv_bwd(*args)
+    monkeypatch.setattr(gc, "_weight_grad_split", lambda m, programs, on_gpu: 4)
+    split = gc.grouped_conv_bwd(*args)
+    assert gc.triton.cdiv(n * h * w, gc.BLOCK_M_CONV) == 4  # 198 rows: four splits of one 64-row block each
+    assert_close(split[1], single[1], rtol=1e-5, atol=1e-6, name="grad_weight with 4 row splits")
+    assert torch.equal(split[0], single[0])
 
 
 def test_bf16_is_refused_under_the_interpreter():
