@@ -116,8 +116,19 @@ class ResBottleneckBlock(nn.Module):
         self.activation = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training and not torch.is_grad_enabled():
+            return self._forward_inference(x)
         shortcut = x if self.proj is None else self.proj(x)
         return ops.add_relu(self.f(x), shortcut)
+
+    def _forward_inference(self, x: torch.Tensor) -> torch.Tensor:
+        """Eval with gradients off: the whole block as one op on folded weights (4 Triton launches with SE)."""
+        f = self.f
+        conv_b = f.b[0]
+        se = (f.se.fc1.weight, f.se.fc1.bias, f.se.fc2.weight, f.se.fc2.bias) if hasattr(f, "se") else None
+        proj = None if self.proj is None else self.proj.folded()
+        return ops.residual_block_eval(x, f.a.folded(), (*f.b.folded(), conv_b.stride[0], conv_b.groups), se,
+                                       f.c.folded(), proj)
 
 
 class AnyStage(nn.Sequential):

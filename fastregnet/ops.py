@@ -3,8 +3,10 @@ its PyTorch reference in `fastregnet.reference`.
 
 The blocks never call a kernel directly: adding a kernel changes this file, not the model code.
 
-Kernels so far: the grouped 3x3 conv + BN + ReLU (the block's f.b), eval and train, forward and backward. The 1x1
-convs, SE and the residual add run the reference on every backend until their kernels land.
+Kernels so far: the grouped 3x3 conv + BN + ReLU (the block's f.b), eval and train, forward and backward; and the
+whole block's inference path (eval with gradients off: 1x1 convs, SE squeeze/excite, shortcut, residual). In
+training, or in eval with gradients on, the 1x1 convs, SE and the residual add run the reference until their
+backward kernels land.
 
 The Triton path is a set of `torch.library.custom_op`s with fake (meta) implementations and registered autograd,
 so torch.compile traces them as opaque nodes and `torch.library.opcheck` can check them.
@@ -21,7 +23,7 @@ from . import reference as ref
 from .backend import triton_interpreting, use_triton
 
 __all__ = ["conv_bias_act", "conv_bn_act_train", "grouped_conv_bias_act", "grouped_conv_bn_act_train",
-           "squeeze_excite", "add_relu", "grouped_conv_supported"]
+           "squeeze_excite", "add_relu", "residual_block_eval", "grouped_conv_supported"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -124,26 +126,92 @@ _grouped_conv_bn_act_train_op.register_autograd(_train_backward, setup_context=_
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# custom ops of the block's inference path (eval, no autograd: the block only takes it with gradients off)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("fastregnet::grouped_conv_squeeze", mutates_args=(), device_types=("cuda", "cpu"))
+def _grouped_conv_squeeze_op(x: Tensor, weight: Tensor, bias: Tensor, stride: int,
+                             groups: int) -> tuple[Tensor, Tensor]:
+    """(relu(grouped conv + bias), per-(image, row block) channel sums for the SE squeeze)."""
+    from .kernels.grouped_conv import grouped_conv_fwd
+
+    y, sq_part, _ = grouped_conv_fwd(x, weight, bias, stride, groups, True, squeeze=True)
+    return y, sq_part
+
+
+def _squeeze_blocks_per_image(h: int, w: int) -> int:
+    from .kernels.grouped_conv import BLOCK_M_CONV
+
+    return -(-(h * w) // BLOCK_M_CONV)
+
+
+@_grouped_conv_squeeze_op.register_fake
+def _(x, weight, bias, stride, groups):
+    n, c, ho, wo = _out_shape(x, stride)
+    return _empty_nhwc((n, c, ho, wo), x), x.new_empty((n * _squeeze_blocks_per_image(ho, wo), c),
+                                                       dtype=torch.float32)
+
+
+@torch.library.custom_op("fastregnet::se_excite", mutates_args=(), device_types=("cuda", "cpu"))
+def _se_excite_op(sq_part: Tensor, blocks_per_image: int, hw: int, fc1_weight: Tensor, fc1_bias: Tensor,
+                  fc2_weight: Tensor, fc2_bias: Tensor) -> Tensor:
+    from .kernels.pointwise_conv import se_excite
+
+    return se_excite(sq_part, blocks_per_image, hw, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
+
+
+@_se_excite_op.register_fake
+def _(sq_part, blocks_per_image, hw, fc1_weight, fc1_bias, fc2_weight, fc2_bias):
+    return sq_part.new_empty((sq_part.shape[0] // blocks_per_image, sq_part.shape[1]))
+
+
+@torch.library.custom_op("fastregnet::pointwise_conv", mutates_args=(), device_types=("cuda", "cpu"))
+def _pointwise_conv_op(x: Tensor, weight: Tensor, bias: Tensor, relu: bool, gate: Optional[Tensor],
+                       shortcut: Optional[Tensor], x2: Optional[Tensor], weight2: Optional[Tensor],
+                       stride2: int) -> Tensor:
+    from .kernels.pointwise_conv import pointwise_conv_fwd
+
+    return pointwise_conv_fwd(x, weight, bias, relu, gate, shortcut, x2, weight2, stride2)
+
+
+@_pointwise_conv_op.register_fake
+def _(x, weight, bias, relu, gate, shortcut, x2, weight2, stride2):
+    return _empty_nhwc((x.shape[0], weight.shape[0], x.shape[2], x.shape[3]), x)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # dispatch
 # ----------------------------------------------------------------------------------------------------------------
 
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def grouped_conv_supported(x: Tensor, weight: Tensor, stride: int, groups: int) -> tuple[bool, str]:
-    """Whether the grouped-conv kernels cover this call, and if not, why."""
+def _dtype_supported(x: Tensor) -> tuple[bool, str]:
     if x.dim() != 4:
         return False, f"input must be 4-D, got shape {tuple(x.shape)}"
-    c = x.shape[1]
-    if tuple(weight.shape) != (c, c // groups, 3, 3) or c % groups:
-        return False, f"needs a 3x3 conv with equal in/out channels, got weight {tuple(weight.shape)} for {c} channels"
-    if stride not in (1, 2):
-        return False, f"stride {stride} (kernels cover 1 and 2)"
     if x.dtype not in _KERNEL_DTYPES:
         return False, f"dtype {x.dtype} (kernels cover fp32, fp16, bf16)"
     if x.dtype == torch.bfloat16 and x.device.type == "cpu" and triton_interpreting():
         return False, "bf16 tl.dot is wrong under the Triton interpreter; test bf16 on a GPU"
     return True, ""
+
+
+def _grouped_weight_supported(weight: Tensor, stride: int, groups: int) -> tuple[bool, str]:
+    c = weight.shape[0]
+    if c % groups or tuple(weight.shape) != (c, c // groups, 3, 3):
+        return False, f"needs a 3x3 conv with equal in/out channels, got weight {tuple(weight.shape)}"
+    if stride not in (1, 2):
+        return False, f"stride {stride} (kernels cover 1 and 2)"
+    return True, ""
+
+
+def grouped_conv_supported(x: Tensor, weight: Tensor, stride: int, groups: int) -> tuple[bool, str]:
+    """Whether the grouped-conv kernels cover this call, and if not, why."""
+    ok, why = _dtype_supported(x)
+    if ok and x.shape[1] != weight.shape[0]:
+        ok, why = False, f"weight {tuple(weight.shape)} does not fit {x.shape[1]} input channels"
+    return (ok, why) if not ok else _grouped_weight_supported(weight, stride, groups)
 
 
 def _autocast(x: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
@@ -194,6 +262,39 @@ def conv_bn_act_train(x: Tensor, weight: Tensor, bn_weight: Tensor, bn_bias: Ten
 def squeeze_excite(x: Tensor, fc1_weight: Tensor, fc1_bias: Tensor, fc2_weight: Tensor, fc2_bias: Tensor) -> Tensor:
     """Squeeze-and-Excitation: x * sigmoid(fc2(relu(fc1(mean_hw(x)))))."""
     return ref.squeeze_excite_ref(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
+
+
+def residual_block_eval(x: Tensor, a: tuple, b: tuple, se: tuple | None, c: tuple, proj: tuple | None) -> Tensor:
+    """A whole residual bottleneck block in eval mode with gradients off, BN folded:
+    a = (W, bias), b = (W, bias, stride, groups), se = (fc1_w, fc1_b, fc2_w, fc2_b) or None, c = (W, bias),
+    proj = (W, bias) or None (a stride-b 1x1 conv). On the Triton path this is 4 launches (3 without SE): conv a;
+    grouped conv b with the SE squeeze in its epilogue; the excitation; conv c with the gate applied to its input
+    tiles, the projection as extra K (or the identity shortcut added) and the final ReLU."""
+    (wa, ba), (wb, bb, stride, groups), (wc, bc) = a, b, c
+    supported, why = _dtype_supported(x)
+    if supported:
+        supported, why = _grouped_weight_supported(wb, stride, groups)
+    if use_triton(x, supported, why):
+        x, wa = _autocast(x, wa)
+        wb, wc = wb.to(x.dtype), wc.to(x.dtype)
+        y = torch.ops.fastregnet.pointwise_conv(x, wa, ba, True, None, None, None, None, 1)
+        if se is not None:
+            y, sq_part = torch.ops.fastregnet.grouped_conv_squeeze(y, wb, bb, stride, groups)
+            ho, wo = y.shape[-2:]
+            gate = torch.ops.fastregnet.se_excite(sq_part, _squeeze_blocks_per_image(ho, wo), ho * wo, *se)
+        else:
+            y, gate = torch.ops.fastregnet.grouped_conv_bias_act(y, wb, bb, stride, groups, True), None
+        if proj is None:
+            return torch.ops.fastregnet.pointwise_conv(y, wc, bc, True, gate, x, None, None, 1)
+        return torch.ops.fastregnet.pointwise_conv(y, wc, bc + proj[1], True, gate, None, x, proj[0].to(x.dtype),
+                                                   stride)
+    y = ref.conv_bias_act_ref(x, wa, ba, 1, 1, True)
+    y = ref.conv_bias_act_ref(y, wb, bb, stride, groups, True)
+    if se is not None:
+        y = ref.squeeze_excite_ref(y, *se)
+    y = ref.conv_bias_act_ref(y, wc, bc, 1, 1, False)
+    shortcut = x if proj is None else ref.conv_bias_act_ref(x, proj[0], proj[1], stride, 1, False)
+    return ref.add_relu_ref(y, shortcut)
 
 
 def add_relu(y: Tensor, shortcut: Tensor) -> Tensor:

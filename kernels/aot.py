@@ -53,6 +53,7 @@ def zoo_variants(group_widths) -> list[tuple]:
     import torch
 
     from .grouped_conv import elementwise_variants, kernel_variants
+    from .pointwise_conv import pointwise_variants
 
     seen = {}
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
@@ -60,7 +61,7 @@ def zoo_variants(group_widths) -> list[tuple]:
             for stride in (1, 2):
                 for v in kernel_variants(gw, dtype, stride):
                     seen.setdefault(variant_name(v[0], v[2]) + str(v[1]), v)
-        for v in elementwise_variants(dtype):
+        for v in elementwise_variants(dtype) + pointwise_variants(dtype):
             seen.setdefault(variant_name(v[0], v[2]) + str(v[1]), v)
     return list(seen.values())
 

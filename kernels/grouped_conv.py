@@ -69,6 +69,7 @@ def _grouped_conv_fwd_kernel(
     Y,  # output NHWC (N, HO, WO, C): activation (eval) or pre-BN conv output (STATS)
     MeanPart,  # (num_row_blocks, C) fp32: per-block mean of the conv output, written when STATS
     M2Part,  # (num_row_blocks, C) fp32: per-block centred sum of squares, written when STATS
+    SqPart,  # (N * blocks_per_image, C) fp32: per-(image, row block) sums of the output, written when SQUEEZE
     M,  # number of output pixels N*HO*WO
     H, W, C, HO, WO,  # input height/width, channels, output height/width
     GW,  # group width (channels per group)
@@ -76,6 +77,7 @@ def _grouped_conv_fwd_kernel(
     HAS_BIAS: tl.constexpr,  # add Bias in the epilogue
     RELU: tl.constexpr,  # apply ReLU in the epilogue
     STATS: tl.constexpr,  # write BN partial statistics (training)
+    SQUEEZE: tl.constexpr,  # image-aligned row blocks, and write the SE squeeze's per-block channel sums
     PRECISION: tl.constexpr,  # tl.dot input precision: "ieee" for fp32, "tf32" (ignored) for fp16/bf16
     BLOCK_M: tl.constexpr,  # output pixels per program
     BLOCK_N: tl.constexpr,  # output channels per program
@@ -83,9 +85,15 @@ def _grouped_conv_fwd_kernel(
 ):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    if SQUEEZE:  # each row block lies inside one image, so its column sums are that image's partial SE sums
+        blocks_per_image = tl.cdiv(HO * WO, BLOCK_M)
+        local = (pid_m % blocks_per_image) * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_m = (pid_m // blocks_per_image) * (HO * WO) + local
+        m_ok = local < HO * WO
+    else:
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        m_ok = offs_m < M
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    m_ok = offs_m < M
     n_ok = offs_n < C
     wo = offs_m % WO
     ho = (offs_m // WO) % HO
@@ -117,6 +125,8 @@ def _grouped_conv_fwd_kernel(
         tl.store(M2Part + pid_m * C + offs_n, tl.sum(d * d, axis=0), mask=n_ok)
     if RELU:
         acc = tl.maximum(acc, 0.0)
+    if SQUEEZE:
+        tl.store(SqPart + pid_m * C + offs_n, tl.sum(tl.where(m_ok[:, None], acc, 0.0), axis=0), mask=n_ok)
     y_off = offs_m.to(tl.int64)[:, None] * C + offs_n[None, :]
     tl.store(Y + y_off, acc.to(Y.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
 
@@ -430,8 +440,11 @@ def _out_hw(h: int, w: int, stride: int) -> tuple[int, int]:
 
 
 def grouped_conv_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, groups: int,
-                     relu: bool) -> torch.Tensor:
-    """Eval forward: relu(conv3x3(x, weight, pad 1, stride, groups) + bias). Output is channels_last."""
+                     relu: bool, squeeze: bool = False):
+    """Eval forward: relu(conv3x3(x, weight, pad 1, stride, groups) + bias). Output is channels_last.
+
+    With squeeze=True, also the SE squeeze: returns (y, sq_part, blocks_per_image) where sq_part holds the channel
+    sums of each image's row blocks (fp32), for `se_excite`."""
     n, c, h, w, gw = _check(x, weight, stride, groups)
     ho, wo = _out_hw(h, w, stride)
     x, weight = _nhwc(x), weight.contiguous()
@@ -440,13 +453,15 @@ def grouped_conv_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     bn, bk, warps = grouped_conv_tiles(gw, x.dtype)
     unused = torch.empty(1, device=x.device, dtype=torch.float32)  # pointer for arguments this mode never reads
     b = bias.float().contiguous() if bias is not None else unused
-    grid = (triton.cdiv(m, BLOCK_M_CONV), triton.cdiv(c, bn))
-    _grouped_conv_fwd_kernel[grid](x, weight, b, y, unused, unused, m, h, w, c, ho, wo, gw, STRIDE=stride,
-                                   HAS_BIAS=bias is not None, RELU=relu, STATS=False,
-                                   PRECISION=_precision(x.dtype), BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk,
-                                   num_warps=warps)
+    blocks_per_image = triton.cdiv(ho * wo, BLOCK_M_CONV)
+    row_blocks = n * blocks_per_image if squeeze else triton.cdiv(m, BLOCK_M_CONV)
+    sq_part = torch.empty((row_blocks, c), device=x.device, dtype=torch.float32) if squeeze else unused
+    _grouped_conv_fwd_kernel[(row_blocks, triton.cdiv(c, bn))](
+        x, weight, b, y, unused, unused, sq_part, m, h, w, c, ho, wo, gw, STRIDE=stride, HAS_BIAS=bias is not None,
+        RELU=relu, STATS=False, SQUEEZE=squeeze, PRECISION=_precision(x.dtype), BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn,
+        BLOCK_K=bk, num_warps=warps)
     record(_grouped_conv_fwd_kernel)
-    return y
+    return (y, sq_part, blocks_per_image) if squeeze else y
 
 
 def grouped_conv_train_fwd(x: torch.Tensor, weight: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
@@ -467,8 +482,8 @@ def grouped_conv_train_fwd(x: torch.Tensor, weight: torch.Tensor, gamma: torch.T
     m2_part = torch.empty_like(mean_part)
     bn, bk, warps = grouped_conv_tiles(gw, x.dtype)
     _grouped_conv_fwd_kernel[(blocks, triton.cdiv(c, bn))](
-        x, weight, mean_part, y, mean_part, m2_part, m, h, w, c, ho, wo, gw, STRIDE=stride, HAS_BIAS=False, RELU=False,
-        STATS=True, PRECISION=_precision(x.dtype), BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps)
+        x, weight, mean_part, y, mean_part, m2_part, mean_part, m, h, w, c, ho, wo, gw, STRIDE=stride, HAS_BIAS=False,
+        RELU=False, STATS=True, SQUEEZE=False, PRECISION=_precision(x.dtype), BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps)
     record(_grouped_conv_fwd_kernel)
     mean, var, invstd = (torch.empty(c, device=x.device, dtype=torch.float32) for _ in range(3))
     _bn_stats_finalize_kernel[(triton.cdiv(c, 64),)](mean_part, m2_part, mean, var, invstd, blocks, m,
@@ -555,11 +570,12 @@ def kernel_variants(group_width: int, dtype: torch.dtype, stride: int) -> list[t
     prec = _precision(dtype)
     out = []
     for eval_mode in (True, False):
-        sig = {"X": ty, "Wt": ty, "Bias": "*fp32", "Y": ty, "MeanPart": "*fp32", "M2Part": "*fp32", "M": "i32",
-               "H": "i32", "W": "i32", "C": "i32", "HO": "i32", "WO": "i32", "GW": "i32"}
-        ce = dict(STRIDE=stride, HAS_BIAS=eval_mode, RELU=eval_mode, STATS=not eval_mode, PRECISION=prec,
-                  BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk)
-        out.append((_grouped_conv_fwd_kernel, sig, ce, warps))
+        sig = {"X": ty, "Wt": ty, "Bias": "*fp32", "Y": ty, "MeanPart": "*fp32", "M2Part": "*fp32",
+               "SqPart": "*fp32", "M": "i32", "H": "i32", "W": "i32", "C": "i32", "HO": "i32", "WO": "i32", "GW": "i32"}
+        for squeeze in ((False, True) if eval_mode else (False,)):
+            ce = dict(STRIDE=stride, HAS_BIAS=eval_mode, RELU=eval_mode, STATS=not eval_mode, SQUEEZE=squeeze,
+                      PRECISION=prec, BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk)
+            out.append((_grouped_conv_fwd_kernel, sig, ce, warps))
     vec = {k: "*fp32" for k in ("Mean", "Invstd", "Gamma", "Beta", "DBeta", "DGamma")}
     dims = {"H": "i32", "W": "i32", "C": "i32", "HO": "i32", "WO": "i32", "GW": "i32", "inv_M": "fp32"}
     for train in (False, True):
