@@ -19,3 +19,15 @@ def grouped_conv_shapes(model: str, resolution: int = 224) -> list[dict]:
             out.append({"model": model, "stage": i + 1, "channels": c, "group_width": g, "groups": c // g,
                         "hw": res, "stride": 1})
     return out
+
+
+def block_shapes(model: str, resolution: int = 224) -> list[dict]:
+    """One entry per stage: its first block (projection, stride 2). Each: width_in, width_out, stride, group width,
+    SE ratio, input H=W."""
+    p = resolve_name(model).params()
+    out, res, w_in = [], resolution // 2, p.stem_width
+    for i, (d, w, g, b, s) in enumerate(p.stage_params()):
+        out.append({"model": model, "stage": i + 1, "width_in": w_in, "width_out": w, "stride": s, "group_width": g,
+                    "se_ratio": p.se_ratio, "hw": res})
+        res, w_in = (res - 1) // s + 1, w
+    return out

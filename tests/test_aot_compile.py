@@ -26,7 +26,8 @@ def test_every_zoo_variant_compiles_without_spills(arch):
     rows = json.loads(proc.stdout)
     kernels = {r["kernel"].split("[")[0] for r in rows}
     assert kernels == {"_grouped_conv_fwd_kernel", "_grouped_conv_bwd_data_kernel", "_grouped_conv_bwd_weight_kernel",
-                       "_bn_stats_finalize_kernel", "_bn_act_apply_kernel", "_bn_act_bwd_reduce_kernel"}
+                       "_bn_stats_finalize_kernel", "_bn_act_apply_kernel", "_bn_act_bwd_reduce_kernel",
+                       "_pointwise_conv_kernel", "_se_excite_kernel"}
     failed = [f"{r['kernel']} {r['dtype']}: {r['error']}" for r in rows if "error" in r]
     assert not failed, "\n".join(failed)
     # 16-bit storage (the fast path): no spills at all. fp32 (exact-parity mode, ieee dot): the train-mode

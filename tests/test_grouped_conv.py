@@ -269,7 +269,9 @@ def test_whole_model_eval_on_triton_backend_matches_torchvision(name):
     x = torch.randn(2, 3, 32, 32, device=DEVICE)
     with torch.no_grad(), fastregnet.count_kernel_launches() as launches:
         out = ours.eval()(x)
-    assert launches == {"_grouped_conv_fwd_kernel": n_blocks}, launches
+    # the fused inference path: conv a, grouped conv b (+ SE squeeze), [SE excite], conv c (+ shortcut)
+    se = {"_se_excite_kernel": n_blocks} if name.startswith("regnet_y") else {}
+    assert launches == {"_pointwise_conv_kernel": 2 * n_blocks, "_grouped_conv_fwd_kernel": n_blocks} | se, launches
     with torch.no_grad():
         assert rel_err(out, tv.eval()(x)) < 1e-5
 
@@ -370,6 +372,7 @@ def test_torch_compile_fullgraph_eval_and_train(backend):
                 compiled = torch.compile(model, fullgraph=True)(x)
         assert rel_err(compiled, eager) < 1e-5
         assert launches["_grouped_conv_fwd_kernel"] == (2 if backend == "triton" else 0)
+        assert launches["_pointwise_conv_kernel"] == (4 if backend == "triton" else 0)
         torch._dynamo.reset()
         import copy
 

@@ -1,0 +1,97 @@
+"""The block's fused inference path (eval, gradients off): conv a, grouped conv b with the SE squeeze, the
+excitation, and conv c with gate, shortcut or projection and ReLU, against the PyTorch block."""
+
+import pytest
+import torch
+
+import fastregnet
+from conftest import DEVICE, randomize_bn, rel_err
+from fastregnet.layers import ResBottleneckBlock
+
+
+class _PoisonedTorch:
+    """`torch` inside the kernel modules, with NaN-filled fresh buffers (an unwritten element fails)."""
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+    @staticmethod
+    def empty(*args, **kwargs):
+        t = torch.empty(*args, **kwargs)
+        return t.fill_(float("nan")) if t.is_floating_point() else t
+
+
+@pytest.fixture(autouse=True)
+def _poison(monkeypatch):
+    import fastregnet.kernels.grouped_conv as gc
+    import fastregnet.kernels.pointwise_conv as pc
+
+    monkeypatch.setattr(gc, "torch", _PoisonedTorch())
+    monkeypatch.setattr(pc, "torch", _PoisonedTorch())
+
+
+BLOCKS = [  # (width_in, width_out, stride, group_width, se_ratio): the zoo's first-stage shapes and their variants
+    (32, 48, 2, 8, 0.25),   # regnet_y_400mf block1-0: projection, stride 2, SE
+    (48, 48, 1, 8, 0.25),   # identity shortcut, SE
+    (32, 56, 2, 8, None),   # RegNetX-200MF-like: projection, no SE
+    (24, 24, 1, 24, None),  # identity, no SE, one group
+    (48, 104, 2, 8, 0.25),  # stage 2 of regnet_y_400mf: 13 groups, C not a multiple of the 64-wide tiles
+    (32, 48, 1, 16, 0.25),  # projection at stride 1 (width change only)
+]
+
+
+def _block(cin, cout, stride, gw, se, seed=0):
+    torch.manual_seed(seed)
+    blk = ResBottleneckBlock(cin, cout, stride, gw, 1.0, se)
+    randomize_bn(blk, seed)
+    return blk.to(DEVICE).eval()
+
+
+@pytest.mark.parametrize("cin,cout,stride,gw,se", BLOCKS)
+def test_fused_block_matches_pytorch_block(cin, cout, stride, gw, se):
+    blk = _block(cin, cout, stride, gw, se)
+    x = torch.randn(3, cin, 9, 7, device=DEVICE)  # batch 3, odd H/W
+    with torch.no_grad():
+        with fastregnet.use_backend("torch"):
+            ref = blk(x)
+        with fastregnet.use_backend("triton"), fastregnet.count_kernel_launches() as launches:
+            out = blk(x)
+    assert not torch.isnan(out).any()
+    assert rel_err(out, ref) < 1e-5
+    expected = {"_pointwise_conv_kernel": 2, "_grouped_conv_fwd_kernel": 1} | ({"_se_excite_kernel": 1} if se else {})
+    assert launches == expected and sum(launches.values()) <= 4
+
+
+@pytest.mark.parametrize("cin,cout,stride,gw,se", BLOCKS[:3])
+def test_fused_block_fp16_within_torch_error(cin, cout, stride, gw, se):
+    blk = _block(cin, cout, stride, gw, se)
+    x = torch.randn(2, cin, 8, 8, device=DEVICE)
+    with torch.no_grad(), fastregnet.use_backend("torch"):
+        ref64 = blk.double()(x.double())
+        torch_half = blk.half()(x.half())
+    with torch.no_grad(), fastregnet.use_backend("triton"):
+        ours = blk.half()(x.half())
+    assert rel_err(ours, ref64) <= 4 * rel_err(torch_half, ref64) + 2e-3
+
+
+def test_eval_with_gradients_on_keeps_the_differentiable_path():
+    blk = _block(32, 48, 2, 8, 0.25)
+    x = torch.randn(2, 32, 8, 8, device=DEVICE, requires_grad=True)
+    with fastregnet.use_backend("triton"), fastregnet.count_kernel_launches() as launches:
+        out = blk(x)
+    out.sum().backward()
+    assert "_pointwise_conv_kernel" not in launches and x.grad is not None
+
+
+def test_opcheck_block_ops():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 16, 6, 5, generator=g).to(DEVICE).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(16, 8, 3, 3, generator=g).to(DEVICE) * 0.2
+    torch.library.opcheck(torch.ops.fastregnet.grouped_conv_squeeze, (x, w, torch.randn(16).to(DEVICE), 2, 2))
+    y, sq = torch.ops.fastregnet.grouped_conv_squeeze(x, w, torch.randn(16).to(DEVICE), 1, 2)
+    fc = [torch.randn(4, 16, 1, 1), torch.randn(4), torch.randn(16, 4, 1, 1), torch.randn(16)]
+    torch.library.opcheck(torch.ops.fastregnet.se_excite, (sq, 1, 30, *[t.to(DEVICE) for t in fc]))
+    gate = torch.rand(2, 16, device=DEVICE)
+    wc, wp = torch.randn(24, 16, 1, 1).to(DEVICE), torch.randn(24, 16, 1, 1).to(DEVICE)
+    torch.library.opcheck(torch.ops.fastregnet.pointwise_conv,
+                          (y, wc, torch.randn(24).to(DEVICE), True, gate, None, x, wp, 1))
