@@ -5,29 +5,13 @@ import pytest
 import torch
 
 import fastregnet
-from conftest import DEVICE, randomize_bn, rel_err
+from conftest import DEVICE, poison_kernel_buffers, randomize_bn, rel_err
 from fastregnet.layers import ResBottleneckBlock
-
-
-class _PoisonedTorch:
-    """`torch` inside the kernel modules, with NaN-filled fresh buffers (an unwritten element fails)."""
-
-    def __getattr__(self, name):
-        return getattr(torch, name)
-
-    @staticmethod
-    def empty(*args, **kwargs):
-        t = torch.empty(*args, **kwargs)
-        return t.fill_(float("nan")) if t.is_floating_point() else t
 
 
 @pytest.fixture(autouse=True)
 def _poison(monkeypatch):
-    import fastregnet.kernels.grouped_conv as gc
-    import fastregnet.kernels.pointwise_conv as pc
-
-    monkeypatch.setattr(gc, "torch", _PoisonedTorch())
-    monkeypatch.setattr(pc, "torch", _PoisonedTorch())
+    poison_kernel_buffers(monkeypatch)
 
 
 BLOCKS = [  # (width_in, width_out, stride, group_width, se_ratio): the zoo's first-stage shapes and their variants

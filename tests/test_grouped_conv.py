@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import fastregnet
-from conftest import DEVICE, HAS_GPU, assert_close, rel_err
+from conftest import DEVICE, HAS_GPU, assert_close, poison_kernel_buffers, rel_err
 from fastregnet import ops
 from fastregnet.design import MODEL_CONFIGS
 from fastregnet.layers import ConvNormActivation
@@ -20,29 +20,9 @@ def _triton_backend():
         yield
 
 
-class _PoisonedTorch:
-    """Stands in for `torch` inside the kernel module: fresh buffers come NaN-filled, so any element a kernel
-    forgets to write fails the comparison."""
-
-    def __getattr__(self, name):
-        return getattr(torch, name)
-
-    @staticmethod
-    def empty(*args, **kwargs):
-        t = torch.empty(*args, **kwargs)
-        return t.fill_(float("nan")) if t.is_floating_point() else t
-
-    @staticmethod
-    def empty_like(*args, **kwargs):
-        t = torch.empty_like(*args, **kwargs)
-        return t.fill_(float("nan")) if t.is_floating_point() else t
-
-
 @pytest.fixture(autouse=True)
 def _poison(monkeypatch):
-    import fastregnet.kernels.grouped_conv as gc
-
-    monkeypatch.setattr(gc, "torch", _PoisonedTorch())
+    poison_kernel_buffers(monkeypatch)
 
 
 def _inputs(n, c, h, w, gw, seed=0):
