@@ -141,9 +141,9 @@ def _grouped_conv_squeeze_op(x: Tensor, weight: Tensor, bias: Tensor, stride: in
 
 
 def _squeeze_blocks_per_image(h: int, w: int) -> int:
-    from .kernels.grouped_conv import BLOCK_M_CONV
+    from .kernels.grouped_conv import squeeze_blocks_per_image
 
-    return -(-(h * w) // BLOCK_M_CONV)
+    return squeeze_blocks_per_image(h, w)
 
 
 @_grouped_conv_squeeze_op.register_fake

@@ -35,6 +35,7 @@ import triton.language as tl
 from ._launch import record
 
 __all__ = ["grouped_conv_fwd", "grouped_conv_train_fwd", "grouped_conv_bwd", "grouped_conv_tiles",
+           "squeeze_blocks_per_image",
            "kernel_variants"]
 
 
@@ -439,6 +440,11 @@ def _out_hw(h: int, w: int, stride: int) -> tuple[int, int]:
     return (h - 1) // stride + 1, (w - 1) // stride + 1
 
 
+def squeeze_blocks_per_image(ho: int, wo: int) -> int:
+    """Row blocks per image when the forward runs with the SE squeeze (blocks never straddle images)."""
+    return triton.cdiv(ho * wo, BLOCK_M_CONV)
+
+
 def grouped_conv_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, groups: int,
                      relu: bool, squeeze: bool = False):
     """Eval forward: relu(conv3x3(x, weight, pad 1, stride, groups) + bias). Output is channels_last.
@@ -453,7 +459,7 @@ def grouped_conv_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     bn, bk, warps = grouped_conv_tiles(gw, x.dtype)
     unused = torch.empty(1, device=x.device, dtype=torch.float32)  # pointer for arguments this mode never reads
     b = bias.float().contiguous() if bias is not None else unused
-    blocks_per_image = triton.cdiv(ho * wo, BLOCK_M_CONV)
+    blocks_per_image = squeeze_blocks_per_image(ho, wo)
     row_blocks = n * blocks_per_image if squeeze else triton.cdiv(m, BLOCK_M_CONV)
     sq_part = torch.empty((row_blocks, c), device=x.device, dtype=torch.float32) if squeeze else unused
     _grouped_conv_fwd_kernel[(row_blocks, triton.cdiv(c, bn))](
@@ -480,10 +486,12 @@ def grouped_conv_train_fwd(x: torch.Tensor, weight: torch.Tensor, gamma: torch.T
     blocks = triton.cdiv(m, BLOCK_M_CONV)
     mean_part = torch.empty((blocks, c), device=x.device, dtype=torch.float32)
     m2_part = torch.empty_like(mean_part)
+    unused = torch.empty(1, device=x.device, dtype=torch.float32)  # Bias and SqPart: never read in this mode
     bn, bk, warps = grouped_conv_tiles(gw, x.dtype)
     _grouped_conv_fwd_kernel[(blocks, triton.cdiv(c, bn))](
-        x, weight, mean_part, y, mean_part, m2_part, mean_part, m, h, w, c, ho, wo, gw, STRIDE=stride, HAS_BIAS=False,
-        RELU=False, STATS=True, SQUEEZE=False, PRECISION=_precision(x.dtype), BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps)
+        x, weight, unused, y, mean_part, m2_part, unused, m, h, w, c, ho, wo, gw, STRIDE=stride, HAS_BIAS=False,
+        RELU=False, STATS=True, SQUEEZE=False, PRECISION=_precision(x.dtype), BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn,
+        BLOCK_K=bk, num_warps=warps)
     record(_grouped_conv_fwd_kernel)
     mean, var, invstd = (torch.empty(c, device=x.device, dtype=torch.float32) for _ in range(3))
     _bn_stats_finalize_kernel[(triton.cdiv(c, 64),)](mean_part, m2_part, mean, var, invstd, blocks, m,
