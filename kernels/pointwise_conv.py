@@ -86,6 +86,19 @@ def _pointwise_conv_kernel(
 
 
 @triton.jit
+def _matvec_rows(Wt, Bias, Vec, offs_r, R, K, BLOCK_K: tl.constexpr):
+    """W[offs_r, :] @ vec + bias[offs_r] (fp32) for a row-major (R, K) matrix, K in BLOCK_K steps."""
+    acc = tl.zeros(offs_r.shape, dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        v = tl.load(Vec + offs_k, mask=offs_k < K, other=0.0)
+        w = tl.load(Wt + offs_r[:, None] * K + offs_k[None, :], mask=(offs_r[:, None] < R) & (offs_k[None, :] < K),
+                    other=0.0)
+        acc += tl.sum(w * v[None, :], axis=1)
+    return acc + tl.load(Bias + offs_r, mask=offs_r < R, other=0.0)
+
+
+@triton.jit
 def _se_excite_kernel(
     SqPart,  # (images * blocks_per_image, C) fp32 channel sums of the grouped conv output, per row block
     W1, B1,  # fc1: (S, C) weight and (S,) bias, fp32
@@ -111,27 +124,13 @@ def _se_excite_kernel(
     # 2: hidden = relu(W1 @ pooled + b1)
     for s0 in range(0, S, BLOCK_S):
         offs_s = s0 + tl.arange(0, BLOCK_S)
-        acc = tl.zeros((BLOCK_S,), dtype=tl.float32)
-        for c0 in range(0, C, BLOCK_C):
-            offs_c = c0 + tl.arange(0, BLOCK_C)
-            p = tl.load(Pooled + img * C + offs_c, mask=offs_c < C, other=0.0)
-            w = tl.load(W1 + offs_s[:, None] * C + offs_c[None, :], mask=(offs_s[:, None] < S) & (offs_c[None, :] < C),
-                        other=0.0)
-            acc += tl.sum(w * p[None, :], axis=1)
-        acc += tl.load(B1 + offs_s, mask=offs_s < S, other=0.0)
+        acc = _matvec_rows(W1, B1, Pooled + img * C, offs_s, S, C, BLOCK_C)
         tl.store(Hidden + img * S + offs_s, tl.maximum(acc, 0.0), mask=offs_s < S)
     tl.debug_barrier()
     # 3: gate = sigmoid(W2 @ hidden + b2)
     for c0 in range(0, C, BLOCK_C):
         offs_c = c0 + tl.arange(0, BLOCK_C)
-        acc = tl.zeros((BLOCK_C,), dtype=tl.float32)
-        for s0 in range(0, S, BLOCK_S):
-            offs_s = s0 + tl.arange(0, BLOCK_S)
-            h = tl.load(Hidden + img * S + offs_s, mask=offs_s < S, other=0.0)
-            w = tl.load(W2 + offs_c[:, None] * S + offs_s[None, :], mask=(offs_c[:, None] < C) & (offs_s[None, :] < S),
-                        other=0.0)
-            acc += tl.sum(w * h[None, :], axis=1)
-        acc += tl.load(B2 + offs_c, mask=offs_c < C, other=0.0)
+        acc = _matvec_rows(W2, B2, Hidden + img * S, offs_c, C, S, BLOCK_S)
         tl.store(Gate + img * C + offs_c, 1.0 / (1.0 + tl.exp(-acc)), mask=offs_c < C)
 
 
