@@ -42,8 +42,18 @@ class ConvNormActivation(nn.Sequential):
     def has_activation(self) -> bool:
         return len(self) > 2
 
-    def _momentum(self, bn: nn.BatchNorm2d) -> float:
-        # As nn.BatchNorm2d.forward: count the batch, momentum=None means a cumulative moving average.
+    @property
+    def uses_batch_stats(self) -> bool:
+        """nn.BatchNorm2d's rule for normalizing with batch statistics."""
+        bn = self[1]
+        return bn.training or bn.running_mean is None
+
+    def batch_momentum(self) -> float:
+        """The running-stat momentum for this batch; as nn.BatchNorm2d.forward, counts the batch when tracking, and
+        momentum=None means a cumulative moving average. 0 when the running stats are not updated."""
+        bn = self[1]
+        if not (bn.training and bn.track_running_stats):
+            return 0.0
         bn.num_batches_tracked.add_(1)
         return 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
 
@@ -63,8 +73,8 @@ class ConvNormActivation(nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv, bn = self[0], self[1]
         stride, groups = conv.stride[0], conv.groups
-        if bn.training or bn.running_mean is None:  # nn.BatchNorm2d's rule for using batch statistics
-            momentum = self._momentum(bn) if bn.training and bn.track_running_stats else 0.0
+        if self.uses_batch_stats:
+            momentum = self.batch_momentum()
             train_op = ops.grouped_conv_bn_act_train if self.grouped3x3 else ops.conv_bn_act_train
             return train_op(x, conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var, momentum, bn.eps,
                             stride, groups, self.has_activation)
@@ -119,7 +129,15 @@ class ResBottleneckBlock(nn.Module):
         if not self.training and not torch.is_grad_enabled():
             return self._forward_inference(x)
         shortcut = x if self.proj is None else self.proj(x)
-        return ops.add_relu(self.f(x), shortcut)
+        f = self.f
+        if f.c.uses_batch_stats:
+            # SE, conv c, BN, residual add and ReLU as one op (one fused op with its backward on Triton)
+            y = f.b(f.a(x))
+            se = (f.se.fc1.weight, f.se.fc1.bias, f.se.fc2.weight, f.se.fc2.bias) if hasattr(f, "se") else None
+            conv, bn = f.c[0], f.c[1]
+            return ops.se_conv_bn_add_relu_train(y, se, conv.weight, bn.weight, bn.bias, bn.running_mean,
+                                                 bn.running_var, f.c.batch_momentum(), bn.eps, shortcut)
+        return ops.add_relu(f(x), shortcut)
 
     def _forward_inference(self, x: torch.Tensor) -> torch.Tensor:
         """Eval with gradients off: the whole block as one op on folded weights (4 Triton launches with SE)."""

@@ -3,10 +3,13 @@ its PyTorch reference in `fastregnet.reference`.
 
 The blocks never call a kernel directly: adding a kernel changes this file, not the model code.
 
-Kernels so far: the grouped 3x3 conv + BN + ReLU (the block's f.b), eval and train, forward and backward; and the
-whole block's inference path (eval with gradients off: 1x1 convs, SE squeeze/excite, shortcut, residual). In
-training, or in eval with gradients on, the 1x1 convs, SE and the residual add run the reference until their
-backward kernels land.
+What runs on Triton:
+- training (BN with batch statistics), forward and backward: every conv of the body. Conv a and the projection
+  are `pointwise_conv_bn_train`; f.b is `grouped_conv_bn_act_train`; SE, conv c, the residual add and the final
+  ReLU are one `pointwise_conv_bn_train` with the SE weights and the shortcut. The stem and head run PyTorch.
+- eval with gradients off: the whole block as 4 launches (`residual_block_eval`).
+- eval with gradients on (rare: e.g. input-gradient saliency): f.b's differentiable eval kernel; the 1x1 convs and
+  SE run the reference.
 
 The Triton path is a set of `torch.library.custom_op`s with fake (meta) implementations and registered autograd,
 so torch.compile traces them as opaque nodes and `torch.library.opcheck` can check them.
@@ -23,7 +26,8 @@ from . import reference as ref
 from .backend import triton_interpreting, use_triton
 
 __all__ = ["conv_bias_act", "conv_bn_act_train", "grouped_conv_bias_act", "grouped_conv_bn_act_train",
-           "squeeze_excite", "add_relu", "residual_block_eval", "grouped_conv_supported"]
+           "squeeze_excite", "add_relu", "residual_block_eval", "se_conv_bn_add_relu_train",
+           "grouped_conv_supported"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -156,7 +160,7 @@ def _(x, weight, bias, stride, groups):
 @torch.library.custom_op("fastregnet::se_excite", mutates_args=(), device_types=("cuda", "cpu"))
 def _se_excite_op(sq_part: Tensor, blocks_per_image: int, hw: int, fc1_weight: Tensor, fc1_bias: Tensor,
                   fc2_weight: Tensor, fc2_bias: Tensor) -> Tensor:
-    from .kernels.pointwise_conv import se_excite
+    from .kernels.squeeze_excite import se_excite
 
     return se_excite(sq_part, blocks_per_image, hw, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
 
@@ -178,6 +182,111 @@ def _pointwise_conv_op(x: Tensor, weight: Tensor, bias: Tensor, relu: bool, gate
 @_pointwise_conv_op.register_fake
 def _(x, weight, bias, relu, gate, shortcut, x2, weight2, stride2):
     return _empty_nhwc((x.shape[0], weight.shape[0], x.shape[2], x.shape[3]), x)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# custom ops of the block's training path: a 1x1 conv + batch-statistics BN (conv a, the projection), and conv c
+# with the SE in front of it and the residual add + ReLU behind it
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _absent(like: Tensor) -> Tensor:
+    """The placeholder a custom op returns for an output that does not apply (ops cannot return None)."""
+    return like.new_empty(0, dtype=torch.float32)
+
+
+@torch.library.custom_op("fastregnet::pointwise_conv_bn_train", mutates_args=(), device_types=("cuda", "cpu"))
+def _pointwise_conv_bn_train_op(x: Tensor, weight: Tensor, gamma: Tensor, beta: Tensor, eps: float, stride: int,
+                                relu: bool, shortcut: Optional[Tensor], fc1_weight: Optional[Tensor],
+                                fc1_bias: Optional[Tensor], fc2_weight: Optional[Tensor],
+                                fc2_bias: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
+                                                                     Tensor, Tensor]:
+    """(out, y, mean, var, invstd, gate, pooled, hidden) of out = act(bn(conv1x1(x * gate, stride)) + shortcut),
+    BN with batch statistics. gate = SE(x) when the fc weights are given (pooled and hidden are its saved
+    intermediates), else the last three are empty."""
+    from .kernels.pointwise_conv import pointwise_conv_train_fwd
+    from .kernels.squeeze_excite import se_excite, se_squeeze
+
+    gate = pooled = hidden = None
+    if fc1_weight is not None:
+        sq_part, blocks_per_image = se_squeeze(x)
+        gate, pooled, hidden = se_excite(sq_part, blocks_per_image, x.shape[2] * x.shape[3], fc1_weight, fc1_bias,
+                                         fc2_weight, fc2_bias, saved=True)
+    out, y, mean, var, invstd = pointwise_conv_train_fwd(x, weight, gamma, beta, eps, stride, relu, gate, shortcut)
+    return out, y, mean, var, invstd, *(t if t is not None else _absent(x) for t in (gate, pooled, hidden))
+
+
+@_pointwise_conv_bn_train_op.register_fake
+def _(x, weight, gamma, beta, eps, stride, relu, shortcut, fc1_weight, fc1_bias, fc2_weight, fc2_bias):
+    n, _, ho, wo = _out_shape(x, stride)
+    c = weight.shape[0]
+    vec = [x.new_empty(c, dtype=torch.float32) for _ in range(3)]
+    if fc1_weight is None:
+        se = [_absent(x) for _ in range(3)]
+    else:
+        k, s = x.shape[1], fc1_weight.shape[0]
+        se = [x.new_empty((n, k), dtype=torch.float32), x.new_empty((n, k), dtype=torch.float32),
+              x.new_empty((n, s), dtype=torch.float32)]
+    return _empty_nhwc((n, c, ho, wo), x), _empty_nhwc((n, c, ho, wo), x), *vec, *se
+
+
+@torch.library.custom_op("fastregnet::pointwise_conv_bn_bwd", mutates_args=(), device_types=("cuda", "cpu"))
+def _pointwise_conv_bn_bwd_op(grad_out: Tensor, x: Tensor, weight: Tensor, y: Tensor, out: Optional[Tensor],
+                              mean: Tensor, invstd: Tensor, gamma: Tensor, beta: Tensor, stride: int, relu: bool,
+                              gate: Optional[Tensor], pooled: Optional[Tensor], hidden: Optional[Tensor],
+                              fc1_weight: Optional[Tensor], fc2_weight: Optional[Tensor]
+                              ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(grad_x, grad_weight, grad_gamma, grad_beta, grad_shortcut, grad fc1 weight, fc1 bias, fc2 weight, fc2 bias);
+    `out` is given when the forward had a shortcut, the SE tensors when it had SE; absent grads are empty."""
+    from .kernels.pointwise_conv import pointwise_conv_bwd
+
+    se = (pooled, hidden, fc1_weight, fc2_weight) if gate is not None else None
+    gx, gw, dgamma, dbeta, g_shortcut, se_grads = pointwise_conv_bwd(grad_out, x, weight, y, out, mean, invstd, gamma,
+                                                                     beta, stride, relu, gate, se)
+    se_grads = se_grads if se_grads is not None else [_absent(x) for _ in range(4)]
+    return gx, gw, dgamma, dbeta, g_shortcut if g_shortcut is not None else _absent(x), *se_grads
+
+
+@_pointwise_conv_bn_bwd_op.register_fake
+def _(grad_out, x, weight, y, out, mean, invstd, gamma, beta, stride, relu, gate, pooled, hidden, fc1_weight,
+      fc2_weight):
+    c = weight.shape[0]
+    f32 = dict(dtype=torch.float32)
+    g_shortcut = _empty_nhwc(y.shape, y) if out is not None else _absent(x)
+    if gate is None:
+        se = [_absent(x) for _ in range(4)]
+    else:
+        se = [x.new_empty(fc1_weight.shape, **f32), x.new_empty(fc1_weight.shape[0], **f32),
+              x.new_empty(fc2_weight.shape, **f32), x.new_empty(fc2_weight.shape[0], **f32)]
+    return (_empty_nhwc(x.shape, x), torch.empty_like(weight, memory_format=torch.contiguous_format),
+            x.new_empty(c, **f32), x.new_empty(c, **f32), g_shortcut, *se)
+
+
+def _pointwise_train_setup(ctx, inputs, output):
+    x, weight, gamma, beta, eps, stride, relu, shortcut, fc1_weight, fc1_bias, fc2_weight, fc2_bias = inputs
+    out, y, mean, var, invstd, gate, pooled, hidden = output
+    ctx.mark_non_differentiable(y, mean, var, invstd, gate, pooled, hidden)
+    has_se = fc1_weight is not None
+    # Saved: the input, weight, pre-BN y and per-channel statistics; the output only when a shortcut makes it the
+    # ReLU mask (it is the next block's input, kept alive anyway); the SE's per-image vectors.
+    ctx.save_for_backward(x, weight, y, out if shortcut is not None else None, mean, invstd, gamma, beta,
+                          *((gate, pooled, hidden, fc1_weight, fc2_weight) if has_se else (None,) * 5))
+    ctx.conf = (stride, relu, shortcut is not None, has_se,
+                tuple(t.dtype for t in (fc1_weight, fc1_bias, fc2_weight, fc2_bias)) if has_se else None)
+
+
+def _pointwise_train_backward(ctx, grad_out, *_unused):
+    x, weight, y, out, mean, invstd, gamma, beta, gate, pooled, hidden, fc1_weight, fc2_weight = ctx.saved_tensors
+    stride, relu, residual, has_se, se_dtypes = ctx.conf
+    gx, gw, dgamma, dbeta, g_shortcut, *se_grads = torch.ops.fastregnet.pointwise_conv_bn_bwd(
+        grad_out, x, weight, y, out, mean, invstd, gamma, beta, stride, relu, gate, pooled, hidden, fc1_weight,
+        fc2_weight)
+    se_grads = [g.to(dt) for g, dt in zip(se_grads, se_dtypes)] if has_se else [None] * 4
+    return (gx, gw, dgamma.to(gamma.dtype), dbeta.to(beta.dtype), None, None, None,
+            g_shortcut if residual else None, *se_grads)
+
+
+_pointwise_conv_bn_train_op.register_autograd(_pointwise_train_backward, setup_context=_pointwise_train_setup)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -238,9 +347,7 @@ def grouped_conv_bn_act_train(x: Tensor, weight: Tensor, bn_weight: Tensor, bn_b
         x, weight = _autocast(x, weight)
         out, _, mean, var, _ = torch.ops.fastregnet.grouped_conv_bn_act_train(x, weight, bn_weight, bn_bias, eps,
                                                                               stride, groups, relu)
-        if running_mean is not None and momentum:
-            n, _, ho, wo = out.shape
-            ref.update_running_stats(running_mean, running_var, mean, var, n * ho * wo, momentum)
+        _update_running(running_mean, running_var, mean, var, out, momentum)
         return out
     return ref.conv_bn_act_train_ref(x, weight, bn_weight, bn_bias, running_mean, running_var, momentum, eps, stride,
                                      groups, relu)
@@ -251,12 +358,57 @@ def conv_bias_act(x: Tensor, weight: Tensor, bias: Tensor, stride: int, groups: 
     return ref.conv_bias_act_ref(x, weight, bias, stride, groups, relu)
 
 
+def _pointwise_supported(x: Tensor, weight: Tensor, stride: int) -> tuple[bool, str]:
+    ok, why = _dtype_supported(x)
+    if ok and tuple(weight.shape[1:]) != (x.shape[1], 1, 1):
+        ok, why = False, f"weight {tuple(weight.shape)} is not a 1x1 conv of {x.shape[1]} input channels"
+    if ok and stride not in (1, 2):
+        ok, why = False, f"stride {stride} (kernels cover 1 and 2)"
+    return ok, why
+
+
+def _update_running(running_mean, running_var, mean, var, out: Tensor, momentum: float) -> None:
+    if running_mean is not None and momentum:
+        n, _, h, w = out.shape
+        ref.update_running_stats(running_mean, running_var, mean, var, n * h * w, momentum)
+
+
 def conv_bn_act_train(x: Tensor, weight: Tensor, bn_weight: Tensor, bn_bias: Tensor, running_mean: Optional[Tensor],
                       running_var: Optional[Tensor], momentum: float, eps: float, stride: int, groups: int,
                       relu: bool) -> Tensor:
-    """Train-mode conv + BatchNorm with batch statistics (+ ReLU); updates running_mean/var in place."""
+    """Train-mode conv + BatchNorm with batch statistics (+ ReLU); updates running_mean/var in place. 1x1 convs
+    (the block's a and projection) run the Triton kernels; the stem runs the reference."""
+    pointwise = weight.shape[-2:] == (1, 1) and groups == 1
+    if pointwise and use_triton(x, *_pointwise_supported(x, weight, stride)):
+        x, weight = _autocast(x, weight)
+        out, _, mean, var, *_ = torch.ops.fastregnet.pointwise_conv_bn_train(x, weight, bn_weight, bn_bias, eps,
+                                                                            stride, relu, None, None, None, None,
+                                                                            None)
+        _update_running(running_mean, running_var, mean, var, out, momentum)
+        return out
     return ref.conv_bn_act_train_ref(x, weight, bn_weight, bn_bias, running_mean, running_var, momentum, eps, stride,
                                      groups, relu)
+
+
+def se_conv_bn_add_relu_train(x: Tensor, se: tuple | None, weight: Tensor, bn_weight: Tensor, bn_bias: Tensor,
+                              running_mean: Optional[Tensor], running_var: Optional[Tensor], momentum: float,
+                              eps: float, shortcut: Tensor) -> Tensor:
+    """The tail of a residual block in training: relu(bn(conv1x1(SE(x))) + shortcut), BN with batch statistics
+    (running stats updated in place), se = (fc1_w, fc1_b, fc2_w, fc2_b) or None.
+
+    On the Triton path one op: SE squeeze and excitation, the GEMM with the gate applied to its input tiles and the
+    statistics epilogue, and BN + residual + ReLU in one pass; its backward runs the SE backward between conv c's
+    weight-grad and data-grad kernels, so the SE adds no pass over the activation."""
+    if use_triton(x, *_pointwise_supported(x, weight, 1)):
+        x, weight = _autocast(x, weight)
+        out, _, mean, var, *_ = torch.ops.fastregnet.pointwise_conv_bn_train(
+            x, weight, bn_weight, bn_bias, eps, 1, True, shortcut.to(x.dtype), *(se if se is not None else [None] * 4))
+        _update_running(running_mean, running_var, mean, var, out, momentum)
+        return out
+    if se is not None:
+        x = ref.squeeze_excite_ref(x, *se)
+    y = ref.conv_bn_act_train_ref(x, weight, bn_weight, bn_bias, running_mean, running_var, momentum, eps, 1, 1, False)
+    return ref.add_relu_ref(y, shortcut)
 
 
 def squeeze_excite(x: Tensor, fc1_weight: Tensor, fc1_bias: Tensor, fc2_weight: Tensor, fc2_bias: Tensor) -> Tensor:

@@ -52,7 +52,8 @@ def zoo_variants(group_widths) -> list[tuple]:
     and 2. Variants depend on the tile (from the group width), dtype and stride, so many widths share one."""
     import torch
 
-    from .grouped_conv import elementwise_variants, kernel_variants
+    from .batch_norm import batch_norm_variants
+    from .grouped_conv import kernel_variants
     from .pointwise_conv import pointwise_variants
 
     seen = {}
@@ -61,7 +62,7 @@ def zoo_variants(group_widths) -> list[tuple]:
             for stride in (1, 2):
                 for v in kernel_variants(gw, dtype, stride):
                     seen.setdefault(variant_name(v[0], v[2]) + str(v[1]), v)
-        for v in elementwise_variants(dtype) + pointwise_variants(dtype):
+        for v in batch_norm_variants(dtype) + pointwise_variants(dtype):
             seen.setdefault(variant_name(v[0], v[2]) + str(v[1]), v)
     return list(seen.values())
 

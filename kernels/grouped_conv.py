@@ -9,8 +9,7 @@ packed several per tile, large ones (232, 264) take several K steps, and widths 
 Modes of the forward kernel:
 - eval: BN is folded into (weight, bias) by the caller; epilogue = + bias, ReLU.
 - train: epilogue writes the pre-BN conv output y and, per (row block, channel), the block's mean and centred sum
-  of squares M2 (fp32). `_bn_stats_finalize_kernel` merges the blocks with Chan's parallel formula (no
-  sum-of-squares cancellation), and `_bn_act_apply_kernel` normalizes y with the batch statistics + ReLU.
+  of squares M2 (fp32); `batch_norm.py` merges them (Chan's formula) and normalizes y + ReLU.
 
 Backward (derivation, with z = gamma * xhat + beta, xhat = (y - mean) * invstd, out = relu(z), M = N*HO*WO):
     gz      = grad_out * (z > 0)
@@ -18,7 +17,7 @@ Backward (derivation, with z = gamma * xhat + beta, xhat = (y - mean) * invstd, 
     gy      = gamma * invstd * (gz - dbeta / M - xhat * dgamma / M)       (train; batch statistics)
     gy      = grad_out * (out > 0)                                           (eval; dbias = sum_m gy)
     grad_x  = conv_transpose(gy, W),   grad_W = correlate(x, gy)
-`_bn_act_bwd_reduce_kernel` computes the two sums; the data-grad and weight-grad kernels then recompute gy from
+`batch_norm.bn_act_bwd_reduce` computes the two sums; the data-grad and weight-grad kernels then recompute gy from
 (grad_out, y) as they load it, instead of writing gy out and reading it back: 6 passes over memory instead of 7,
 and no gy buffer. Backward saves x, W, y (pre-BN, or out in eval) and the per-channel mean/invstd: nothing else.
 
@@ -33,10 +32,11 @@ import triton
 import triton.language as tl
 
 from ._launch import record
+from .batch_norm import (_grad_y, _load_channel_vectors, _store_block_stats, bn_act_apply, bn_act_bwd_reduce,
+                         bn_batch_stats)
 
 __all__ = ["grouped_conv_fwd", "grouped_conv_train_fwd", "grouped_conv_bwd", "grouped_conv_tiles",
-           "squeeze_blocks_per_image",
-           "kernel_variants"]
+           "squeeze_blocks_per_image", "kernel_variants"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -117,159 +117,13 @@ def _grouped_conv_fwd_kernel(
     if HAS_BIAS:
         acc += tl.load(Bias + offs_n, mask=n_ok, other=0.0)[None, :]
     if STATS:
-        # Block-local mean and centred M2 over the valid rows, from the fp32 accumulator.
-        valid = m_ok[:, None] & n_ok[None, :]
-        count = tl.sum(m_ok.to(tl.float32), axis=0)
-        mean = tl.sum(tl.where(valid, acc, 0.0), axis=0) / count
-        d = tl.where(valid, acc - mean[None, :], 0.0)
-        tl.store(MeanPart + pid_m * C + offs_n, mean, mask=n_ok)
-        tl.store(M2Part + pid_m * C + offs_n, tl.sum(d * d, axis=0), mask=n_ok)
+        _store_block_stats(acc, m_ok, n_ok, offs_n, MeanPart, M2Part, pid_m, C)
     if RELU:
         acc = tl.maximum(acc, 0.0)
     if SQUEEZE:
         tl.store(SqPart + pid_m * C + offs_n, tl.sum(tl.where(m_ok[:, None], acc, 0.0), axis=0), mask=n_ok)
     y_off = offs_m.to(tl.int64)[:, None] * C + offs_n[None, :]
     tl.store(Y + y_off, acc.to(Y.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
-
-
-@triton.jit
-def _bn_stats_finalize_kernel(
-    MeanPart,  # (num_blocks, C) fp32 per-block means
-    M2Part,  # (num_blocks, C) fp32 per-block centred sums of squares
-    Mean,  # (C,) fp32 out: batch mean
-    Var,  # (C,) fp32 out: biased batch variance
-    Invstd,  # (C,) fp32 out: 1 / sqrt(var + eps)
-    num_blocks,  # row blocks written by the conv kernel
-    M,  # total rows
-    ROWS_PER_BLOCK,  # rows per block (the conv's BLOCK_M); the last block may hold fewer
-    C,  # channels
-    eps,  # BatchNorm epsilon
-    BLOCK_R: tl.constexpr,  # blocks merged per step
-    BLOCK_C: tl.constexpr,  # channels per program
-):
-    pid = tl.program_id(0)
-    offs_c = pid * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_ok = offs_c < C
-    n_a = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    mean_a = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    m2_a = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    for r0 in range(0, num_blocks, BLOCK_R):
-        offs_r = r0 + tl.arange(0, BLOCK_R)
-        r_ok = offs_r < num_blocks
-        cnt = tl.where(r_ok, tl.minimum(M - offs_r * ROWS_PER_BLOCK, ROWS_PER_BLOCK), 0).to(tl.float32)
-        mask = r_ok[:, None] & c_ok[None, :]
-        off = offs_r[:, None] * C + offs_c[None, :]
-        mean_b = tl.load(MeanPart + off, mask=mask, other=0.0)
-        m2_b = tl.load(M2Part + off, mask=mask, other=0.0)
-        # merge this step's blocks into one (n_t, mean_t, m2_t), then into the running total (Chan et al.)
-        n_t = tl.sum(cnt, axis=0)
-        mean_t = tl.sum(cnt[:, None] * mean_b, axis=0) / n_t
-        dev = tl.where(mask, mean_b - mean_t[None, :], 0.0)
-        m2_t = tl.sum(m2_b + cnt[:, None] * dev * dev, axis=0)
-        n = n_a + n_t
-        delta = mean_t - mean_a
-        mean_a = mean_a + delta * (n_t / n)
-        m2_a = m2_a + m2_t + delta * delta * (n_a * n_t / n)
-        n_a = n
-    var = m2_a / n_a
-    tl.store(Mean + offs_c, mean_a, mask=c_ok)
-    tl.store(Var + offs_c, var, mask=c_ok)
-    tl.store(Invstd + offs_c, 1.0 / tl.sqrt(var + eps), mask=c_ok)
-
-
-@triton.jit
-def _bn_act_apply_kernel(
-    Y,  # pre-BN conv output, (M, C) rows
-    Out,  # (M, C) out: relu(gamma * (y - mean) * invstd + beta)
-    Mean, Invstd, Gamma, Beta,  # (C,) fp32 per-channel statistics and affine parameters
-    M, C,  # rows, channels
-    RELU: tl.constexpr,  # apply ReLU
-    BLOCK_M: tl.constexpr,  # rows per program
-    BLOCK_C: tl.constexpr,  # channels per program
-):
-    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_ok = offs_c < C
-    mask = (offs_m < M)[:, None] & c_ok[None, :]
-    off = offs_m.to(tl.int64)[:, None] * C + offs_c[None, :]
-    scale = tl.load(Gamma + offs_c, mask=c_ok, other=0.0) * tl.load(Invstd + offs_c, mask=c_ok, other=0.0)
-    shift = tl.load(Beta + offs_c, mask=c_ok, other=0.0) - tl.load(Mean + offs_c, mask=c_ok, other=0.0) * scale
-    z = tl.load(Y + off, mask=mask, other=0.0).to(tl.float32) * scale[None, :] + shift[None, :]
-    if RELU:
-        z = tl.maximum(z, 0.0)
-    tl.store(Out + off, z.to(Out.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def _grad_y(GO, S, off, mask, mean, invstd, gamma, beta, dbeta_m, dgamma_m, TRAIN: tl.constexpr,
-            RELU: tl.constexpr):
-    """gy (fp32) for a tile: grad of the conv output, from grad_out and the saved tensor S.
-
-    TRAIN: S is the pre-BN y; gy = gamma*invstd*(gz - dbeta/M - xhat*dgamma/M), gz = go*(z>0) (dbeta_m, dgamma_m
-    are dbeta/M and dgamma/M). Eval: S is the activation out; gy = go * (out > 0)."""
-    go = tl.load(GO + off, mask=mask, other=0.0).to(tl.float32)
-    s = tl.load(S + off, mask=mask, other=0.0).to(tl.float32)
-    if TRAIN:
-        xhat = (s - mean[None, :]) * invstd[None, :]
-        if RELU:
-            go = tl.where(xhat * gamma[None, :] + beta[None, :] > 0, go, 0.0)
-        gy = (gamma * invstd)[None, :] * (go - dbeta_m[None, :] - xhat * dgamma_m[None, :])
-    else:
-        gy = tl.where(s > 0, go, 0.0) if RELU else go
-    return tl.where(mask, gy, 0.0)
-
-
-@triton.jit
-def _load_channel_vectors(Mean, Invstd, Gamma, Beta, DBeta, DGamma, offs_c, C, inv_M, TRAIN: tl.constexpr):
-    """Per-channel vectors the gy recomputation needs (zeros in eval, where they are unused)."""
-    c_ok = offs_c < C
-    if TRAIN:
-        mean = tl.load(Mean + offs_c, mask=c_ok, other=0.0)
-        invstd = tl.load(Invstd + offs_c, mask=c_ok, other=0.0)
-        gamma = tl.load(Gamma + offs_c, mask=c_ok, other=0.0)
-        beta = tl.load(Beta + offs_c, mask=c_ok, other=0.0)
-        dbeta_m = tl.load(DBeta + offs_c, mask=c_ok, other=0.0) * inv_M
-        dgamma_m = tl.load(DGamma + offs_c, mask=c_ok, other=0.0) * inv_M
-    else:
-        mean = tl.zeros(offs_c.shape, dtype=tl.float32)
-        invstd, gamma, beta, dbeta_m, dgamma_m = mean, mean, mean, mean, mean
-    return mean, invstd, gamma, beta, dbeta_m, dgamma_m
-
-
-@triton.jit
-def _bn_act_bwd_reduce_kernel(
-    GO,  # grad of the op's output, (M, C) rows
-    S,  # saved tensor: pre-BN y (TRAIN) or the activation out (eval)
-    Mean, Invstd, Gamma, Beta,  # (C,) fp32, read when TRAIN
-    DBetaPart,  # (num_row_blocks, C) fp32 out: per-block sum of gz (the bias / beta grad)
-    DGammaPart,  # (num_row_blocks, C) fp32 out: per-block sum of gz * xhat, written when TRAIN
-    M, C,  # rows, channels
-    TRAIN: tl.constexpr,  # BN with batch statistics (else folded eval BN)
-    RELU: tl.constexpr,  # the op applied ReLU
-    BLOCK_M: tl.constexpr,  # rows per program
-    BLOCK_C: tl.constexpr,  # channels per program
-):
-    pid_m = tl.program_id(0)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_ok = offs_c < C
-    mask = (offs_m < M)[:, None] & c_ok[None, :]
-    off = offs_m.to(tl.int64)[:, None] * C + offs_c[None, :]
-    go = tl.load(GO + off, mask=mask, other=0.0).to(tl.float32)
-    s = tl.load(S + off, mask=mask, other=0.0).to(tl.float32)
-    if TRAIN:
-        mean = tl.load(Mean + offs_c, mask=c_ok, other=0.0)
-        invstd = tl.load(Invstd + offs_c, mask=c_ok, other=0.0)
-        xhat = (s - mean[None, :]) * invstd[None, :]
-        if RELU:
-            gamma = tl.load(Gamma + offs_c, mask=c_ok, other=0.0)
-            beta = tl.load(Beta + offs_c, mask=c_ok, other=0.0)
-            go = tl.where(xhat * gamma[None, :] + beta[None, :] > 0, go, 0.0)
-        go = tl.where(mask, go, 0.0)
-        tl.store(DGammaPart + pid_m * C + offs_c, tl.sum(go * xhat, axis=0), mask=c_ok)
-    elif RELU:
-        go = tl.where(s > 0, go, 0.0)
-    tl.store(DBetaPart + pid_m * C + offs_c, tl.sum(tl.where(mask, go, 0.0), axis=0), mask=c_ok)
 
 
 @triton.jit
@@ -315,8 +169,8 @@ def _grouped_conv_bwd_data_kernel(
             mean, invstd, gamma, beta, dbeta_m, dgamma_m = _load_channel_vectors(
                 Mean, Invstd, Gamma, Beta, DBeta, DGamma, offs_k, C, inv_M, TRAIN)
             mask = pix_ok[:, None] & (offs_k[None, :] < k_hi)
-            gy = _grad_y(GO, S, row[:, None] + offs_k[None, :], mask, mean, invstd, gamma, beta, dbeta_m, dgamma_m,
-                         TRAIN, RELU)
+            gy = _grad_y(GO, S, S, row[:, None] + offs_k[None, :], mask, mean, invstd, gamma, beta, dbeta_m,
+                         dgamma_m, TRAIN, RELU, False)
             # B[k = output channel, n = input channel] = W[k, n - group(k) * GW, tap]: the transposed weight tile
             g_k = offs_k // GW
             same = ((offs_n[None, :] // GW) == g_k[:, None]) & (offs_k[:, None] < k_hi) & (offs_n[None, :] < C)
@@ -375,8 +229,9 @@ def _grouped_conv_bwd_weight_kernel(
             pix_ok = m_ok & (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
             a = tl.load(X + (((nb * H + hi) * W + wi) * C)[:, None] + offs_k[None, :],
                         mask=pix_ok[:, None] & k_ok[None, :], other=0.0)
-            gy = _grad_y(GO, S, offs_m.to(tl.int64)[:, None] * C + offs_n[None, :], m_ok[:, None] & n_ok[None, :],
-                         mean, invstd, gamma, beta, dbeta_m, dgamma_m, TRAIN, RELU)
+            gy = _grad_y(GO, S, S, offs_m.to(tl.int64)[:, None] * C + offs_n[None, :],
+                         m_ok[:, None] & n_ok[None, :], mean, invstd, gamma, beta, dbeta_m, dgamma_m, TRAIN, RELU,
+                         False)
             acc = tl.dot(tl.trans(a), gy.to(a.dtype), acc, input_precision=PRECISION)
         g_n = offs_n // GW
         same = ((offs_k[:, None] // GW) == g_n[None, :]) & k_ok[:, None] & n_ok[None, :]
@@ -392,8 +247,6 @@ _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # Rows per program for the conv kernels. 64 keeps a 64x64 fp32 accumulator at 32 registers/thread on 4 warps; the
 # AOT test checks every variant the zoo uses for spills on sm_80/sm_90. Not yet tuned on a GPU (none was lent).
 BLOCK_M_CONV = 64
-BLOCK_M_ELEMENTWISE = 64
-BLOCK_C_ELEMENTWISE = 64
 
 
 def grouped_conv_tiles(group_width: int, dtype: torch.dtype) -> tuple[int, int, int]:
@@ -482,7 +335,6 @@ def grouped_conv_train_fwd(x: torch.Tensor, weight: torch.Tensor, gamma: torch.T
                          f"{tuple(x.shape)}")
     x, weight = _nhwc(x), weight.contiguous()
     y = torch.empty((n, c, ho, wo), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
-    out = torch.empty_like(y)
     blocks = triton.cdiv(m, BLOCK_M_CONV)
     mean_part = torch.empty((blocks, c), device=x.device, dtype=torch.float32)
     m2_part = torch.empty_like(mean_part)
@@ -493,14 +345,8 @@ def grouped_conv_train_fwd(x: torch.Tensor, weight: torch.Tensor, gamma: torch.T
         RELU=False, STATS=True, SQUEEZE=False, PRECISION=_precision(x.dtype), BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn,
         BLOCK_K=bk, num_warps=warps)
     record(_grouped_conv_fwd_kernel)
-    mean, var, invstd = (torch.empty(c, device=x.device, dtype=torch.float32) for _ in range(3))
-    _bn_stats_finalize_kernel[(triton.cdiv(c, 64),)](mean_part, m2_part, mean, var, invstd, blocks, m,
-                                                     BLOCK_M_CONV, c, eps, BLOCK_R=32, BLOCK_C=64)
-    record(_bn_stats_finalize_kernel)
-    grid = (triton.cdiv(m, BLOCK_M_ELEMENTWISE), triton.cdiv(c, BLOCK_C_ELEMENTWISE))
-    _bn_act_apply_kernel[grid](y, out, mean, invstd, gamma.float().contiguous(), beta.float().contiguous(), m, c,
-                               RELU=relu, BLOCK_M=BLOCK_M_ELEMENTWISE, BLOCK_C=BLOCK_C_ELEMENTWISE)
-    record(_bn_act_apply_kernel)
+    mean, var, invstd = bn_batch_stats(mean_part, m2_part, m, BLOCK_M_CONV, eps)
+    out = bn_act_apply(y, mean, invstd, gamma, beta, relu)
     return out, y, mean, var, invstd
 
 
@@ -529,15 +375,7 @@ def grouped_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tens
     else:
         mean = invstd = gamma = beta = torch.empty(1, **f32)  # unread in eval
 
-    blocks = triton.cdiv(m_out, BLOCK_M_ELEMENTWISE)
-    dbeta_part = torch.empty((blocks, c), **f32)
-    dgamma_part = torch.empty((blocks, c), **f32) if train else dbeta_part
-    _bn_act_bwd_reduce_kernel[(blocks, triton.cdiv(c, BLOCK_C_ELEMENTWISE))](
-        grad_out, saved, mean, invstd, gamma, beta, dbeta_part, dgamma_part, m_out, c, TRAIN=train, RELU=relu,
-        BLOCK_M=BLOCK_M_ELEMENTWISE, BLOCK_C=BLOCK_C_ELEMENTWISE)
-    record(_bn_act_bwd_reduce_kernel)
-    dbeta = dbeta_part.sum(0)
-    dgamma = dgamma_part.sum(0) if train else None
+    dbeta, dgamma, _ = bn_act_bwd_reduce(grad_out, saved, mean, invstd, gamma, beta, train, relu)
     dgamma_arg = dgamma if train else dbeta
 
     bn, bk, warps = grouped_conv_tiles(gw, x.dtype)
@@ -594,21 +432,4 @@ def kernel_variants(group_width: int, dtype: torch.dtype, stride: int) -> list[t
         sig = {"GO": ty, "S": ty, "X": ty, "GWPart": "*fp32", **vec, "M": "i32", **dims, "ROWS_PER_SPLIT": "i32",
                "SPLIT": "i32"}
         out.append((_grouped_conv_bwd_weight_kernel, sig, common, warps))
-    return out
-
-
-def elementwise_variants(dtype: torch.dtype) -> list[tuple]:
-    """(kernel, signature, constexprs, num_warps) of the statistics/normalization kernels for a storage dtype."""
-    ty = {torch.float32: "*fp32", torch.float16: "*fp16", torch.bfloat16: "*bf16"}[dtype]
-    vec4 = {"Mean": "*fp32", "Invstd": "*fp32", "Gamma": "*fp32", "Beta": "*fp32"}
-    tiles = dict(BLOCK_M=BLOCK_M_ELEMENTWISE, BLOCK_C=BLOCK_C_ELEMENTWISE)
-    out = [(_bn_stats_finalize_kernel,
-            {"MeanPart": "*fp32", "M2Part": "*fp32", "Mean": "*fp32", "Var": "*fp32", "Invstd": "*fp32",
-             "num_blocks": "i32", "M": "i32", "ROWS_PER_BLOCK": "i32", "C": "i32", "eps": "fp32"},
-            dict(BLOCK_R=32, BLOCK_C=64), 4),
-           (_bn_act_apply_kernel, {"Y": ty, "Out": ty, **vec4, "M": "i32", "C": "i32"}, dict(RELU=True, **tiles), 4)]
-    for train in (False, True):
-        out.append((_bn_act_bwd_reduce_kernel,
-                    {"GO": ty, "S": ty, **vec4, "DBetaPart": "*fp32", "DGammaPart": "*fp32", "M": "i32", "C": "i32"},
-                    dict(TRAIN=train, RELU=True, **tiles), 4))
     return out

@@ -1,15 +1,26 @@
-"""Fused 1x1 convolution (a GEMM over NHWC rows) for the RegNet block's inference path, and the SE excitation.
+"""Fused 1x1 convolutions (GEMMs over NHWC rows) for the RegNet block: a, c and the projection shortcut, forward
+(eval and train) and backward.
 
-`pointwise_conv_fwd` computes, for the M = N*H*W output pixels of an NHWC tensor,
+`pointwise_conv_fwd` (eval, BN folded by the caller) computes, for the M = N*H*W output pixels,
 
     out[m, :] = act( (x[m, :] * gate[img(m), :]) @ W^T  +  x2[rows2(m), :] @ W2^T  +  bias  +  shortcut[m, :] )
 
 with every term optional: the SE gate applied to the A tile as it is loaded (prologue), the projection shortcut as
 extra K from a second input read at stride s (so conv c and proj are one GEMM and one output write), the identity
-shortcut added in the epilogue, and ReLU. BN is folded into W / W2 / bias by the caller (eval only).
+shortcut added in the epilogue, and ReLU.
 
-`se_excite` turns the per-(image, row block) channel sums written by the grouped conv's squeeze epilogue into the
-gate: pooled = sums / HW, gate = sigmoid(fc2(relu(fc1(pooled)))), one program per image.
+`pointwise_conv_train_fwd` runs the same GEMM (input read at stride s for the projection, gate prologue for conv c)
+with the batch-statistics epilogue, then BN (+ shortcut) + ReLU through batch_norm.py. Its backward,
+`pointwise_conv_bwd`, recomputes gy (the grad of the pre-BN output) on load in both GEMMs, like the grouped conv:
+
+    grad_x[m, k]  = (sum_n gy[m, n] W[n, k]) * gate[img, k] + g_pooled[img, k] / HW     (data grad)
+    grad_W[n, k]  = sum_m gy[m, n] * x[m, k] * gate[img, k]                             (weight grad)
+    grad_gate[img, k] = sum_n W[n, k] * P_img[n, k],   P_img[n, k] = sum_{m in img} gy[m, n] x[m, k]
+
+With a gate the weight-grad kernel walks whole images, accumulates P_img, and folds it into both grad_W
+(= sum_img gate[img] * P_img) and grad_gate, so the SE backward (squeeze_excite.py) has the gate's grad before the
+data-grad kernel runs, and the data grad's epilogue adds the squeeze's grad g_pooled / HW: the whole SE backward
+costs no pass over the activation of its own.
 """
 
 from __future__ import annotations
@@ -19,29 +30,46 @@ import triton
 import triton.language as tl
 
 from ._launch import record
+from .batch_norm import _grad_y, _load_channel_vectors, _store_block_stats, bn_act_apply, bn_act_bwd_reduce, \
+    bn_batch_stats
 
-__all__ = ["pointwise_conv_fwd", "se_excite", "pointwise_variants"]
+__all__ = ["pointwise_conv_fwd", "pointwise_conv_train_fwd", "pointwise_conv_bwd", "pointwise_variants"]
+
+
+@triton.jit
+def _source_rows(rows, HW, OW, H_in, W_in, STRIDE: tl.constexpr):
+    """Input rows a 1x1 conv of stride STRIDE reads for output rows: pixel (oh * STRIDE, ow * STRIDE)."""
+    if STRIDE == 1:
+        return rows
+    img = rows // HW
+    pix = rows % HW
+    return (img * H_in + (pix // OW) * STRIDE) * W_in + (pix % OW) * STRIDE
 
 
 @triton.jit
 def _pointwise_conv_kernel(
-    X,  # input rows, NHWC (M, K)
+    X,  # input NHWC (images, H_in, W_in, K), read at stride STRIDE
     Wt,  # weight (N, K), same dtype as X
     Gate,  # (images, K) fp32 per-image input-channel gate, read when HAS_GATE
     X2,  # second input NHWC (images, H2, W2, K2), read at stride STRIDE2 when HAS_X2 (projection shortcut)
     W2t,  # weight (N, K2) for X2
-    Bias,  # (N,) fp32
+    Bias,  # (N,) fp32, added when HAS_BIAS
     Shortcut,  # (M, N) identity shortcut, added when HAS_SHORTCUT
-    Y,  # output (M, N)
-    M, K, N,  # rows, input channels, output channels
-    HW,  # output pixels per image (H * W), to find each row's image for the gate
-    OW,  # output width, to map rows to X2 pixels
+    Y,  # output (M, N): the activation, or the pre-BN conv output when STATS
+    MeanPart, M2Part,  # (row blocks, N) fp32 per-block mean and M2 of the output, written when STATS
+    M, K, N,  # output rows, input channels, output channels
+    HW,  # output pixels per image (H * W), to find each row's image
+    OW,  # output width, to map rows to input pixels
+    H_in, W_in,  # input height and width
     H2, W2, K2,  # second input height, width, channels
+    STRIDE: tl.constexpr,  # stride of X (1, or 2 for a strided projection)
     HAS_GATE: tl.constexpr,  # multiply A by the per-image gate on load
     HAS_X2: tl.constexpr,  # add the projection GEMM
     STRIDE2: tl.constexpr,  # stride of the projection (1 or 2)
+    HAS_BIAS: tl.constexpr,  # add Bias
     HAS_SHORTCUT: tl.constexpr,  # add the identity shortcut
     RELU: tl.constexpr,  # apply ReLU in the epilogue
+    STATS: tl.constexpr,  # write BN partial statistics (training)
     PRECISION: tl.constexpr,  # tl.dot input precision
     BLOCK_M: tl.constexpr,  # rows per program
     BLOCK_N: tl.constexpr,  # output channels per program
@@ -55,27 +83,29 @@ def _pointwise_conv_kernel(
     n_ok = offs_n < N
     rows = offs_m.to(tl.int64)
     img = rows // HW
+    src = _source_rows(rows, HW, OW, H_in, W_in, STRIDE)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         k_ok = offs_k < K
-        a = tl.load(X + rows[:, None] * K + offs_k[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+        a = tl.load(X + src[:, None] * K + offs_k[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
         if HAS_GATE:
             g = tl.load(Gate + img[:, None] * K + offs_k[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
             a = (a.to(tl.float32) * g).to(X.dtype.element_ty)
         b = tl.load(Wt + offs_n[None, :] * K + offs_k[:, None], mask=n_ok[None, :] & k_ok[:, None], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
     if HAS_X2:
-        # row (img, oh, ow) of the output reads pixel (oh * STRIDE2, ow * STRIDE2) of X2
-        pix = rows % HW
-        rows2 = (img * H2 + (pix // OW) * STRIDE2) * W2 + (pix % OW) * STRIDE2
+        rows2 = _source_rows(rows, HW, OW, H2, W2, STRIDE2)
         for k0 in range(0, K2, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
             k_ok = offs_k < K2
             a = tl.load(X2 + rows2[:, None] * K2 + offs_k[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
             b = tl.load(W2t + offs_n[None, :] * K2 + offs_k[:, None], mask=n_ok[None, :] & k_ok[:, None], other=0.0)
             acc = tl.dot(a, b, acc, input_precision=PRECISION)
-    acc += tl.load(Bias + offs_n, mask=n_ok, other=0.0)[None, :]
+    if HAS_BIAS:
+        acc += tl.load(Bias + offs_n, mask=n_ok, other=0.0)[None, :]
+    if STATS:
+        _store_block_stats(acc, m_ok, n_ok, offs_n, MeanPart, M2Part, pid_m, N)
     out_off = rows[:, None] * N + offs_n[None, :]
     mask = m_ok[:, None] & n_ok[None, :]
     if HAS_SHORTCUT:
@@ -86,66 +116,166 @@ def _pointwise_conv_kernel(
 
 
 @triton.jit
-def _matvec_rows(Wt, Bias, Vec, offs_r, R, K, BLOCK_K: tl.constexpr):
-    """W[offs_r, :] @ vec + bias[offs_r] (fp32) for a row-major (R, K) matrix, K in BLOCK_K steps."""
-    acc = tl.zeros(offs_r.shape, dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        v = tl.load(Vec + offs_k, mask=offs_k < K, other=0.0)
-        w = tl.load(Wt + offs_r[:, None] * K + offs_k[None, :], mask=(offs_r[:, None] < R) & (offs_k[None, :] < K),
+def _pointwise_conv_bwd_data_kernel(
+    GO,  # grad of the op's output (MO, N) rows
+    S,  # saved pre-BN output y (MO, N)
+    Out,  # the op's output (MO, N), the ReLU mask when RESIDUAL
+    Wt,  # weight (N, K), dtype of the activations
+    Gate,  # (images, K) fp32 gate, read when HAS_GATE
+    GPooled,  # (images, K) fp32 grad of the SE's pooled mean, added (/ HW) when HAS_GATE
+    GX,  # out: grad of the input, (MI, K) rows
+    Mean, Invstd, Gamma, Beta, DBeta, DGamma,  # (N,) fp32 BN vectors
+    MI, K, N,  # input rows, input channels, output channels
+    H, W, HO, WO,  # input and output height/width
+    inv_M,  # 1 / output rows, for the BN mean terms
+    inv_hw,  # 1 / (H * W): d pooled / d x
+    STRIDE: tl.constexpr,  # forward stride; input pixels off the stride grid get zero grad
+    RELU: tl.constexpr,  # the op applied ReLU
+    RESIDUAL: tl.constexpr,  # the op added a shortcut before its ReLU
+    HAS_GATE: tl.constexpr,  # the input was gated (SE)
+    PRECISION: tl.constexpr,  # tl.dot input precision
+    BLOCK_M: tl.constexpr,  # input rows per program
+    BLOCK_N: tl.constexpr,  # input channels per program
+    BLOCK_K: tl.constexpr,  # output channels per K step
+):
+    pid_m = tl.program_id(0)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_ok = offs_m < MI
+    n_ok = offs_n < K
+    rows = offs_m.to(tl.int64)
+    img = rows // (H * W)
+    if STRIDE == 1:
+        orow = rows
+        o_ok = m_ok
+    else:
+        hi = (rows // W) % H
+        wi = rows % W
+        o_ok = m_ok & (hi % STRIDE == 0) & (wi % STRIDE == 0)
+        orow = (img * HO + hi // STRIDE) * WO + wi // STRIDE
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for j0 in range(0, N, BLOCK_K):
+        offs_j = j0 + tl.arange(0, BLOCK_K)
+        mean, invstd, gamma, beta, dbeta_m, dgamma_m = _load_channel_vectors(
+            Mean, Invstd, Gamma, Beta, DBeta, DGamma, offs_j, N, inv_M, True)
+        gy = _grad_y(GO, S, Out, orow[:, None] * N + offs_j[None, :], o_ok[:, None] & (offs_j < N)[None, :], mean,
+                     invstd, gamma, beta, dbeta_m, dgamma_m, True, RELU, RESIDUAL)
+        b = tl.load(Wt + offs_j[:, None] * K + offs_n[None, :], mask=(offs_j < N)[:, None] & n_ok[None, :],
                     other=0.0)
-        acc += tl.sum(w * v[None, :], axis=1)
-    return acc + tl.load(Bias + offs_r, mask=offs_r < R, other=0.0)
+        acc = tl.dot(gy.to(b.dtype), b, acc, input_precision=PRECISION)
+    mask = m_ok[:, None] & n_ok[None, :]
+    if HAS_GATE:
+        vec_off = img[:, None] * K + offs_n[None, :]
+        acc = acc * tl.load(Gate + vec_off, mask=mask, other=0.0) + tl.load(GPooled + vec_off, mask=mask,
+                                                                              other=0.0) * inv_hw
+    tl.store(GX + rows[:, None] * K + offs_n[None, :], acc.to(GX.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def _se_excite_kernel(
-    SqPart,  # (images * blocks_per_image, C) fp32 channel sums of the grouped conv output, per row block
-    W1, B1,  # fc1: (S, C) weight and (S,) bias, fp32
-    W2, B2,  # fc2: (C, S) weight and (C,) bias, fp32
-    Pooled,  # (images, C) fp32 scratch: the mean over H*W
-    Hidden,  # (images, S) fp32 scratch: relu(fc1(pooled))
-    Gate,  # (images, C) fp32 out: sigmoid(fc2(hidden))
-    C, S,  # channels, squeeze channels
-    blocks_per_image,  # row blocks per image in SqPart
-    inv_hw,  # 1 / (H * W)
-    BLOCK_C: tl.constexpr,  # channels per step
-    BLOCK_S: tl.constexpr,  # squeeze channels per step
+def _pointwise_conv_bwd_weight_kernel(
+    GO, S, Out,  # as in the data-grad kernel: grad_out, saved y, output (mask when RESIDUAL), (M, N) rows
+    X,  # forward input NHWC (images, H_in, W_in, K)
+    Gate,  # (images, K) fp32 gate, read when HAS_GATE
+    Wt,  # weight (N, K), read when HAS_GATE (for the gate's grad)
+    GWPart,  # out: (SPLIT, N, K) fp32 partial weight grads
+    GGatePart,  # out: (n blocks, images, K) fp32 partial gate grads, written when HAS_GATE
+    Mean, Invstd, Gamma, Beta, DBeta, DGamma,  # (N,) fp32 BN vectors
+    M, K, N,  # output rows, input channels, output channels
+    HW, OW, H_in, W_in,  # output pixels per image, output width, input height/width
+    inv_M,  # 1 / M
+    ROWS_PER_SPLIT,  # rows each split reduces over (whole images when HAS_GATE)
+    STRIDE: tl.constexpr,  # forward stride of X
+    RELU: tl.constexpr,  # the op applied ReLU
+    RESIDUAL: tl.constexpr,  # the op added a shortcut before its ReLU
+    HAS_GATE: tl.constexpr,  # the input was gated (SE): walk whole images, write the gate's grad
+    PRECISION: tl.constexpr,  # tl.dot input precision
+    BLOCK_M: tl.constexpr,  # rows per reduction step
+    BLOCK_N: tl.constexpr,  # output channels per program
+    BLOCK_K: tl.constexpr,  # input channels per program
 ):
-    img = tl.program_id(0)
-    # 1: pooled = sum of this image's row-block sums / HW
-    for c0 in range(0, C, BLOCK_C):
-        offs_c = c0 + tl.arange(0, BLOCK_C)
-        total = tl.zeros((BLOCK_C,), dtype=tl.float32)
-        for j in range(0, blocks_per_image):
-            total += tl.load(SqPart + (img * blocks_per_image + j) * C + offs_c, mask=offs_c < C, other=0.0)
-        tl.store(Pooled + img * C + offs_c, total * inv_hw, mask=offs_c < C)
-    tl.debug_barrier()
-    # 2: hidden = relu(W1 @ pooled + b1)
-    for s0 in range(0, S, BLOCK_S):
-        offs_s = s0 + tl.arange(0, BLOCK_S)
-        acc = _matvec_rows(W1, B1, Pooled + img * C, offs_s, S, C, BLOCK_C)
-        tl.store(Hidden + img * S + offs_s, tl.maximum(acc, 0.0), mask=offs_s < S)
-    tl.debug_barrier()
-    # 3: gate = sigmoid(W2 @ hidden + b2)
-    for c0 in range(0, C, BLOCK_C):
-        offs_c = c0 + tl.arange(0, BLOCK_C)
-        acc = _matvec_rows(W2, B2, Hidden + img * S, offs_c, C, S, BLOCK_S)
-        tl.store(Gate + img * C + offs_c, 1.0 / (1.0 + tl.exp(-acc)), mask=offs_c < C)
+    pid_n = tl.program_id(0)
+    pid_k = tl.program_id(1)
+    split = tl.program_id(2)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+    n_ok = offs_n < N
+    k_ok = offs_k < K
+    mean, invstd, gamma, beta, dbeta_m, dgamma_m = _load_channel_vectors(
+        Mean, Invstd, Gamma, Beta, DBeta, DGamma, offs_n, N, inv_M, True)
+    acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+    m_start = split * ROWS_PER_SPLIT
+    m_end = tl.minimum(m_start + ROWS_PER_SPLIT, M)
+    if HAS_GATE:
+        w = tl.load(Wt + offs_n[:, None] * K + offs_k[None, :], mask=n_ok[:, None] & k_ok[None, :],
+                    other=0.0).to(tl.float32)
+        for img in range(m_start // HW, m_end // HW):
+            p = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+            for r0 in range(0, HW, BLOCK_M):
+                local = r0 + tl.arange(0, BLOCK_M)
+                r_ok = local < HW
+                rows = local.to(tl.int64) + img * HW  # img * HW < M fits in int32
+                gy = _grad_y(GO, S, Out, rows[:, None] * N + offs_n[None, :], r_ok[:, None] & n_ok[None, :], mean,
+                             invstd, gamma, beta, dbeta_m, dgamma_m, True, RELU, RESIDUAL)
+                a = tl.load(X + rows[:, None] * K + offs_k[None, :], mask=r_ok[:, None] & k_ok[None, :], other=0.0)
+                p = tl.dot(tl.trans(gy.to(a.dtype)), a, p, input_precision=PRECISION)
+            gate_off = img * K + offs_k
+            acc += p * tl.load(Gate + gate_off, mask=k_ok, other=0.0)[None, :]
+            tl.store(GGatePart + pid_n * (M // HW) * K + gate_off, tl.sum(w * p, axis=0), mask=k_ok)
+    else:
+        for m0 in range(m_start, m_end, BLOCK_M):
+            offs_m = m0 + tl.arange(0, BLOCK_M)
+            m_ok = offs_m < m_end
+            rows = offs_m.to(tl.int64)
+            src = _source_rows(rows, HW, OW, H_in, W_in, STRIDE)
+            gy = _grad_y(GO, S, Out, rows[:, None] * N + offs_n[None, :], m_ok[:, None] & n_ok[None, :], mean,
+                         invstd, gamma, beta, dbeta_m, dgamma_m, True, RELU, RESIDUAL)
+            a = tl.load(X + src[:, None] * K + offs_k[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+            acc = tl.dot(tl.trans(gy.to(a.dtype)), a, acc, input_precision=PRECISION)
+    tl.store(GWPart + split.to(tl.int64) * N * K + offs_n[:, None] * K + offs_k[None, :], acc,
+             mask=n_ok[:, None] & k_ok[None, :])
 
+
+# ----------------------------------------------------------------------------------------------------------------
+# launchers
+# ----------------------------------------------------------------------------------------------------------------
 
 # 64x64 output tiles, K step 32. Not GPU-tuned (no GPU has been lent). From the AOT ptxas report: 16-bit storage
 # is spill-free on 4 warps; fp32 (ieee dot) spills up to 324 B on 4 warps and none on 8.
 BLOCK_M, BLOCK_N, BLOCK_K = 64, 64, 32
+# Weight grad: a 64x64 (out x in channel) fp32 accumulator per program, 32 rows per step.
+WGRAD_BLOCK_M = 32
 
 
 def _warps(dtype: torch.dtype) -> int:
     return 8 if dtype == torch.float32 else 4
 
 
+def _precision(dtype: torch.dtype) -> str:
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
 def _rows(t: torch.Tensor) -> torch.Tensor:
     """An NCHW-shaped tensor as its NHWC (channels_last) storage."""
     return t.contiguous(memory_format=torch.channels_last)
+
+
+def _check(x: torch.Tensor, weight: torch.Tensor, stride: int) -> tuple[int, int, int, int, int, int]:
+    """(n, k, ho, wo, out_channels, m) of a 1x1 conv of stride `stride`."""
+    if x.dim() != 4 or weight.dim() != 4 or tuple(weight.shape[1:]) != (x.shape[1], 1, 1):
+        raise ValueError(f"pointwise_conv: weight {tuple(weight.shape)} does not fit input {tuple(x.shape)}")
+    if weight.dtype != x.dtype:
+        raise TypeError(f"pointwise_conv: input {x.dtype} and weight {weight.dtype} differ")
+    if stride not in (1, 2):
+        raise ValueError(f"pointwise_conv: stride must be 1 or 2, got {stride}")
+    n, k, h, w = x.shape
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    return n, k, ho, wo, weight.shape[0], n * ho * wo
+
+
+def _check_gate(gate: torch.Tensor | None, x: torch.Tensor, stride: int) -> None:
+    if gate is not None and (tuple(gate.shape) != tuple(x.shape[:2]) or stride != 1):
+        raise ValueError(f"pointwise_conv: gate {tuple(gate.shape)} must be (images, channels) = "
+                         f"{tuple(x.shape[:2])}, at stride 1")
 
 
 def pointwise_conv_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, relu: bool,
@@ -154,12 +284,8 @@ def pointwise_conv_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
                        stride2: int = 1) -> torch.Tensor:
     """Eval 1x1 conv: act((x * gate) @ W^T + x2[::s, ::s] @ W2^T + bias + shortcut); NCHW-shaped channels_last
     tensors in and out, weights as (out, in, 1, 1) conv weights."""
-    if x.dim() != 4 or tuple(weight.shape[1:]) != (x.shape[1], 1, 1):
-        raise ValueError(f"pointwise_conv: weight {tuple(weight.shape)} does not fit input {tuple(x.shape)}")
-    if weight.dtype != x.dtype:
-        raise TypeError(f"pointwise_conv: input {x.dtype} and weight {weight.dtype} differ")
-    n, k, h, w = x.shape
-    out_c = weight.shape[0]
+    n, k, h, w, out_c, m = _check(x, weight, 1)
+    _check_gate(gate, x, 1)
     x = _rows(x)
     y = torch.empty((n, out_c, h, w), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
     unused = torch.empty(1, device=x.device, dtype=x.dtype)
@@ -171,53 +297,149 @@ def pointwise_conv_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
         x2 = _rows(x2)
     if shortcut is not None and tuple(shortcut.shape) != tuple(y.shape):
         raise ValueError(f"pointwise_conv: shortcut {tuple(shortcut.shape)} does not match output {tuple(y.shape)}")
-    m = n * h * w
     grid = (triton.cdiv(m, BLOCK_M), triton.cdiv(out_c, BLOCK_N))
     _pointwise_conv_kernel[grid](
         x, weight.reshape(out_c, k).contiguous(), gate.float().contiguous() if gate is not None else unused,
         x2 if x2 is not None else x, weight2.reshape(out_c, -1).contiguous() if x2 is not None else weight,
-        bias.float().contiguous(), _rows(shortcut) if shortcut is not None else unused, y,
-        m, k, out_c, h * w, w, x2.shape[2] if x2 is not None else 1, x2.shape[3] if x2 is not None else 1,
-        x2.shape[1] if x2 is not None else 1, HAS_GATE=gate is not None, HAS_X2=x2 is not None, STRIDE2=stride2,
-        HAS_SHORTCUT=shortcut is not None, RELU=relu, PRECISION="ieee" if x.dtype == torch.float32 else "tf32",
-        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=_warps(x.dtype))
+        bias.float().contiguous(), _rows(shortcut) if shortcut is not None else unused, y, unused, unused,
+        m, k, out_c, h * w, w, h, w, x2.shape[2] if x2 is not None else 1, x2.shape[3] if x2 is not None else 1,
+        x2.shape[1] if x2 is not None else 1, STRIDE=1, HAS_GATE=gate is not None, HAS_X2=x2 is not None,
+        STRIDE2=stride2, HAS_BIAS=True, HAS_SHORTCUT=shortcut is not None, RELU=relu, STATS=False,
+        PRECISION=_precision(x.dtype), BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=_warps(x.dtype))
     record(_pointwise_conv_kernel)
     return y
 
 
-def se_excite(sq_part: torch.Tensor, blocks_per_image: int, hw: int, fc1_weight: torch.Tensor,
-              fc1_bias: torch.Tensor, fc2_weight: torch.Tensor, fc2_bias: torch.Tensor) -> torch.Tensor:
-    """(images, C) fp32 gate from per-(image, row block) channel sums of an H*W = `hw` map."""
-    blocks, c = sq_part.shape
-    images = blocks // blocks_per_image
-    s = fc1_weight.shape[0]
-    dev = sq_part.device
+def pointwise_conv_train_fwd(x: torch.Tensor, weight: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
+                             eps: float, stride: int, relu: bool, gate: torch.Tensor | None = None,
+                             shortcut: torch.Tensor | None = None):
+    """Train 1x1 conv of stride `stride` on (x * gate), BN with batch statistics, + shortcut, ReLU.
+    Returns (out, y, mean, var, invstd): y the pre-BN output (saved for backward), var biased (fp32)."""
+    n, k, ho, wo, out_c, m = _check(x, weight, stride)
+    _check_gate(gate, x, stride)
+    if m < 2:
+        raise ValueError(f"pointwise_conv: BatchNorm needs more than one value per channel in training, got input "
+                         f"{tuple(x.shape)} at stride {stride}")
+    if shortcut is not None and tuple(shortcut.shape) != (n, out_c, ho, wo):
+        raise ValueError(f"pointwise_conv: shortcut {tuple(shortcut.shape)} does not match output "
+                         f"{(n, out_c, ho, wo)}")
+    x = _rows(x)
+    y = torch.empty((n, out_c, ho, wo), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
+    blocks = triton.cdiv(m, BLOCK_M)
+    mean_part = torch.empty((blocks, out_c), device=x.device, dtype=torch.float32)
+    m2_part = torch.empty_like(mean_part)
+    unused = torch.empty(1, device=x.device, dtype=x.dtype)
+    _pointwise_conv_kernel[(blocks, triton.cdiv(out_c, BLOCK_N))](
+        x, weight.reshape(out_c, k).contiguous(), gate.float().contiguous() if gate is not None else unused, x, x,
+        unused, unused, y, mean_part, m2_part, m, k, out_c, ho * wo, wo, x.shape[2], x.shape[3], 1, 1, 1,
+        STRIDE=stride, HAS_GATE=gate is not None, HAS_X2=False, STRIDE2=1, HAS_BIAS=False, HAS_SHORTCUT=False,
+        RELU=False, STATS=True, PRECISION=_precision(x.dtype), BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K,
+        num_warps=_warps(x.dtype))
+    record(_pointwise_conv_kernel)
+    mean, var, invstd = bn_batch_stats(mean_part, m2_part, m, BLOCK_M, eps)
+    out = bn_act_apply(y, mean, invstd, gamma, beta, relu, shortcut)
+    return out, y, mean, var, invstd
+
+
+def _weight_grad_split(m: int, hw: int, programs: int, on_gpu: bool, whole_images: bool) -> int:
+    """Rows per split of the weight grad: enough programs to fill a GPU (~4 waves of 132 SMs), each split at least
+    8 steps long, whole images when the gate's grad is folded per image. One split under the interpreter."""
+    if not on_gpu:
+        return m
+    split = max(1, min(triton.cdiv(m, 8 * WGRAD_BLOCK_M), triton.cdiv(528, programs)))
+    rows = triton.cdiv(m, split)
+    return triton.cdiv(rows, hw) * hw if whole_images else triton.cdiv(rows, WGRAD_BLOCK_M) * WGRAD_BLOCK_M
+
+
+def pointwise_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, y: torch.Tensor,
+                       out: torch.Tensor | None, mean: torch.Tensor, invstd: torch.Tensor, gamma: torch.Tensor,
+                       beta: torch.Tensor, stride: int, relu: bool, gate: torch.Tensor | None = None,
+                       se: tuple | None = None):
+    """Backward of pointwise_conv_train_fwd. `out` is given when the forward added a shortcut (its output is the
+    ReLU mask); `se` = (pooled, hidden, fc1_weight, fc2_weight) when `gate` came from SE, whose backward then runs
+    here too. Returns (grad_x, grad_weight, grad_gamma, grad_beta, grad_shortcut or None, SE grads or None),
+    SE grads being (grad fc1 weight, fc1 bias, fc2 weight, fc2 bias)."""
+    n, k, ho, wo, out_c, m = _check(x, weight, stride)
+    x, y, grad_out = _rows(x), _rows(y), _rows(grad_out.to(x.dtype))
+    residual = out is not None
+    out = _rows(out) if residual else y
+    dev = x.device
     f32 = dict(device=dev, dtype=torch.float32)
-    pooled, hidden, gate = torch.empty((images, c), **f32), torch.empty((images, s), **f32), torch.empty((images, c),
-                                                                                                        **f32)
-    _se_excite_kernel[(images,)](sq_part, fc1_weight.reshape(s, c).float().contiguous(), fc1_bias.float().contiguous(),
-                                 fc2_weight.reshape(c, s).float().contiguous(), fc2_bias.float().contiguous(), pooled,
-                                 hidden, gate, c, s, blocks_per_image, 1.0 / hw, BLOCK_C=64, BLOCK_S=32, num_warps=4)
-    record(_se_excite_kernel)
-    return gate
+    mean, invstd, gamma, beta = (t.float().contiguous() for t in (mean, invstd, gamma, beta))
+    w2d = weight.reshape(out_c, k).contiguous()
+    has_gate = gate is not None
+    gate = gate.float().contiguous() if has_gate else mean
+
+    dbeta, dgamma, g_shortcut = bn_act_bwd_reduce(grad_out, y, mean, invstd, gamma, beta, True, relu,
+                                                  out if residual else None)
+    prec, warps = _precision(x.dtype), _warps(x.dtype)
+    common = dict(RELU=relu, RESIDUAL=residual, HAS_GATE=has_gate, PRECISION=prec, num_warps=warps)
+
+    # weight grad first: with a gate it also yields the gate's grad, which the data grad's epilogue needs
+    n_blocks, k_blocks = triton.cdiv(out_c, BLOCK_N), triton.cdiv(k, BLOCK_N)
+    rows_per_split = _weight_grad_split(m, ho * wo, n_blocks * k_blocks, dev.type == "cuda", has_gate)
+    split = triton.cdiv(m, rows_per_split)
+    gw_part = torch.empty((split, out_c, k), **f32)
+    g_gate_part = torch.empty((n_blocks, n, k), **f32) if has_gate else gw_part
+    _pointwise_conv_bwd_weight_kernel[(n_blocks, k_blocks, split)](
+        grad_out, y, out, x, gate, w2d, gw_part, g_gate_part, mean, invstd, gamma, beta, dbeta, dgamma, m, k, out_c,
+        ho * wo, wo, x.shape[2], x.shape[3], 1.0 / m, rows_per_split, STRIDE=stride, BLOCK_M=WGRAD_BLOCK_M,
+        BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_N, **common)
+    record(_pointwise_conv_bwd_weight_kernel)
+    grad_w = gw_part.sum(0).reshape(out_c, k, 1, 1).to(weight.dtype)
+
+    se_grads = None
+    g_pooled = mean
+    if has_gate and se is not None:
+        from .squeeze_excite import se_excite_bwd
+
+        g_pooled, *se_grads = se_excite_bwd(g_gate_part, gate, *se)
+
+    mi = x.shape[0] * x.shape[2] * x.shape[3]
+    grad_x = torch.empty(x.shape, device=dev, dtype=x.dtype, memory_format=torch.channels_last)
+    _pointwise_conv_bwd_data_kernel[(triton.cdiv(mi, BLOCK_M), triton.cdiv(k, BLOCK_N))](
+        grad_out, y, out, w2d, gate, g_pooled, grad_x, mean, invstd, gamma, beta, dbeta, dgamma, mi, k, out_c,
+        x.shape[2], x.shape[3], ho, wo, 1.0 / m, 1.0 / (ho * wo), STRIDE=stride, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
+        BLOCK_K=BLOCK_K, **common)
+    record(_pointwise_conv_bwd_data_kernel)
+    return grad_x, grad_w, dgamma, dbeta, g_shortcut, se_grads
 
 
 def pointwise_variants(dtype: torch.dtype) -> list[tuple]:
-    """(kernel, signature, constexprs, num_warps) of the variants the block's inference path launches."""
+    """(kernel, signature, constexprs, num_warps) of the 1x1-conv variants the blocks launch, eval and train."""
     ty = {torch.float32: "*fp32", torch.float16: "*fp16", torch.bfloat16: "*bf16"}[dtype]
+    warps, prec = _warps(dtype), _precision(dtype)
     sig = {"X": ty, "Wt": ty, "Gate": "*fp32", "X2": ty, "W2t": ty, "Bias": "*fp32", "Shortcut": ty, "Y": ty,
-           "M": "i32", "K": "i32", "N": "i32", "HW": "i32", "OW": "i32", "H2": "i32", "W2": "i32", "K2": "i32"}
-    tiles = dict(PRECISION="ieee" if dtype == torch.float32 else "tf32", BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
-                 BLOCK_K=BLOCK_K)
-    out = [(_pointwise_conv_kernel, sig, dict(HAS_GATE=False, HAS_X2=False, STRIDE2=1, HAS_SHORTCUT=False, RELU=True,
-                                              **tiles), _warps(dtype))]  # conv a
+           "MeanPart": "*fp32", "M2Part": "*fp32", "M": "i32", "K": "i32", "N": "i32", "HW": "i32", "OW": "i32",
+           "H_in": "i32", "W_in": "i32", "H2": "i32", "W2": "i32", "K2": "i32"}
+    tiles = dict(PRECISION=prec, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K)
+
+    def fwd(**ce):
+        base = dict(STRIDE=1, HAS_GATE=False, HAS_X2=False, STRIDE2=1, HAS_BIAS=True, HAS_SHORTCUT=False, RELU=True,
+                    STATS=False)
+        return _pointwise_conv_kernel, sig, {**base, **ce, **tiles}, warps
+
+    out = [fwd()]  # eval conv a
     for gate in (False, True):
-        out.append((_pointwise_conv_kernel, sig, dict(HAS_GATE=gate, HAS_X2=False, STRIDE2=1, HAS_SHORTCUT=True,
-                                                      RELU=True, **tiles), _warps(dtype)))  # conv c, identity shortcut
-        for s in (1, 2):
-            out.append((_pointwise_conv_kernel, sig, dict(HAS_GATE=gate, HAS_X2=True, STRIDE2=s, HAS_SHORTCUT=False,
-                                                          RELU=True, **tiles), _warps(dtype)))  # conv c + projection
-    se_sig = {"SqPart": "*fp32", "W1": "*fp32", "B1": "*fp32", "W2": "*fp32", "B2": "*fp32", "Pooled": "*fp32",
-              "Hidden": "*fp32", "Gate": "*fp32", "C": "i32", "S": "i32", "blocks_per_image": "i32", "inv_hw": "fp32"}
-    out.append((_se_excite_kernel, se_sig, dict(BLOCK_C=64, BLOCK_S=32), 4))
+        out.append(fwd(HAS_GATE=gate, HAS_SHORTCUT=True))  # eval conv c, identity shortcut
+        out += [fwd(HAS_GATE=gate, HAS_X2=True, STRIDE2=s) for s in (1, 2)]  # eval conv c + projection
+    # train: conv a, conv c (gate or not), projection (stride 1 or 2)
+    out += [fwd(HAS_BIAS=False, RELU=False, STATS=True, HAS_GATE=g) for g in (False, True)]
+    out.append(fwd(HAS_BIAS=False, RELU=False, STATS=True, STRIDE=2))
+
+    vec = {k: "*fp32" for k in ("Mean", "Invstd", "Gamma", "Beta", "DBeta", "DGamma")}
+    data_sig = {"GO": ty, "S": ty, "Out": ty, "Wt": ty, "Gate": "*fp32", "GPooled": "*fp32", "GX": ty, **vec,
+                "MI": "i32", "K": "i32", "N": "i32", "H": "i32", "W": "i32", "HO": "i32", "WO": "i32",
+                "inv_M": "fp32", "inv_hw": "fp32"}
+    weight_sig = {"GO": ty, "S": ty, "Out": ty, "X": ty, "Gate": "*fp32", "Wt": ty, "GWPart": "*fp32",
+                  "GGatePart": "*fp32", **vec, "M": "i32", "K": "i32", "N": "i32", "HW": "i32", "OW": "i32",
+                  "H_in": "i32", "W_in": "i32", "inv_M": "fp32", "ROWS_PER_SPLIT": "i32"}
+    # (stride, relu, residual, gate): conv a, projection at stride 1 / 2, conv c with and without SE
+    for stride, relu, residual, gate in ((1, True, False, False), (1, False, False, False), (2, False, False, False),
+                                         (1, True, True, False), (1, True, True, True)):
+        ce = dict(STRIDE=stride, RELU=relu, RESIDUAL=residual, HAS_GATE=gate, PRECISION=prec)
+        out.append((_pointwise_conv_bwd_data_kernel, data_sig, {**ce, "BLOCK_M": BLOCK_M, "BLOCK_N": BLOCK_N,
+                                                                "BLOCK_K": BLOCK_K}, warps))
+        out.append((_pointwise_conv_bwd_weight_kernel, weight_sig, {**ce, "BLOCK_M": WGRAD_BLOCK_M,
+                                                                    "BLOCK_N": BLOCK_N, "BLOCK_K": BLOCK_N}, warps))
     return out

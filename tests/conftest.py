@@ -62,10 +62,12 @@ class PoisonedTorch:
 
 def poison_kernel_buffers(monkeypatch) -> None:
     """NaN-fill every buffer the kernel launchers allocate, for the rest of the test."""
+    import fastregnet.kernels.batch_norm as bn
     import fastregnet.kernels.grouped_conv as gc
     import fastregnet.kernels.pointwise_conv as pc
+    import fastregnet.kernels.squeeze_excite as se
 
-    for module in (gc, pc):
+    for module in (bn, gc, pc, se):
         monkeypatch.setattr(module, "torch", PoisonedTorch())
 
 

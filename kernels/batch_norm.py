@@ -1,0 +1,269 @@
+"""Training-mode BatchNorm around the block's convolutions, on NHWC rows (M rows x C channels): the statistics
+merge, the normalize (+ residual) + ReLU pass, the backward reduction, and the gy recomputation the conv backward
+kernels inline.
+
+Forward: the conv kernels write per-(row block, channel) mean and centred sum of squares M2 in their epilogue;
+`_bn_stats_finalize_kernel` merges the blocks with Chan's parallel formula (no sum-of-squares cancellation) and
+`_bn_act_apply_kernel` computes out = relu(gamma * (y - mean) * invstd + beta [+ shortcut]).
+
+Backward (z = gamma * xhat + beta [+ shortcut], xhat = (y - mean) * invstd, out = relu(z), M rows):
+    gz      = grad_out * (z > 0)            (the mask comes from the saved out when there is a shortcut)
+    dbeta   = sum_m gz,            dgamma = sum_m gz * xhat,        grad_shortcut = gz
+    gy      = gamma * invstd * (gz - dbeta / M - xhat * dgamma / M)
+`_bn_act_bwd_reduce_kernel` computes the sums (and grad_shortcut); the conv backward kernels call `_grad_y` to
+recompute gy tile by tile as they load it, so gy is never written out.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._launch import record
+
+__all__ = ["bn_batch_stats", "bn_act_apply", "bn_act_bwd_reduce", "batch_norm_variants", "BLOCK_M_ELEMENTWISE",
+           "BLOCK_C_ELEMENTWISE"]
+
+
+@triton.jit
+def _store_block_stats(acc, m_ok, n_ok, offs_n, MeanPart, M2Part, block, C):
+    """A conv epilogue's share of the batch statistics: this row block's per-channel mean and centred sum of
+    squares M2 over its valid rows, from the fp32 accumulator (merged by _bn_stats_finalize_kernel)."""
+    valid = m_ok[:, None] & n_ok[None, :]
+    count = tl.sum(m_ok.to(tl.float32), axis=0)
+    mean = tl.sum(tl.where(valid, acc, 0.0), axis=0) / count
+    d = tl.where(valid, acc - mean[None, :], 0.0)
+    tl.store(MeanPart + block * C + offs_n, mean, mask=n_ok)
+    tl.store(M2Part + block * C + offs_n, tl.sum(d * d, axis=0), mask=n_ok)
+
+
+@triton.jit
+def _bn_stats_finalize_kernel(
+    MeanPart,  # (num_blocks, C) fp32 per-block means
+    M2Part,  # (num_blocks, C) fp32 per-block centred sums of squares
+    Mean,  # (C,) fp32 out: batch mean
+    Var,  # (C,) fp32 out: biased batch variance
+    Invstd,  # (C,) fp32 out: 1 / sqrt(var + eps)
+    num_blocks,  # row blocks written by the conv kernel
+    M,  # total rows
+    ROWS_PER_BLOCK,  # rows per block (the conv's BLOCK_M); the last block may hold fewer
+    C,  # channels
+    eps,  # BatchNorm epsilon
+    BLOCK_R: tl.constexpr,  # blocks merged per step
+    BLOCK_C: tl.constexpr,  # channels per program
+):
+    pid = tl.program_id(0)
+    offs_c = pid * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = offs_c < C
+    n_a = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    mean_a = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    m2_a = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    for r0 in range(0, num_blocks, BLOCK_R):
+        offs_r = r0 + tl.arange(0, BLOCK_R)
+        r_ok = offs_r < num_blocks
+        cnt = tl.where(r_ok, tl.minimum(M - offs_r * ROWS_PER_BLOCK, ROWS_PER_BLOCK), 0).to(tl.float32)
+        mask = r_ok[:, None] & c_ok[None, :]
+        off = offs_r[:, None] * C + offs_c[None, :]
+        mean_b = tl.load(MeanPart + off, mask=mask, other=0.0)
+        m2_b = tl.load(M2Part + off, mask=mask, other=0.0)
+        # merge this step's blocks into one (n_t, mean_t, m2_t), then into the running total (Chan et al.)
+        n_t = tl.sum(cnt, axis=0)
+        mean_t = tl.sum(cnt[:, None] * mean_b, axis=0) / n_t
+        dev = tl.where(mask, mean_b - mean_t[None, :], 0.0)
+        m2_t = tl.sum(m2_b + cnt[:, None] * dev * dev, axis=0)
+        n = n_a + n_t
+        delta = mean_t - mean_a
+        mean_a = mean_a + delta * (n_t / n)
+        m2_a = m2_a + m2_t + delta * delta * (n_a * n_t / n)
+        n_a = n
+    var = m2_a / n_a
+    tl.store(Mean + offs_c, mean_a, mask=c_ok)
+    tl.store(Var + offs_c, var, mask=c_ok)
+    tl.store(Invstd + offs_c, 1.0 / tl.sqrt(var + eps), mask=c_ok)
+
+
+@triton.jit
+def _bn_act_apply_kernel(
+    Y,  # pre-BN conv output, (M, C) rows
+    Out,  # (M, C) out: relu(gamma * (y - mean) * invstd + beta [+ shortcut])
+    Shortcut,  # (M, C) residual added before the ReLU, read when HAS_SHORTCUT
+    Mean, Invstd, Gamma, Beta,  # (C,) fp32 per-channel statistics and affine parameters
+    M, C,  # rows, channels
+    HAS_SHORTCUT: tl.constexpr,  # add the residual (the block's last BN: out = relu(bn(y) + shortcut))
+    RELU: tl.constexpr,  # apply ReLU
+    BLOCK_M: tl.constexpr,  # rows per program
+    BLOCK_C: tl.constexpr,  # channels per program
+):
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = offs_c < C
+    mask = (offs_m < M)[:, None] & c_ok[None, :]
+    off = offs_m.to(tl.int64)[:, None] * C + offs_c[None, :]
+    scale = tl.load(Gamma + offs_c, mask=c_ok, other=0.0) * tl.load(Invstd + offs_c, mask=c_ok, other=0.0)
+    shift = tl.load(Beta + offs_c, mask=c_ok, other=0.0) - tl.load(Mean + offs_c, mask=c_ok, other=0.0) * scale
+    z = tl.load(Y + off, mask=mask, other=0.0).to(tl.float32) * scale[None, :] + shift[None, :]
+    if HAS_SHORTCUT:
+        z += tl.load(Shortcut + off, mask=mask, other=0.0).to(tl.float32)
+    if RELU:
+        z = tl.maximum(z, 0.0)
+    tl.store(Out + off, z.to(Out.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _grad_y(GO, S, Out, off, mask, mean, invstd, gamma, beta, dbeta_m, dgamma_m, TRAIN: tl.constexpr,
+            RELU: tl.constexpr, RESIDUAL: tl.constexpr):
+    """gy (fp32) for a tile: grad of the conv output, from grad_out and the saved tensor S.
+
+    TRAIN: S is the pre-BN y; gy = gamma*invstd*(gz - dbeta/M - xhat*dgamma/M), gz = go*(z>0) (dbeta_m, dgamma_m
+    are dbeta/M and dgamma/M); with RESIDUAL the ReLU mask is (Out > 0), since z also held the shortcut.
+    Eval: S is the activation out; gy = go * (out > 0)."""
+    go = tl.load(GO + off, mask=mask, other=0.0).to(tl.float32)
+    s = tl.load(S + off, mask=mask, other=0.0).to(tl.float32)
+    if TRAIN:
+        xhat = (s - mean[None, :]) * invstd[None, :]
+        if RESIDUAL:
+            go = tl.where(tl.load(Out + off, mask=mask, other=0.0) > 0, go, 0.0)
+        elif RELU:
+            go = tl.where(xhat * gamma[None, :] + beta[None, :] > 0, go, 0.0)
+        gy = (gamma * invstd)[None, :] * (go - dbeta_m[None, :] - xhat * dgamma_m[None, :])
+    else:
+        gy = tl.where(s > 0, go, 0.0) if RELU else go
+    return tl.where(mask, gy, 0.0)
+
+
+@triton.jit
+def _load_channel_vectors(Mean, Invstd, Gamma, Beta, DBeta, DGamma, offs_c, C, inv_M, TRAIN: tl.constexpr):
+    """Per-channel vectors the gy recomputation needs (zeros in eval, where they are unused)."""
+    c_ok = offs_c < C
+    if TRAIN:
+        mean = tl.load(Mean + offs_c, mask=c_ok, other=0.0)
+        invstd = tl.load(Invstd + offs_c, mask=c_ok, other=0.0)
+        gamma = tl.load(Gamma + offs_c, mask=c_ok, other=0.0)
+        beta = tl.load(Beta + offs_c, mask=c_ok, other=0.0)
+        dbeta_m = tl.load(DBeta + offs_c, mask=c_ok, other=0.0) * inv_M
+        dgamma_m = tl.load(DGamma + offs_c, mask=c_ok, other=0.0) * inv_M
+    else:
+        mean = tl.zeros(offs_c.shape, dtype=tl.float32)
+        invstd, gamma, beta, dbeta_m, dgamma_m = mean, mean, mean, mean, mean
+    return mean, invstd, gamma, beta, dbeta_m, dgamma_m
+
+
+@triton.jit
+def _bn_act_bwd_reduce_kernel(
+    GO,  # grad of the op's output, (M, C) rows
+    S,  # saved tensor: pre-BN y (TRAIN) or the activation out (eval)
+    Out,  # the op's output (mask source), read when RESIDUAL
+    GShortcut,  # (M, C) out: grad of the residual input (= gz), written when RESIDUAL
+    Mean, Invstd, Gamma, Beta,  # (C,) fp32, read when TRAIN
+    DBetaPart,  # (num_row_blocks, C) fp32 out: per-block sum of gz (the bias / beta grad)
+    DGammaPart,  # (num_row_blocks, C) fp32 out: per-block sum of gz * xhat, written when TRAIN
+    M, C,  # rows, channels
+    TRAIN: tl.constexpr,  # BN with batch statistics (else folded eval BN)
+    RELU: tl.constexpr,  # the op applied ReLU
+    RESIDUAL: tl.constexpr,  # the op added a shortcut before its ReLU (TRAIN only)
+    BLOCK_M: tl.constexpr,  # rows per program
+    BLOCK_C: tl.constexpr,  # channels per program
+):
+    pid_m = tl.program_id(0)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = offs_c < C
+    mask = (offs_m < M)[:, None] & c_ok[None, :]
+    off = offs_m.to(tl.int64)[:, None] * C + offs_c[None, :]
+    go = tl.load(GO + off, mask=mask, other=0.0).to(tl.float32)
+    s = tl.load(S + off, mask=mask, other=0.0).to(tl.float32)
+    if TRAIN:
+        mean = tl.load(Mean + offs_c, mask=c_ok, other=0.0)
+        invstd = tl.load(Invstd + offs_c, mask=c_ok, other=0.0)
+        xhat = (s - mean[None, :]) * invstd[None, :]
+        if RESIDUAL:
+            go = tl.where(tl.load(Out + off, mask=mask, other=0.0) > 0, go, 0.0)
+            tl.store(GShortcut + off, go.to(GShortcut.dtype.element_ty), mask=mask)
+        elif RELU:
+            gamma = tl.load(Gamma + offs_c, mask=c_ok, other=0.0)
+            beta = tl.load(Beta + offs_c, mask=c_ok, other=0.0)
+            go = tl.where(xhat * gamma[None, :] + beta[None, :] > 0, go, 0.0)
+        go = tl.where(mask, go, 0.0)
+        tl.store(DGammaPart + pid_m * C + offs_c, tl.sum(go * xhat, axis=0), mask=c_ok)
+    elif RELU:
+        go = tl.where(s > 0, go, 0.0)
+    tl.store(DBetaPart + pid_m * C + offs_c, tl.sum(tl.where(mask, go, 0.0), axis=0), mask=c_ok)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# launchers
+# ----------------------------------------------------------------------------------------------------------------
+
+BLOCK_M_ELEMENTWISE = 64
+BLOCK_C_ELEMENTWISE = 64
+
+
+def _rows_view(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous(memory_format=torch.channels_last)
+
+
+def bn_batch_stats(mean_part: torch.Tensor, m2_part: torch.Tensor, m: int, rows_per_block: int, eps: float):
+    """(mean, biased var, invstd), fp32 per channel, from a conv epilogue's per-row-block (mean, M2)."""
+    blocks, c = mean_part.shape
+    mean, var, invstd = (torch.empty(c, device=mean_part.device, dtype=torch.float32) for _ in range(3))
+    _bn_stats_finalize_kernel[(triton.cdiv(c, 64),)](mean_part, m2_part, mean, var, invstd, blocks, m,
+                                                     rows_per_block, c, eps, BLOCK_R=32, BLOCK_C=64)
+    record(_bn_stats_finalize_kernel)
+    return mean, var, invstd
+
+
+def bn_act_apply(y: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
+                 relu: bool, shortcut: torch.Tensor | None = None) -> torch.Tensor:
+    """relu(gamma * (y - mean) * invstd + beta [+ shortcut]) for a channels_last (N, C, H, W) y."""
+    n, c, h, w = y.shape
+    m = n * h * w
+    out = torch.empty_like(y, memory_format=torch.channels_last)
+    grid = (triton.cdiv(m, BLOCK_M_ELEMENTWISE), triton.cdiv(c, BLOCK_C_ELEMENTWISE))
+    _bn_act_apply_kernel[grid](y, out, _rows_view(shortcut) if shortcut is not None else y, mean, invstd,
+                               gamma.float().contiguous(), beta.float().contiguous(), m, c,
+                               HAS_SHORTCUT=shortcut is not None, RELU=relu, BLOCK_M=BLOCK_M_ELEMENTWISE,
+                               BLOCK_C=BLOCK_C_ELEMENTWISE)
+    record(_bn_act_apply_kernel)
+    return out
+
+
+def bn_act_bwd_reduce(grad_out: torch.Tensor, saved: torch.Tensor, mean, invstd, gamma, beta, train: bool,
+                      relu: bool, out: torch.Tensor | None = None):
+    """(dbeta, dgamma or None, grad_shortcut or None): the per-channel sums of the BN backward (fp32). With `out`
+    (the op's output, TRAIN only) the op added a shortcut before its ReLU, and gz is also returned as its grad."""
+    n, c, h, w = saved.shape
+    m = n * h * w
+    f32 = dict(device=saved.device, dtype=torch.float32)
+    blocks = triton.cdiv(m, BLOCK_M_ELEMENTWISE)
+    dbeta_part = torch.empty((blocks, c), **f32)
+    dgamma_part = torch.empty((blocks, c), **f32) if train else dbeta_part
+    residual = out is not None
+    g_shortcut = torch.empty_like(saved, memory_format=torch.channels_last) if residual else None
+    _bn_act_bwd_reduce_kernel[(blocks, triton.cdiv(c, BLOCK_C_ELEMENTWISE))](
+        grad_out, saved, out if residual else saved, g_shortcut if residual else saved, mean, invstd, gamma, beta,
+        dbeta_part, dgamma_part, m, c, TRAIN=train, RELU=relu, RESIDUAL=residual, BLOCK_M=BLOCK_M_ELEMENTWISE,
+        BLOCK_C=BLOCK_C_ELEMENTWISE)
+    record(_bn_act_bwd_reduce_kernel)
+    return dbeta_part.sum(0), dgamma_part.sum(0) if train else None, g_shortcut
+
+
+def batch_norm_variants(dtype: torch.dtype) -> list[tuple]:
+    """(kernel, signature, constexprs, num_warps) of the BatchNorm kernels the blocks launch for a storage dtype."""
+    ty = {torch.float32: "*fp32", torch.float16: "*fp16", torch.bfloat16: "*bf16"}[dtype]
+    vec4 = {"Mean": "*fp32", "Invstd": "*fp32", "Gamma": "*fp32", "Beta": "*fp32"}
+    tiles = dict(BLOCK_M=BLOCK_M_ELEMENTWISE, BLOCK_C=BLOCK_C_ELEMENTWISE)
+    out = [(_bn_stats_finalize_kernel,
+            {"MeanPart": "*fp32", "M2Part": "*fp32", "Mean": "*fp32", "Var": "*fp32", "Invstd": "*fp32",
+             "num_blocks": "i32", "M": "i32", "ROWS_PER_BLOCK": "i32", "C": "i32", "eps": "fp32"},
+            dict(BLOCK_R=32, BLOCK_C=64), 4)]
+    apply_sig = {"Y": ty, "Out": ty, "Shortcut": ty, **vec4, "M": "i32", "C": "i32"}
+    for shortcut, relu in ((False, True), (False, False), (True, True)):  # a/b, proj, c + residual
+        out.append((_bn_act_apply_kernel, apply_sig, dict(HAS_SHORTCUT=shortcut, RELU=relu, **tiles), 4))
+    reduce_sig = {"GO": ty, "S": ty, "Out": ty, "GShortcut": ty, **vec4, "DBetaPart": "*fp32", "DGammaPart": "*fp32",
+                  "M": "i32", "C": "i32"}
+    for train, relu, residual in ((False, True, False), (True, True, False), (True, False, False),
+                                  (True, True, True)):
+        out.append((_bn_act_bwd_reduce_kernel, reduce_sig, dict(TRAIN=train, RELU=relu, RESIDUAL=residual, **tiles),
+                    4))
+    return out

@@ -1,0 +1,205 @@
+"""Squeeze-and-Excitation for the RegNetY block, as three small kernels around the convolutions that do the work.
+
+The squeeze (per-(image, channel) sums of the grouped conv's output) is written per (image, row block), fp32: in
+eval by the grouped conv's epilogue, in training by `_se_squeeze_kernel` over the normalized output. The gate is
+applied by the 1x1 conv c as it loads its input (see pointwise_conv.py). What is left is per image and tiny:
+
+    pooled = sums / HW,  hidden = relu(W1 @ pooled + b1),  gate = sigmoid(W2 @ hidden + b2)      (_se_excite_kernel)
+
+and its backward, given grad_gate (computed inside conv c's weight-grad kernel, see pointwise_conv.py):
+
+    g_pre2 = grad_gate * gate * (1 - gate),  g_pre1 = (W2^T @ g_pre2) * (hidden > 0),  g_pooled = W1^T @ g_pre1
+                                                                                              (_se_excite_bwd_kernel)
+One program per image: the matrices are at most a few hundred wide, and every image is independent.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._launch import record
+
+__all__ = ["se_squeeze", "se_excite", "se_excite_bwd", "squeeze_excite_variants", "SQUEEZE_BLOCK_M"]
+
+
+@triton.jit
+def _matvec(Wt, Vec, offs_r, R, K, stride_r, stride_k, BLOCK_K: tl.constexpr):
+    """sum_k W[r, k] * vec[k] (fp32) for rows offs_r of an (R, K) matrix with strides (stride_r, stride_k): a
+    row-major matrix or, with the strides swapped, the transpose of one."""
+    acc = tl.zeros(offs_r.shape, dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        v = tl.load(Vec + offs_k, mask=offs_k < K, other=0.0)
+        w = tl.load(Wt + offs_r[:, None] * stride_r + offs_k[None, :] * stride_k,
+                    mask=(offs_r[:, None] < R) & (offs_k[None, :] < K), other=0.0)
+        acc += tl.sum(w * v[None, :], axis=1)
+    return acc
+
+
+@triton.jit
+def _se_squeeze_kernel(
+    X,  # NHWC activation (N, H, W, C)
+    SqPart,  # (N * blocks_per_image, C) fp32 out: channel sums of each image's row blocks
+    HW, C,  # pixels per image, channels
+    BLOCK_M: tl.constexpr,  # rows per block (blocks never straddle images)
+    BLOCK_C: tl.constexpr,  # channels per program
+):
+    pid_m = tl.program_id(0)
+    blocks_per_image = tl.cdiv(HW, BLOCK_M)
+    local = (pid_m % blocks_per_image) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = (pid_m // blocks_per_image).to(tl.int64) * HW + local
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask = (local < HW)[:, None] & (offs_c < C)[None, :]
+    x = tl.load(X + rows[:, None] * C + offs_c[None, :], mask=mask, other=0.0).to(tl.float32)
+    tl.store(SqPart + pid_m * C + offs_c, tl.sum(x, axis=0), mask=offs_c < C)
+
+
+@triton.jit
+def _se_excite_kernel(
+    SqPart,  # (images * blocks_per_image, C) fp32 channel sums of the grouped conv output, per row block
+    W1, B1,  # fc1: (S, C) weight and (S,) bias, fp32
+    W2, B2,  # fc2: (C, S) weight and (C,) bias, fp32
+    Pooled,  # (images, C) fp32 out: the mean over H*W (saved for backward)
+    Hidden,  # (images, S) fp32 out: relu(fc1(pooled)) (saved for backward)
+    Gate,  # (images, C) fp32 out: sigmoid(fc2(hidden))
+    C, S,  # channels, squeeze channels
+    blocks_per_image,  # row blocks per image in SqPart
+    inv_hw,  # 1 / (H * W)
+    BLOCK_C: tl.constexpr,  # channels per step
+    BLOCK_S: tl.constexpr,  # squeeze channels per step
+):
+    img = tl.program_id(0)
+    # 1: pooled = sum of this image's row-block sums / HW
+    for c0 in range(0, C, BLOCK_C):
+        offs_c = c0 + tl.arange(0, BLOCK_C)
+        total = tl.zeros((BLOCK_C,), dtype=tl.float32)
+        for j in range(0, blocks_per_image):
+            total += tl.load(SqPart + (img * blocks_per_image + j) * C + offs_c, mask=offs_c < C, other=0.0)
+        tl.store(Pooled + img * C + offs_c, total * inv_hw, mask=offs_c < C)
+    tl.debug_barrier()
+    # 2: hidden = relu(W1 @ pooled + b1)
+    for s0 in range(0, S, BLOCK_S):
+        offs_s = s0 + tl.arange(0, BLOCK_S)
+        acc = _matvec(W1, Pooled + img * C, offs_s, S, C, C, 1, BLOCK_C)
+        acc += tl.load(B1 + offs_s, mask=offs_s < S, other=0.0)
+        tl.store(Hidden + img * S + offs_s, tl.maximum(acc, 0.0), mask=offs_s < S)
+    tl.debug_barrier()
+    # 3: gate = sigmoid(W2 @ hidden + b2)
+    for c0 in range(0, C, BLOCK_C):
+        offs_c = c0 + tl.arange(0, BLOCK_C)
+        acc = _matvec(W2, Hidden + img * S, offs_c, C, S, S, 1, BLOCK_S)
+        acc += tl.load(B2 + offs_c, mask=offs_c < C, other=0.0)
+        tl.store(Gate + img * C + offs_c, 1.0 / (1.0 + tl.exp(-acc)), mask=offs_c < C)
+
+
+@triton.jit
+def _se_excite_bwd_kernel(
+    GGatePart,  # (parts, images, C) fp32: partial grads of the gate, summed here
+    Gate, Pooled, Hidden,  # forward outputs (images, C), (images, C), (images, S) fp32
+    W1, W2,  # fc1 (S, C), fc2 (C, S) weights, fp32
+    GPre2,  # (images, C) fp32 out: grad of fc2's output (pre-sigmoid)
+    GPre1,  # (images, S) fp32 out: grad of fc1's output (pre-ReLU)
+    GPooled,  # (images, C) fp32 out: grad of the pooled mean
+    C, S, parts, images,
+    BLOCK_C: tl.constexpr,  # channels per step
+    BLOCK_S: tl.constexpr,  # squeeze channels per step
+):
+    img = tl.program_id(0)
+    for c0 in range(0, C, BLOCK_C):
+        offs_c = c0 + tl.arange(0, BLOCK_C)
+        c_ok = offs_c < C
+        g = tl.zeros((BLOCK_C,), dtype=tl.float32)
+        for p in range(0, parts):
+            g += tl.load(GGatePart + (p * images + img) * C + offs_c, mask=c_ok, other=0.0)
+        gate = tl.load(Gate + img * C + offs_c, mask=c_ok, other=0.0)
+        tl.store(GPre2 + img * C + offs_c, g * gate * (1.0 - gate), mask=c_ok)
+    tl.debug_barrier()
+    for s0 in range(0, S, BLOCK_S):
+        offs_s = s0 + tl.arange(0, BLOCK_S)
+        s_ok = offs_s < S
+        g_hidden = _matvec(W2, GPre2 + img * C, offs_s, S, C, 1, S, BLOCK_C)  # W2^T @ g_pre2
+        hidden = tl.load(Hidden + img * S + offs_s, mask=s_ok, other=0.0)
+        tl.store(GPre1 + img * S + offs_s, tl.where(hidden > 0, g_hidden, 0.0), mask=s_ok)
+    tl.debug_barrier()
+    for c0 in range(0, C, BLOCK_C):
+        offs_c = c0 + tl.arange(0, BLOCK_C)
+        g_pooled = _matvec(W1, GPre1 + img * S, offs_c, C, S, 1, C, BLOCK_S)  # W1^T @ g_pre1
+        tl.store(GPooled + img * C + offs_c, g_pooled, mask=offs_c < C)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# launchers
+# ----------------------------------------------------------------------------------------------------------------
+
+SQUEEZE_BLOCK_M = 64  # rows per squeeze block; the grouped conv's squeeze epilogue uses its own BLOCK_M
+_BLOCK_C, _BLOCK_S = 64, 32
+
+
+def _f32(t: torch.Tensor, *shape) -> torch.Tensor:
+    return t.reshape(*shape).float().contiguous()
+
+
+def se_squeeze(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(per-(image, row block) channel sums fp32, blocks_per_image) of a channels_last (N, C, H, W) tensor."""
+    n, c, h, w = x.shape
+    blocks_per_image = triton.cdiv(h * w, SQUEEZE_BLOCK_M)
+    sq_part = torch.empty((n * blocks_per_image, c), device=x.device, dtype=torch.float32)
+    _se_squeeze_kernel[(n * blocks_per_image, triton.cdiv(c, _BLOCK_C))](
+        x.contiguous(memory_format=torch.channels_last), sq_part, h * w, c, BLOCK_M=SQUEEZE_BLOCK_M, BLOCK_C=_BLOCK_C)
+    record(_se_squeeze_kernel)
+    return sq_part, blocks_per_image
+
+
+def se_excite(sq_part: torch.Tensor, blocks_per_image: int, hw: int, fc1_weight: torch.Tensor,
+              fc1_bias: torch.Tensor, fc2_weight: torch.Tensor, fc2_bias: torch.Tensor, saved: bool = False):
+    """(images, C) fp32 gate from per-(image, row block) channel sums of an H*W = `hw` map; with saved=True,
+    (gate, pooled, hidden) for the backward."""
+    blocks, c = sq_part.shape
+    images = blocks // blocks_per_image
+    s = fc1_weight.shape[0]
+    f32 = dict(device=sq_part.device, dtype=torch.float32)
+    pooled, hidden, gate = torch.empty((images, c), **f32), torch.empty((images, s), **f32), torch.empty((images, c),
+                                                                                                        **f32)
+    _se_excite_kernel[(images,)](sq_part, _f32(fc1_weight, s, c), _f32(fc1_bias, s), _f32(fc2_weight, c, s),
+                                 _f32(fc2_bias, c), pooled, hidden, gate, c, s, blocks_per_image, 1.0 / hw,
+                                 BLOCK_C=_BLOCK_C, BLOCK_S=_BLOCK_S, num_warps=4)
+    record(_se_excite_kernel)
+    return (gate, pooled, hidden) if saved else gate
+
+
+def se_excite_bwd(g_gate_part: torch.Tensor, gate: torch.Tensor, pooled: torch.Tensor, hidden: torch.Tensor,
+                  fc1_weight: torch.Tensor, fc2_weight: torch.Tensor):
+    """Backward of se_excite from partial gate grads (parts, images, C): returns (g_pooled (images, C), grads of
+    fc1 weight, fc1 bias, fc2 weight, fc2 bias) fp32, weights shaped like the conv weights."""
+    parts, images, c = g_gate_part.shape
+    s = fc1_weight.shape[0]
+    f32 = dict(device=gate.device, dtype=torch.float32)
+    g_pre2, g_pre1, g_pooled = torch.empty((images, c), **f32), torch.empty((images, s), **f32), torch.empty(
+        (images, c), **f32)
+    _se_excite_bwd_kernel[(images,)](g_gate_part, gate, pooled, hidden, _f32(fc1_weight, s, c),
+                                     _f32(fc2_weight, c, s), g_pre2, g_pre1, g_pooled, c, s, parts, images,
+                                     BLOCK_C=_BLOCK_C, BLOCK_S=_BLOCK_S, num_warps=4)
+    record(_se_excite_bwd_kernel)
+    # The fc weight grads are (images x C)^T (images x S) products, a few KB: one torch matmul each, not a kernel.
+    g_fc1_w = (g_pre1.t() @ pooled).reshape(s, c, 1, 1)
+    g_fc2_w = (g_pre2.t() @ hidden).reshape(c, s, 1, 1)
+    return g_pooled, g_fc1_w, g_pre1.sum(0), g_fc2_w, g_pre2.sum(0)
+
+
+def squeeze_excite_variants() -> list[tuple]:
+    """(kernel, signature, constexprs, num_warps) of the SE kernels (all fp32 except the squeeze's input)."""
+    vecs = dict(BLOCK_C=_BLOCK_C, BLOCK_S=_BLOCK_S)
+    out = [(_se_excite_kernel,
+            {"SqPart": "*fp32", "W1": "*fp32", "B1": "*fp32", "W2": "*fp32", "B2": "*fp32", "Pooled": "*fp32",
+             "Hidden": "*fp32", "Gate": "*fp32", "C": "i32", "S": "i32", "blocks_per_image": "i32", "inv_hw": "fp32"},
+            vecs, 4),
+           (_se_excite_bwd_kernel,
+            {"GGatePart": "*fp32", "Gate": "*fp32", "Pooled": "*fp32", "Hidden": "*fp32", "W1": "*fp32",
+             "W2": "*fp32", "GPre2": "*fp32", "GPre1": "*fp32", "GPooled": "*fp32", "C": "i32", "S": "i32",
+             "parts": "i32", "images": "i32"}, vecs, 4)]
+    for ty in ("*fp32", "*fp16", "*bf16"):
+        out.append((_se_squeeze_kernel, {"X": ty, "SqPart": "*fp32", "HW": "i32", "C": "i32"},
+                    dict(BLOCK_M=SQUEEZE_BLOCK_M, BLOCK_C=_BLOCK_C), 4))
+    return out
