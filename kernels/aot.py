@@ -55,6 +55,7 @@ def zoo_variants(group_widths) -> list[tuple]:
     from .batch_norm import batch_norm_variants
     from .grouped_conv import kernel_variants
     from .pointwise_conv import pointwise_variants
+    from .squeeze_excite import squeeze_excite_variants
 
     seen = {}
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
@@ -64,6 +65,8 @@ def zoo_variants(group_widths) -> list[tuple]:
                     seen.setdefault(variant_name(v[0], v[2]) + str(v[1]), v)
         for v in batch_norm_variants(dtype) + pointwise_variants(dtype):
             seen.setdefault(variant_name(v[0], v[2]) + str(v[1]), v)
+    for v in squeeze_excite_variants():
+        seen.setdefault(variant_name(v[0], v[2]) + str(v[1]), v)
     return list(seen.values())
 
 

@@ -206,8 +206,6 @@ def _pointwise_conv_bwd_weight_kernel(
     m_start = split * ROWS_PER_SPLIT
     m_end = tl.minimum(m_start + ROWS_PER_SPLIT, M)
     if HAS_GATE:
-        w = tl.load(Wt + offs_n[:, None] * K + offs_k[None, :], mask=n_ok[:, None] & k_ok[None, :],
-                    other=0.0).to(tl.float32)
         for img in range(m_start // HW, m_end // HW):
             p = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
             for r0 in range(0, HW, BLOCK_M):
@@ -220,7 +218,10 @@ def _pointwise_conv_bwd_weight_kernel(
                 p = tl.dot(tl.trans(gy.to(a.dtype)), a, p, input_precision=PRECISION)
             gate_off = img * K + offs_k
             acc += p * tl.load(Gate + gate_off, mask=k_ok, other=0.0)[None, :]
-            tl.store(GGatePart + pid_n * (M // HW) * K + gate_off, tl.sum(w * p, axis=0), mask=k_ok)
+            # reloaded per image (it stays in cache) rather than held in registers across the row loop
+            w = tl.load(Wt + offs_n[:, None] * K + offs_k[None, :], mask=n_ok[:, None] & k_ok[None, :], other=0.0)
+            p *= w.to(tl.float32)
+            tl.store(GGatePart + pid_n * (M // HW) * K + gate_off, tl.sum(p, axis=0), mask=k_ok)
     else:
         for m0 in range(m_start, m_end, BLOCK_M):
             offs_m = m0 + tl.arange(0, BLOCK_M)
@@ -242,12 +243,24 @@ def _pointwise_conv_bwd_weight_kernel(
 # 64x64 output tiles, K step 32. Not GPU-tuned (no GPU has been lent). From the AOT ptxas report: 16-bit storage
 # is spill-free on 4 warps; fp32 (ieee dot) spills up to 324 B on 4 warps and none on 8.
 BLOCK_M, BLOCK_N, BLOCK_K = 64, 64, 32
-# Weight grad: a 64x64 (out x in channel) fp32 accumulator per program, 32 rows per step.
+# Weight grad: a 64x64 (out x in channel) fp32 accumulator per program, 32 rows per step; with a gate the kernel
+# holds a second (per-image) accumulator, so its tile is 64x32.
 WGRAD_BLOCK_M = 32
+
+
+def _wgrad_block_k(has_gate: bool) -> int:
+    return 32 if has_gate else 64
 
 
 def _warps(dtype: torch.dtype) -> int:
     return 8 if dtype == torch.float32 else 4
+
+
+def _bwd_warps(dtype: torch.dtype, gated_weight_grad: bool = False) -> int:
+    """Backward kernels recompute gy in their prologue (3 loads and the BN math per element). From the AOT ptxas
+    report: on 4 warps the 16-bit gated data grad spills 8 B, on 8 none; the gated weight grad is the odd one out,
+    spilling 32 B on 8 warps in bf16 on sm_80 (ptxas caps it at 128 registers) and none on 4."""
+    return 4 if gated_weight_grad and dtype != torch.float32 else 8
 
 
 def _precision(dtype: torch.dtype) -> str:
@@ -372,11 +385,11 @@ def pointwise_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Te
 
     dbeta, dgamma, g_shortcut = bn_act_bwd_reduce(grad_out, y, mean, invstd, gamma, beta, True, relu,
                                                   out if residual else None)
-    prec, warps = _precision(x.dtype), _warps(x.dtype)
-    common = dict(RELU=relu, RESIDUAL=residual, HAS_GATE=has_gate, PRECISION=prec, num_warps=warps)
+    common = dict(RELU=relu, RESIDUAL=residual, HAS_GATE=has_gate, PRECISION=_precision(x.dtype))
 
     # weight grad first: with a gate it also yields the gate's grad, which the data grad's epilogue needs
-    n_blocks, k_blocks = triton.cdiv(out_c, BLOCK_N), triton.cdiv(k, BLOCK_N)
+    wgrad_k = _wgrad_block_k(has_gate)
+    n_blocks, k_blocks = triton.cdiv(out_c, BLOCK_N), triton.cdiv(k, wgrad_k)
     rows_per_split = _weight_grad_split(m, ho * wo, n_blocks * k_blocks, dev.type == "cuda", has_gate)
     split = triton.cdiv(m, rows_per_split)
     gw_part = torch.empty((split, out_c, k), **f32)
@@ -384,7 +397,7 @@ def pointwise_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Te
     _pointwise_conv_bwd_weight_kernel[(n_blocks, k_blocks, split)](
         grad_out, y, out, x, gate, w2d, gw_part, g_gate_part, mean, invstd, gamma, beta, dbeta, dgamma, m, k, out_c,
         ho * wo, wo, x.shape[2], x.shape[3], 1.0 / m, rows_per_split, STRIDE=stride, BLOCK_M=WGRAD_BLOCK_M,
-        BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_N, **common)
+        BLOCK_N=BLOCK_N, BLOCK_K=wgrad_k, num_warps=_bwd_warps(x.dtype, has_gate), **common)
     record(_pointwise_conv_bwd_weight_kernel)
     grad_w = gw_part.sum(0).reshape(out_c, k, 1, 1).to(weight.dtype)
 
@@ -400,7 +413,7 @@ def pointwise_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Te
     _pointwise_conv_bwd_data_kernel[(triton.cdiv(mi, BLOCK_M), triton.cdiv(k, BLOCK_N))](
         grad_out, y, out, w2d, gate, g_pooled, grad_x, mean, invstd, gamma, beta, dbeta, dgamma, mi, k, out_c,
         x.shape[2], x.shape[3], ho, wo, 1.0 / m, 1.0 / (ho * wo), STRIDE=stride, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
-        BLOCK_K=BLOCK_K, **common)
+        BLOCK_K=BLOCK_K, num_warps=_bwd_warps(x.dtype), **common)
     record(_pointwise_conv_bwd_data_kernel)
     return grad_x, grad_w, dgamma, dbeta, g_shortcut, se_grads
 
@@ -439,7 +452,8 @@ def pointwise_variants(dtype: torch.dtype) -> list[tuple]:
                                          (1, True, True, False), (1, True, True, True)):
         ce = dict(STRIDE=stride, RELU=relu, RESIDUAL=residual, HAS_GATE=gate, PRECISION=prec)
         out.append((_pointwise_conv_bwd_data_kernel, data_sig, {**ce, "BLOCK_M": BLOCK_M, "BLOCK_N": BLOCK_N,
-                                                                "BLOCK_K": BLOCK_K}, warps))
-        out.append((_pointwise_conv_bwd_weight_kernel, weight_sig, {**ce, "BLOCK_M": WGRAD_BLOCK_M,
-                                                                    "BLOCK_N": BLOCK_N, "BLOCK_K": BLOCK_N}, warps))
+                                                                "BLOCK_K": BLOCK_K}, _bwd_warps(dtype)))
+        out.append((_pointwise_conv_bwd_weight_kernel, weight_sig,
+                    {**ce, "BLOCK_M": WGRAD_BLOCK_M, "BLOCK_N": BLOCK_N, "BLOCK_K": _wgrad_block_k(gate)},
+                    _bwd_warps(dtype, gate)))
     return out
