@@ -60,6 +60,42 @@ class PoisonedTorch:
         return t.fill_(float("nan")) if t.is_floating_point() else t
 
 
+# (width_in, width_out, stride, group_width, se_ratio): the zoo's first-stage block shapes and their variants
+BLOCKS = [
+    (32, 48, 2, 8, 0.25),   # regnet_y_400mf block1-0: projection, stride 2, SE
+    (48, 48, 1, 8, 0.25),   # identity shortcut, SE
+    (32, 56, 2, 8, None),   # RegNetX-200MF-like: projection, no SE
+    (24, 24, 1, 24, None),  # identity, no SE, one group
+    (48, 104, 2, 8, 0.25),  # stage 2 of regnet_y_400mf: 13 groups, C not a multiple of the 64-wide tiles
+    (32, 48, 1, 16, 0.25),  # projection at stride 1 (width change only)
+]
+
+
+def make_block(cin, cout, stride, gw, se, seed=0):
+    """A ResBottleneckBlock with seeded weights and randomized BN statistics/affine parameters."""
+    from fastregnet.layers import ResBottleneckBlock
+
+    torch.manual_seed(seed)
+    blk = ResBottleneckBlock(cin, cout, stride, gw, 1.0, se)
+    randomize_bn(blk, seed)
+    return blk.to(DEVICE)
+
+
+def train_step_launches(proj: bool, se: bool) -> dict:
+    """Triton launches of one training step (forward + backward) of a block on the kernels: per BN'd conv a
+    GEMM (or grouped conv), a statistics merge, a normalize pass and a backward reduction; data- and weight-grad
+    kernels per conv; the SE's squeeze, excitation and excitation backward."""
+    pointwise = 3 if proj else 2  # a, c, projection
+    launches = {"_pointwise_conv_kernel": pointwise, "_pointwise_conv_bwd_data_kernel": pointwise,
+                "_pointwise_conv_bwd_weight_kernel": pointwise, "_grouped_conv_fwd_kernel": 1,
+                "_grouped_conv_bwd_data_kernel": 1, "_grouped_conv_bwd_weight_kernel": 1,
+                "_bn_stats_finalize_kernel": pointwise + 1, "_bn_act_apply_kernel": pointwise + 1,
+                "_bn_act_bwd_reduce_kernel": pointwise + 1}
+    if se:
+        launches |= {"_se_squeeze_kernel": 1, "_se_excite_kernel": 1, "_se_excite_bwd_kernel": 1}
+    return launches
+
+
 def poison_kernel_buffers(monkeypatch) -> None:
     """NaN-fill every buffer the kernel launchers allocate, for the rest of the test."""
     import fastregnet.kernels.batch_norm as bn

@@ -27,11 +27,14 @@ def test_every_zoo_variant_compiles_without_spills(arch):
     kernels = {r["kernel"].split("[")[0] for r in rows}
     assert kernels == {"_grouped_conv_fwd_kernel", "_grouped_conv_bwd_data_kernel", "_grouped_conv_bwd_weight_kernel",
                        "_bn_stats_finalize_kernel", "_bn_act_apply_kernel", "_bn_act_bwd_reduce_kernel",
-                       "_pointwise_conv_kernel", "_se_excite_kernel"}
+                       "_pointwise_conv_kernel", "_pointwise_conv_bwd_data_kernel",
+                       "_pointwise_conv_bwd_weight_kernel", "_se_squeeze_kernel", "_se_excite_kernel",
+                       "_se_excite_bwd_kernel"}
     failed = [f"{r['kernel']} {r['dtype']}: {r['error']}" for r in rows if "error" in r]
     assert not failed, "\n".join(failed)
-    # 16-bit storage (the fast path): no spills at all. fp32 (exact-parity mode, ieee dot): the train-mode
-    # data-grad kernel still spills 20-24 B at 8 warps (measured with bench/aot_report.py); bounded so it can't grow.
+    # 16-bit storage (the fast path): no spills at all. fp32 (exact-parity mode, ieee dot): the grouped conv's
+    # train-mode data grad and the 1x1 convs' statistics epilogue and weight grad still spill 4-24 B at 8 warps
+    # (bench/aot_report.py); bounded so it can't grow.
     spills = [r for r in rows if (r["spill_store_bytes"] or r["spill_load_bytes"]) and r["dtype"] != "*fp32"]
     assert not spills, spills
     fp32_spills = [r for r in rows if r["dtype"] == "*fp32" and r["spill_store_bytes"] > 64]

@@ -5,8 +5,7 @@ import pytest
 import torch
 
 import fastregnet
-from conftest import DEVICE, poison_kernel_buffers, randomize_bn, rel_err
-from fastregnet.layers import ResBottleneckBlock
+from conftest import BLOCKS, DEVICE, make_block, poison_kernel_buffers, rel_err
 
 
 @pytest.fixture(autouse=True)
@@ -14,21 +13,8 @@ def _poison(monkeypatch):
     poison_kernel_buffers(monkeypatch)
 
 
-BLOCKS = [  # (width_in, width_out, stride, group_width, se_ratio): the zoo's first-stage shapes and their variants
-    (32, 48, 2, 8, 0.25),   # regnet_y_400mf block1-0: projection, stride 2, SE
-    (48, 48, 1, 8, 0.25),   # identity shortcut, SE
-    (32, 56, 2, 8, None),   # RegNetX-200MF-like: projection, no SE
-    (24, 24, 1, 24, None),  # identity, no SE, one group
-    (48, 104, 2, 8, 0.25),  # stage 2 of regnet_y_400mf: 13 groups, C not a multiple of the 64-wide tiles
-    (32, 48, 1, 16, 0.25),  # projection at stride 1 (width change only)
-]
-
-
 def _block(cin, cout, stride, gw, se, seed=0):
-    torch.manual_seed(seed)
-    blk = ResBottleneckBlock(cin, cout, stride, gw, 1.0, se)
-    randomize_bn(blk, seed)
-    return blk.to(DEVICE).eval()
+    return make_block(cin, cout, stride, gw, se, seed).eval()
 
 
 @pytest.mark.parametrize("cin,cout,stride,gw,se", BLOCKS)

@@ -1,0 +1,133 @@
+"""The block's training path on the kernels: conv a and the projection (1x1 GEMM + batch-statistics BN), grouped
+conv b, and SE + conv c + BN + residual + ReLU as one op, forward and backward, against the PyTorch block in
+float64; running statistics; fp16; opcheck of the new ops; launch counts per training step."""
+
+import copy
+
+import pytest
+import torch
+
+import fastregnet
+from conftest import BLOCKS, DEVICE, make_block, poison_kernel_buffers, rel_err, train_step_launches
+
+
+@pytest.fixture(autouse=True)
+def _poison(monkeypatch):
+    poison_kernel_buffers(monkeypatch)
+
+
+def _train_step(blk, x, backend):
+    """One train-mode forward + backward (loss = sum(out * probe)); returns (out, grad_x, {param: grad})."""
+    x = x.detach().clone().requires_grad_()
+    with fastregnet.use_backend(backend):
+        out = blk.train()(x)
+        probe = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(out)
+        (out * probe).sum().backward()
+    return out, x.grad, {k: p.grad for k, p in blk.named_parameters()}
+
+
+@pytest.mark.parametrize("cin,cout,stride,gw,se", BLOCKS)
+def test_block_training_step_matches_float64_reference(cin, cout, stride, gw, se):
+    blk = make_block(cin, cout, stride, gw, se)
+    ref = copy.deepcopy(blk).double()
+    x = torch.randn(3, cin, 9, 7, device=DEVICE)  # batch 3, odd H/W
+    with fastregnet.count_kernel_launches() as launches:
+        out, gx, grads = _train_step(blk, x, "triton")
+    out64, gx64, grads64 = _train_step(ref, x.double(), "torch")
+
+    assert launches == train_step_launches(proj=blk.proj is not None, se=bool(se)), launches
+    assert rel_err(out, out64) < 1e-5
+    assert rel_err(gx, gx64) < 1e-4
+    for name, g in grads.items():
+        assert g is not None and not torch.isnan(g).any(), name
+        assert rel_err(g, grads64[name]) < 1e-4, f"grad of {name}: {rel_err(g, grads64[name]):.2e}"
+    buffers64 = dict(ref.named_buffers())
+    for name, b in blk.named_buffers():
+        if b.is_floating_point():
+            assert rel_err(b, buffers64[name]) < 1e-6, name
+        else:
+            assert torch.equal(b.cpu(), buffers64[name].cpu()), name
+
+
+def test_block_running_stats_with_cumulative_momentum_over_steps():
+    blk = make_block(32, 48, 2, 8, 0.25)
+    for m in blk.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # cumulative moving average, as nn.BatchNorm2d
+    ref = copy.deepcopy(blk)
+    for step in range(3):
+        x = torch.randn(2, 32, 6, 6, device=DEVICE)
+        with torch.no_grad():
+            with fastregnet.use_backend("triton"):
+                blk.train()(x)
+            with fastregnet.use_backend("torch"):
+                ref.train()(x)
+    theirs = dict(ref.named_buffers())
+    for name, b in blk.named_buffers():
+        assert rel_err(b, theirs[name]) < 1e-5, name
+
+
+def _all_relus_on(blk):
+    """Shift every BN's beta and SE's fc1 bias up by 6 so no ReLU input lies near 0. In fp16, ~0.1% of ReLU inputs
+    round across 0 (for torch too), and a flipped ReLU moves a gradient by a whole element: that measures luck,
+    not precision. The masking paths themselves are checked in fp32 above."""
+    with torch.no_grad():
+        for m in blk.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.bias.add_(6.0)
+        if hasattr(blk.f, "se"):
+            blk.f.se.fc1.bias.add_(6.0)
+    return blk
+
+
+@pytest.mark.parametrize("cin,cout,stride,gw,se", [BLOCKS[0], BLOCKS[1]])
+def test_block_training_fp16_within_torch_error(cin, cout, stride, gw, se):
+    blk = _all_relus_on(make_block(cin, cout, stride, gw, se))
+    x = torch.randn(2, cin, 8, 8, device=DEVICE)
+    out64, gx64, grads64 = _train_step(copy.deepcopy(blk).double(), x.double(), "torch")
+    out_t, gx_t, grads_t = _train_step(copy.deepcopy(blk).half(), x.half(), "torch")
+    out, gx, grads = _train_step(copy.deepcopy(blk).half(), x.half(), "triton")
+    # measured: within 1.2x of torch's own fp16 error everywhere, below it for most parameters
+    assert rel_err(out, out64) <= 2 * rel_err(out_t, out64) + 1e-4
+    assert rel_err(gx, gx64) <= 2 * rel_err(gx_t, gx64) + 1e-4
+    for name, g in grads.items():
+        assert rel_err(g, grads64[name]) <= 2 * rel_err(grads_t[name], grads64[name]) + 1e-4, name
+
+
+def _nhwc(*shape, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g).to(DEVICE).contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("stride,shortcut,se", [(1, False, False), (2, False, False), (1, True, True)])
+def test_opcheck_pointwise_train_ops(stride, shortcut, se):
+    g = torch.Generator().manual_seed(0)
+    x = _nhwc(2, 16, 5, 6, seed=1)
+    w = (torch.randn(24, 16, 1, 1, generator=g) * 0.3).to(DEVICE)
+    gamma, beta = (torch.rand(24, generator=g) + 0.5).to(DEVICE), torch.randn(24, generator=g).to(DEVICE)
+    ho, wo = (5 - 1) // stride + 1, (6 - 1) // stride + 1
+    sc = _nhwc(2, 24, ho, wo, seed=2) if shortcut else None
+    fc = [t.to(DEVICE) for t in (torch.randn(4, 16, 1, 1, generator=g), torch.randn(4, generator=g),
+                                 torch.randn(16, 4, 1, 1, generator=g), torch.randn(16, generator=g))] if se else \
+        [None] * 4
+    args = (x, w, gamma, beta, 1e-5, stride, shortcut, sc, *fc)
+    torch.library.opcheck(torch.ops.fastregnet.pointwise_conv_bn_train, args,
+                          test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
+    out, y, mean, var, invstd, gate, pooled, hidden = torch.ops.fastregnet.pointwise_conv_bn_train(*args)
+    se_saved = (gate, pooled, hidden, fc[0], fc[2]) if se else (None,) * 5
+    torch.library.opcheck(torch.ops.fastregnet.pointwise_conv_bn_bwd,
+                          (torch.randn_like(out), x, w, y, out if shortcut else None, mean, invstd, gamma, beta,
+                           stride, shortcut, *se_saved))
+
+
+def test_bad_gate_and_shortcut_shapes_are_reported():
+    from fastregnet.kernels.pointwise_conv import pointwise_conv_train_fwd
+
+    x = _nhwc(2, 16, 4, 4, seed=0)
+    w, v = torch.randn(8, 16, 1, 1, device=DEVICE), torch.ones(8, device=DEVICE)
+    with pytest.raises(ValueError, match="gate"):
+        pointwise_conv_train_fwd(x, w, v, v, 1e-5, 1, True, gate=torch.ones(2, 8, device=DEVICE))
+    with pytest.raises(ValueError, match="shortcut"):
+        pointwise_conv_train_fwd(x, w, v, v, 1e-5, 1, True, shortcut=_nhwc(2, 8, 2, 2, seed=1))
+    with pytest.raises(ValueError, match="more than one value"):
+        pointwise_conv_train_fwd(x[:1, :, :1, :1], w, v, v, 1e-5, 1, True)
