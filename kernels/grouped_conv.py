@@ -117,6 +117,9 @@ def _grouped_conv_fwd_kernel(
     if HAS_BIAS:
         acc += tl.load(Bias + offs_n, mask=n_ok, other=0.0)[None, :]
     if STATS:
+        # statistics of the values stored (rounded to Y's dtype), as BatchNorm over y sees them: backward
+        # recomputes xhat from the stored y, and its formula assumes mean(y) is exactly the batch mean
+        acc = acc.to(Y.dtype.element_ty).to(tl.float32)
         _store_block_stats(acc, m_ok, n_ok, offs_n, MeanPart, M2Part, pid_m, C)
     if RELU:
         acc = tl.maximum(acc, 0.0)
