@@ -107,6 +107,21 @@ def poison_kernel_buffers(monkeypatch) -> None:
         monkeypatch.setattr(module, "torch", PoisonedTorch())
 
 
+@pytest.fixture
+def poisoned_kernel_buffers(monkeypatch):
+    """NaN-filled launcher buffers for the test (use with pytest.mark.usefixtures)."""
+    poison_kernel_buffers(monkeypatch)
+
+
+@pytest.fixture
+def triton_backend():
+    """FASTREGNET_BACKEND=triton for the test (use with pytest.mark.usefixtures)."""
+    import fastregnet
+
+    with fastregnet.use_backend("triton"):
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _no_tf32():
     """Compare against fp32 references with TF32 off."""

@@ -17,13 +17,28 @@ from fastregnet.design import MODEL_CONFIGS
 ZOO_GROUP_WIDTHS = sorted({g for c in MODEL_CONFIGS.values() for g in c.params().group_widths})
 
 
-@pytest.mark.parametrize("arch", [80, 90])
-def test_every_zoo_variant_compiles_without_spills(arch):
+ARCHS = (80, 90)
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    """{arch: (returncode, stdout, stderr)} of the AOT compiler run for each arch, the two runs side by side."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-m", "fastregnet.kernels.aot", str(arch),
-                           ",".join(map(str, ZOO_GROUP_WIDTHS))], capture_output=True, text=True, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = json.loads(proc.stdout)
+    procs = {arch: subprocess.Popen([sys.executable, "-m", "fastregnet.kernels.aot", str(arch),
+                                     ",".join(map(str, ZOO_GROUP_WIDTHS))], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, env=env) for arch in ARCHS}
+    results = {}
+    for arch, proc in procs.items():
+        stdout, stderr = proc.communicate()
+        results[arch] = (proc.returncode, stdout, stderr)
+    return results
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_zoo_variant_compiles_without_spills(arch, compiled):
+    returncode, stdout, stderr = compiled[arch]
+    assert returncode == 0, stderr[-3000:]
+    rows = json.loads(stdout)
     kernels = {r["kernel"].split("[")[0] for r in rows}
     assert kernels == {"_grouped_conv_fwd_kernel", "_grouped_conv_bwd_data_kernel", "_grouped_conv_bwd_weight_kernel",
                        "_bn_stats_finalize_kernel", "_bn_act_apply_kernel", "_bn_act_bwd_reduce_kernel",

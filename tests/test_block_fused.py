@@ -5,12 +5,9 @@ import pytest
 import torch
 
 import fastregnet
-from conftest import BLOCKS, DEVICE, make_block, poison_kernel_buffers, rel_err
+from conftest import BLOCKS, DEVICE, make_block, rel_err
 
-
-@pytest.fixture(autouse=True)
-def _poison(monkeypatch):
-    poison_kernel_buffers(monkeypatch)
+pytestmark = pytest.mark.usefixtures("poisoned_kernel_buffers")
 
 
 def _block(cin, cout, stride, gw, se, seed=0):

@@ -8,12 +8,9 @@ import pytest
 import torch
 
 import fastregnet
-from conftest import BLOCKS, DEVICE, make_block, poison_kernel_buffers, rel_err, train_step_launches
+from conftest import BLOCKS, DEVICE, make_block, rel_err, train_step_launches
 
-
-@pytest.fixture(autouse=True)
-def _poison(monkeypatch):
-    poison_kernel_buffers(monkeypatch)
+pytestmark = pytest.mark.usefixtures("poisoned_kernel_buffers")
 
 
 def _train_step(blk, x, backend):
@@ -111,8 +108,10 @@ def test_opcheck_pointwise_train_ops(stride, shortcut, se):
                                  torch.randn(16, 4, 1, 1, generator=g), torch.randn(16, generator=g))] if se else \
         [None] * 4
     args = (x, w, gamma, beta, 1e-5, stride, shortcut, sc, *fc)
-    torch.library.opcheck(torch.ops.fastregnet.pointwise_conv_bn_train, args,
-                          test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
+    torch.library.opcheck(torch.ops.fastregnet.pointwise_conv_bn_train, args)
+    leaves = [t.clone().requires_grad_() if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+              for t in args]
+    torch.library.opcheck(torch.ops.fastregnet.pointwise_conv_bn_train, leaves)  # with autograd
     out, y, mean, var, invstd, gate, pooled, hidden = torch.ops.fastregnet.pointwise_conv_bn_train(*args)
     se_saved = (gate, pooled, hidden, fc[0], fc[2]) if se else (None,) * 5
     torch.library.opcheck(torch.ops.fastregnet.pointwise_conv_bn_bwd,

@@ -6,23 +6,14 @@ import torch
 import torch.nn.functional as F
 
 import fastregnet
-from conftest import DEVICE, HAS_GPU, assert_close, poison_kernel_buffers, rel_err
+from conftest import DEVICE, HAS_GPU, assert_close, rel_err
 from fastregnet import ops
 from fastregnet.design import MODEL_CONFIGS
 from fastregnet.layers import ConvNormActivation
 
+pytestmark = pytest.mark.usefixtures("triton_backend", "poisoned_kernel_buffers")
+
 ZOO_GROUP_WIDTHS = sorted({g for c in MODEL_CONFIGS.values() for g in c.params().group_widths})
-
-
-@pytest.fixture(autouse=True)
-def _triton_backend():
-    with fastregnet.use_backend("triton"):
-        yield
-
-
-@pytest.fixture(autouse=True)
-def _poison(monkeypatch):
-    poison_kernel_buffers(monkeypatch)
 
 
 def _inputs(n, c, h, w, gw, seed=0):

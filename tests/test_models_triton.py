@@ -9,20 +9,10 @@ import torch
 import torch.nn.functional as F
 
 import fastregnet
-from conftest import DEVICE, HAS_GPU, poison_kernel_buffers, randomize_bn, rel_err, torchvision_model, \
-    train_step_launches
+from conftest import DEVICE, HAS_GPU, randomize_bn, rel_err, torchvision_model, train_step_launches
 from fastregnet.layers import ResBottleneckBlock
 
-
-@pytest.fixture(autouse=True)
-def _triton_backend():
-    with fastregnet.use_backend("triton"):
-        yield
-
-
-@pytest.fixture(autouse=True)
-def _poison(monkeypatch):
-    poison_kernel_buffers(monkeypatch)
+pytestmark = pytest.mark.usefixtures("triton_backend", "poisoned_kernel_buffers")
 
 
 def _tv_and_ours(name, seed):
