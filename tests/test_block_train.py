@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import fastregnet
-from conftest import BLOCKS, DEVICE, make_block, rel_err, train_step_launches
+from conftest import BLOCKS, DEVICE, assert_close, make_block, rel_err, train_step_launches
 
 pytestmark = pytest.mark.usefixtures("poisoned_kernel_buffers")
 
@@ -162,3 +162,32 @@ def test_batch_statistics_are_those_of_the_stored_conv_output(dtype):
     for name, p in blk.named_parameters():
         if name != "f.c.1.bias":
             assert p.grad.abs().max() <= 1e-5 * scale, f"{name}: {p.grad.abs().max():.2e} vs dbeta {scale:.2e}"
+
+
+@pytest.mark.parametrize("stride,se", [(2, False), (1, True)])
+def test_weight_grad_row_splits_sum_to_the_single_split_result(stride, se, monkeypatch):
+    # On a GPU the 1x1 weight grad splits its row reduction across programs (whole images when it also folds the
+    # SE gate's grad); under the interpreter it uses one split, so force several here.
+    import fastregnet.kernels.pointwise_conv as pc
+    from fastregnet.kernels.squeeze_excite import se_excite, se_squeeze
+
+    x = _nhwc(3, 16, 7, 6, seed=0).abs()
+    w = torch.randn(24, 16, 1, 1, device=DEVICE) * 0.3
+    gamma, beta = torch.rand(24, device=DEVICE) + 0.5, torch.randn(24, device=DEVICE)
+    gate = saved = None
+    fc = [torch.randn(4, 16, 1, 1), torch.randn(4), torch.randn(16, 4, 1, 1), torch.randn(16)]
+    if se:
+        gate, pooled, hidden = se_excite(*se_squeeze(x), 42, *[t.to(DEVICE) for t in fc], saved=True)
+        saved = (pooled, hidden, fc[0].to(DEVICE), fc[2].to(DEVICE))
+    shortcut = _nhwc(3, 24, 7, 6, seed=3) if se else None
+    out, y, mean, var, invstd = pc.pointwise_conv_train_fwd(x, w, gamma, beta, 1e-5, stride, True, gate, shortcut)
+    args = (torch.randn_like(out), x, w, y, out if se else None, mean, invstd, gamma, beta, stride, True, gate, saved)
+    single = pc.pointwise_conv_bwd(*args)
+    rows_per_split = (lambda m, hw, programs, on_gpu, whole_images: hw if whole_images else pc.WGRAD_BLOCK_M)
+    monkeypatch.setattr(pc, "_weight_grad_split", rows_per_split)
+    split = pc.pointwise_conv_bwd(*args)
+    assert_close(split[1], single[1], rtol=1e-5, atol=1e-6, name="grad_weight with row splits")
+    assert torch.equal(split[0], single[0])
+    if se:
+        for a, b in zip(split[5], single[5]):
+            assert_close(a, b, rtol=1e-5, atol=1e-6, name="SE grads with row splits")
