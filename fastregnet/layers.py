@@ -126,7 +126,8 @@ class ResBottleneckBlock(nn.Module):
         self.activation = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training and not torch.is_grad_enabled():
+        convs = [m for m in self.modules() if isinstance(m, ConvNormActivation)]
+        if not torch.is_grad_enabled() and not any(m.uses_batch_stats for m in convs):
             return self._forward_inference(x)
         shortcut = x if self.proj is None else self.proj(x)
         f = self.f

@@ -191,3 +191,19 @@ def test_weight_grad_row_splits_sum_to_the_single_split_result(stride, se, monke
     if se:
         for a, b in zip(split[5], single[5]):
             assert_close(a, b, rtol=1e-5, atol=1e-6, name="SE grads with row splits")
+
+
+def test_eval_without_running_stats_uses_batch_statistics_on_every_path():
+    # nn.BatchNorm2d(track_running_stats=False) normalizes with batch statistics in eval too: the block must not
+    # take the folded-BN inference path then.
+    blk = make_block(32, 48, 2, 8, 0.25).eval()
+    for m in blk.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.track_running_stats, m.running_mean, m.running_var, m.num_batches_tracked = False, None, None, None
+    x = torch.randn(2, 32, 6, 6, device=DEVICE)
+    with torch.no_grad():
+        with fastregnet.use_backend("torch"):
+            ref = blk(x)
+        with fastregnet.use_backend("triton"):
+            out = blk(x)
+    assert rel_err(out, ref) < 1e-5
