@@ -32,6 +32,7 @@ import triton.language as tl
 from ._launch import record
 from .batch_norm import _grad_y, _load_channel_vectors, _store_block_stats, bn_act_apply, bn_act_bwd_reduce, \
     bn_batch_stats
+from .squeeze_excite import se_excite_bwd
 
 __all__ = ["pointwise_conv_fwd", "pointwise_conv_train_fwd", "pointwise_conv_bwd", "pointwise_variants"]
 
@@ -384,7 +385,9 @@ def pointwise_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Te
     mean, invstd, gamma, beta = (t.float().contiguous() for t in (mean, invstd, gamma, beta))
     w2d = weight.reshape(out_c, k).contiguous()
     has_gate = gate is not None
-    gate = gate.float().contiguous() if has_gate else mean
+    if has_gate != (se is not None):
+        raise ValueError("pointwise_conv_bwd: a gate comes from SE; pass both gate and se, or neither")
+    gate = gate.float().contiguous() if has_gate else mean  # mean: a pointer the kernels never read here
 
     dbeta, dgamma, g_shortcut = bn_act_bwd_reduce(grad_out, y, mean, invstd, gamma, beta, True, relu,
                                                   out if residual else None)
@@ -404,11 +407,8 @@ def pointwise_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Te
     record(_pointwise_conv_bwd_weight_kernel)
     grad_w = gw_part.sum(0).reshape(out_c, k, 1, 1).to(weight.dtype)
 
-    se_grads = None
-    g_pooled = mean
-    if has_gate and se is not None:
-        from .squeeze_excite import se_excite_bwd
-
+    se_grads, g_pooled = None, mean  # mean: unread placeholder without a gate
+    if has_gate:
         g_pooled, *se_grads = se_excite_bwd(g_gate_part, gate, *se)
 
     mi = x.shape[0] * x.shape[2] * x.shape[3]
