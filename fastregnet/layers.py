@@ -132,7 +132,7 @@ class ResBottleneckBlock(nn.Module):
         shortcut = x if self.proj is None else self.proj(x)
         f = self.f
         if f.c.uses_batch_stats:
-            # SE, conv c, BN, residual add and ReLU as one op (one fused op with its backward on Triton)
+            # SE, conv c, BN, residual add and ReLU as one op (on Triton: one custom op, and one for its backward)
             y = f.b(f.a(x))
             se = (f.se.fc1.weight, f.se.fc1.bias, f.se.fc2.weight, f.se.fc2.bias) if hasattr(f, "se") else None
             conv, bn = f.c[0], f.c[1]
