@@ -289,6 +289,21 @@ def _pointwise_train_backward(ctx, grad_out, *_unused):
 _pointwise_conv_bn_train_op.register_autograd(_pointwise_train_backward, setup_context=_pointwise_train_setup)
 
 
+@torch.library.custom_op("fastregnet::bn_update_running_stats", mutates_args=("running_mean", "running_var"),
+                         device_types=("cuda", "cpu"))
+def _bn_update_running_stats_op(running_mean: Tensor, running_var: Tensor, mean: Tensor, var: Tensor, count: int,
+                                momentum: float) -> None:
+    """In place: running = (1 - momentum) * running + momentum * batch (unbiased variance), one launch."""
+    from .kernels.batch_norm import bn_update_running_stats
+
+    bn_update_running_stats(running_mean, running_var, mean, var, count, momentum)
+
+
+@_bn_update_running_stats_op.register_fake
+def _(running_mean, running_var, mean, var, count, momentum):
+    return None
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # dispatch
 # ----------------------------------------------------------------------------------------------------------------
@@ -368,9 +383,10 @@ def _pointwise_supported(x: Tensor, weight: Tensor, stride: int) -> tuple[bool, 
 
 
 def _update_running(running_mean, running_var, mean, var, out: Tensor, momentum: float) -> None:
+    """The running-statistics update after a Triton training op (as nn.BatchNorm2d's, one launch)."""
     if running_mean is not None and momentum:
         n, _, h, w = out.shape
-        ref.update_running_stats(running_mean, running_var, mean, var, n * h * w, momentum)
+        torch.ops.fastregnet.bn_update_running_stats(running_mean, running_var, mean, var, n * h * w, momentum)
 
 
 def conv_bn_act_train(x: Tensor, weight: Tensor, bn_weight: Tensor, bn_bias: Tensor, running_mean: Optional[Tensor],

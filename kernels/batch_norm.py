@@ -22,7 +22,7 @@ import triton.language as tl
 
 from ._launch import record
 
-__all__ = ["bn_batch_stats", "bn_act_apply", "bn_act_bwd_reduce", "batch_norm_variants", "BLOCK_M_ELEMENTWISE",
+__all__ = ["bn_batch_stats", "bn_update_running_stats", "bn_act_apply", "bn_act_bwd_reduce", "batch_norm_variants", "BLOCK_M_ELEMENTWISE",
            "BLOCK_C_ELEMENTWISE"]
 
 
@@ -81,6 +81,25 @@ def _bn_stats_finalize_kernel(
     tl.store(Mean + offs_c, mean_a, mask=c_ok)
     tl.store(Var + offs_c, var, mask=c_ok)
     tl.store(Invstd + offs_c, 1.0 / tl.sqrt(var + eps), mask=c_ok)
+
+
+@triton.jit
+def _running_stats_update_kernel(
+    RunningMean, RunningVar,  # (C,) buffers, updated in place (their own dtype)
+    Mean, Var,  # (C,) fp32 batch mean and biased batch variance
+    C,  # channels
+    momentum,  # nn.BatchNorm2d's momentum for this batch
+    unbiased,  # count / (count - 1): the running variance takes the unbiased estimate
+    BLOCK_C: tl.constexpr,  # channels per program
+):
+    offs_c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = offs_c < C
+    rm = tl.load(RunningMean + offs_c, mask=c_ok, other=0.0).to(tl.float32)
+    rv = tl.load(RunningVar + offs_c, mask=c_ok, other=0.0).to(tl.float32)
+    rm = (1.0 - momentum) * rm + momentum * tl.load(Mean + offs_c, mask=c_ok, other=0.0)
+    rv = (1.0 - momentum) * rv + momentum * unbiased * tl.load(Var + offs_c, mask=c_ok, other=0.0)
+    tl.store(RunningMean + offs_c, rm.to(RunningMean.dtype.element_ty), mask=c_ok)
+    tl.store(RunningVar + offs_c, rv.to(RunningVar.dtype.element_ty), mask=c_ok)
 
 
 @triton.jit
@@ -213,6 +232,16 @@ def bn_batch_stats(mean_part: torch.Tensor, m2_part: torch.Tensor, m: int, rows_
     return mean, var, invstd
 
 
+def bn_update_running_stats(running_mean: torch.Tensor, running_var: torch.Tensor, mean: torch.Tensor,
+                            var: torch.Tensor, count: int, momentum: float) -> None:
+    """nn.BatchNorm2d's running-statistics update, in place, in one launch (instead of five elementwise ops):
+    r = (1 - momentum) * r + momentum * batch, with the unbiased variance var * n / (n - 1) for running_var."""
+    c = running_mean.numel()
+    _running_stats_update_kernel[(triton.cdiv(c, 256),)](running_mean, running_var, mean, var, c, momentum,
+                                                         count / max(count - 1, 1), BLOCK_C=256)
+    record(_running_stats_update_kernel)
+
+
 def bn_act_apply(y: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
                  relu: bool, shortcut: torch.Tensor | None = None) -> torch.Tensor:
     """relu(gamma * (y - mean) * invstd + beta [+ shortcut]) for a channels_last (N, C, H, W) y."""
@@ -257,6 +286,9 @@ def batch_norm_variants(dtype: torch.dtype) -> list[tuple]:
             {"MeanPart": "*fp32", "M2Part": "*fp32", "Mean": "*fp32", "Var": "*fp32", "Invstd": "*fp32",
              "num_blocks": "i32", "M": "i32", "ROWS_PER_BLOCK": "i32", "C": "i32", "eps": "fp32"},
             dict(BLOCK_R=32, BLOCK_C=64), 4)]
+    out.append((_running_stats_update_kernel, {"RunningMean": ty, "RunningVar": ty, "Mean": "*fp32", "Var": "*fp32",
+                                                "C": "i32", "momentum": "fp32", "unbiased": "fp32"},
+                dict(BLOCK_C=256), 4))
     apply_sig = {"Y": ty, "Out": ty, "Shortcut": ty, **vec4, "M": "i32", "C": "i32"}
     for shortcut, relu in ((False, True), (False, False), (True, True)):  # a/b, proj, c + residual
         out.append((_bn_act_apply_kernel, apply_sig, dict(HAS_SHORTCUT=shortcut, RELU=relu, **tiles), 4))

@@ -83,14 +83,14 @@ def make_block(cin, cout, stride, gw, se, seed=0):
 
 def train_step_launches(proj: bool, se: bool) -> dict:
     """Triton launches of one training step (forward + backward) of a block on the kernels: per BN'd conv a
-    GEMM (or grouped conv), a statistics merge, a normalize pass and a backward reduction; data- and weight-grad
-    kernels per conv; the SE's squeeze, excitation and excitation backward."""
+    GEMM (or grouped conv), a statistics merge, a running-statistics update, a normalize pass and a backward
+    reduction; data- and weight-grad kernels per conv; the SE's squeeze, excitation and excitation backward."""
     pointwise = 3 if proj else 2  # a, c, projection
     launches = {"_pointwise_conv_kernel": pointwise, "_pointwise_conv_bwd_data_kernel": pointwise,
                 "_pointwise_conv_bwd_weight_kernel": pointwise, "_grouped_conv_fwd_kernel": 1,
                 "_grouped_conv_bwd_data_kernel": 1, "_grouped_conv_bwd_weight_kernel": 1,
                 "_bn_stats_finalize_kernel": pointwise + 1, "_bn_act_apply_kernel": pointwise + 1,
-                "_bn_act_bwd_reduce_kernel": pointwise + 1}
+                "_bn_act_bwd_reduce_kernel": pointwise + 1, "_running_stats_update_kernel": pointwise + 1}
     if se:
         launches |= {"_se_squeeze_kernel": 1, "_se_excite_kernel": 1, "_se_excite_bwd_kernel": 1}
     return launches

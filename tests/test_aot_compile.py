@@ -41,8 +41,8 @@ def test_every_zoo_variant_compiles_without_spills(arch, compiled):
     rows = json.loads(stdout)
     kernels = {r["kernel"].split("[")[0] for r in rows}
     assert kernels == {"_grouped_conv_fwd_kernel", "_grouped_conv_bwd_data_kernel", "_grouped_conv_bwd_weight_kernel",
-                       "_bn_stats_finalize_kernel", "_bn_act_apply_kernel", "_bn_act_bwd_reduce_kernel",
-                       "_pointwise_conv_kernel", "_pointwise_conv_bwd_data_kernel",
+                       "_bn_stats_finalize_kernel", "_running_stats_update_kernel", "_bn_act_apply_kernel",
+                       "_bn_act_bwd_reduce_kernel", "_pointwise_conv_kernel", "_pointwise_conv_bwd_data_kernel",
                        "_pointwise_conv_bwd_weight_kernel", "_se_squeeze_kernel", "_se_excite_kernel",
                        "_se_excite_bwd_kernel"}
     failed = [f"{r['kernel']} {r['dtype']}: {r['error']}" for r in rows if "error" in r]

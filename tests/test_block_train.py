@@ -207,3 +207,16 @@ def test_eval_without_running_stats_uses_batch_statistics_on_every_path():
         with fastregnet.use_backend("triton"):
             out = blk(x)
     assert rel_err(out, ref) < 1e-5
+
+
+def test_opcheck_running_stats_update():
+    g = torch.Generator().manual_seed(0)
+    running_mean, running_var = torch.randn(70, generator=g).to(DEVICE), (torch.rand(70, generator=g) + 0.5).to(DEVICE)
+    mean, var = torch.randn(70, generator=g).to(DEVICE), torch.rand(70, generator=g).to(DEVICE)
+    expected_mean, expected_var = running_mean.clone(), running_var.clone()
+    from fastregnet.reference import update_running_stats
+
+    update_running_stats(expected_mean, expected_var, mean, var, 12, 0.1)
+    torch.ops.fastregnet.bn_update_running_stats(running_mean, running_var, mean, var, 12, 0.1)
+    assert rel_err(running_mean, expected_mean) < 1e-6 and rel_err(running_var, expected_var) < 1e-6
+    torch.library.opcheck(torch.ops.fastregnet.bn_update_running_stats, (running_mean, running_var, mean, var, 12, 0.1))

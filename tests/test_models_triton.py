@@ -172,4 +172,6 @@ def test_torch_compile_fullgraph_eval_and_train(backend):
         twin.train()(x).sum().backward()
         for (name, p), q in zip(model.named_parameters(), twin.parameters()):
             assert rel_err(p.grad, q.grad) < 1e-4, name
+        for (name, b), c in zip(model.named_buffers(), twin.buffers()):  # running stats, updated in place
+            assert rel_err(b, c) < 1e-5, name
     torch._dynamo.reset()
