@@ -20,16 +20,18 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import record
+from ._launch import nhwc, pointer_type, record
 
-__all__ = ["bn_batch_stats", "bn_update_running_stats", "bn_act_apply", "bn_act_bwd_reduce", "batch_norm_variants", "BLOCK_M_ELEMENTWISE",
-           "BLOCK_C_ELEMENTWISE"]
+__all__ = ["bn_batch_stats", "bn_update_running_stats", "bn_act_apply", "bn_act_bwd_reduce", "batch_norm_variants"]
 
 
 @triton.jit
-def _store_block_stats(acc, m_ok, n_ok, offs_n, MeanPart, M2Part, block, C):
+def _store_block_stats(acc, Y, m_ok, n_ok, offs_n, MeanPart, M2Part, block, C):
     """A conv epilogue's share of the batch statistics: this row block's per-channel mean and centred sum of
-    squares M2 over its valid rows, from the fp32 accumulator (merged by _bn_stats_finalize_kernel)."""
+    squares M2 over its valid rows (merged by _bn_stats_finalize_kernel). Taken from the accumulator rounded to
+    Y's dtype, i.e. of the values stored, as BatchNorm over y sees them: backward recomputes xhat from the stored
+    y, and its formula assumes their mean is exactly the batch mean."""
+    acc = acc.to(Y.dtype.element_ty).to(tl.float32)
     valid = m_ok[:, None] & n_ok[None, :]
     count = tl.sum(m_ok.to(tl.float32), axis=0)
     mean = tl.sum(tl.where(valid, acc, 0.0), axis=0) / count
@@ -218,10 +220,6 @@ BLOCK_M_ELEMENTWISE = 64
 BLOCK_C_ELEMENTWISE = 64
 
 
-def _rows_view(t: torch.Tensor) -> torch.Tensor:
-    return t.contiguous(memory_format=torch.channels_last)
-
-
 def bn_batch_stats(mean_part: torch.Tensor, m2_part: torch.Tensor, m: int, rows_per_block: int, eps: float):
     """(mean, biased var, invstd), fp32 per channel, from a conv epilogue's per-row-block (mean, M2)."""
     blocks, c = mean_part.shape
@@ -249,7 +247,7 @@ def bn_act_apply(y: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor, gamm
     m = n * h * w
     out = torch.empty_like(y, memory_format=torch.channels_last)
     grid = (triton.cdiv(m, BLOCK_M_ELEMENTWISE), triton.cdiv(c, BLOCK_C_ELEMENTWISE))
-    _bn_act_apply_kernel[grid](y, out, _rows_view(shortcut) if shortcut is not None else y, mean, invstd,
+    _bn_act_apply_kernel[grid](y, out, nhwc(shortcut) if shortcut is not None else y, mean, invstd,
                                gamma.float().contiguous(), beta.float().contiguous(), m, c,
                                HAS_SHORTCUT=shortcut is not None, RELU=relu, BLOCK_M=BLOCK_M_ELEMENTWISE,
                                BLOCK_C=BLOCK_C_ELEMENTWISE)
@@ -279,7 +277,7 @@ def bn_act_bwd_reduce(grad_out: torch.Tensor, saved: torch.Tensor, mean, invstd,
 
 def batch_norm_variants(dtype: torch.dtype) -> list[tuple]:
     """(kernel, signature, constexprs, num_warps) of the BatchNorm kernels the blocks launch for a storage dtype."""
-    ty = {torch.float32: "*fp32", torch.float16: "*fp16", torch.bfloat16: "*bf16"}[dtype]
+    ty = pointer_type(dtype)
     vec4 = {"Mean": "*fp32", "Invstd": "*fp32", "Gamma": "*fp32", "Beta": "*fp32"}
     tiles = dict(BLOCK_M=BLOCK_M_ELEMENTWISE, BLOCK_C=BLOCK_C_ELEMENTWISE)
     out = [(_bn_stats_finalize_kernel,

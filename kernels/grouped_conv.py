@@ -31,7 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import record
+from ._launch import dot_precision, nhwc, pointer_type, record
 from .batch_norm import (_grad_y, _load_channel_vectors, _store_block_stats, bn_act_apply, bn_act_bwd_reduce,
                          bn_batch_stats)
 
@@ -117,10 +117,7 @@ def _grouped_conv_fwd_kernel(
     if HAS_BIAS:
         acc += tl.load(Bias + offs_n, mask=n_ok, other=0.0)[None, :]
     if STATS:
-        # statistics of the values stored (rounded to Y's dtype), as BatchNorm over y sees them: backward
-        # recomputes xhat from the stored y, and its formula assumes mean(y) is exactly the batch mean
-        acc = acc.to(Y.dtype.element_ty).to(tl.float32)
-        _store_block_stats(acc, m_ok, n_ok, offs_n, MeanPart, M2Part, pid_m, C)
+        _store_block_stats(acc, Y, m_ok, n_ok, offs_n, MeanPart, M2Part, pid_m, C)
     if RELU:
         acc = tl.maximum(acc, 0.0)
     if SQUEEZE:
@@ -264,15 +261,6 @@ def grouped_conv_tiles(group_width: int, dtype: torch.dtype) -> tuple[int, int, 
     return t, t, 4 if t == 16 and dtype != torch.float32 else 8
 
 
-def _precision(dtype: torch.dtype) -> str:
-    return "ieee" if dtype == torch.float32 else "tf32"
-
-
-def _nhwc(t: torch.Tensor) -> torch.Tensor:
-    """The same tensor (NCHW shape) with channels_last strides, copying only when it isn't already."""
-    return t.contiguous(memory_format=torch.channels_last)
-
-
 def _check(x: torch.Tensor, weight: torch.Tensor, stride: int, groups: int) -> tuple[int, int, int, int, int]:
     if x.dim() != 4:
         raise ValueError(f"grouped_conv: expected a 4-D NCHW input, got shape {tuple(x.shape)}")
@@ -309,7 +297,7 @@ def grouped_conv_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     sums of each image's row blocks (fp32), for `se_excite`."""
     n, c, h, w, gw = _check(x, weight, stride, groups)
     ho, wo = _out_hw(h, w, stride)
-    x, weight = _nhwc(x), weight.contiguous()
+    x, weight = nhwc(x), weight.contiguous()
     y = torch.empty((n, c, ho, wo), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
     m = n * ho * wo
     bn, bk, warps = grouped_conv_tiles(gw, x.dtype)
@@ -320,7 +308,7 @@ def grouped_conv_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     sq_part = torch.empty((row_blocks, c), device=x.device, dtype=torch.float32) if squeeze else unused
     _grouped_conv_fwd_kernel[(row_blocks, triton.cdiv(c, bn))](
         x, weight, b, y, unused, unused, sq_part, m, h, w, c, ho, wo, gw, STRIDE=stride, HAS_BIAS=bias is not None,
-        RELU=relu, STATS=False, SQUEEZE=squeeze, PRECISION=_precision(x.dtype), BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn,
+        RELU=relu, STATS=False, SQUEEZE=squeeze, PRECISION=dot_precision(x.dtype), BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn,
         BLOCK_K=bk, num_warps=warps)
     record(_grouped_conv_fwd_kernel)
     return (y, sq_part, blocks_per_image) if squeeze else y
@@ -336,7 +324,7 @@ def grouped_conv_train_fwd(x: torch.Tensor, weight: torch.Tensor, gamma: torch.T
     if m < 2:
         raise ValueError(f"grouped_conv: BatchNorm needs more than one value per channel in training, got input "
                          f"{tuple(x.shape)}")
-    x, weight = _nhwc(x), weight.contiguous()
+    x, weight = nhwc(x), weight.contiguous()
     y = torch.empty((n, c, ho, wo), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
     blocks = triton.cdiv(m, BLOCK_M_CONV)
     mean_part = torch.empty((blocks, c), device=x.device, dtype=torch.float32)
@@ -345,7 +333,7 @@ def grouped_conv_train_fwd(x: torch.Tensor, weight: torch.Tensor, gamma: torch.T
     bn, bk, warps = grouped_conv_tiles(gw, x.dtype)
     _grouped_conv_fwd_kernel[(blocks, triton.cdiv(c, bn))](
         x, weight, unused, y, mean_part, m2_part, unused, m, h, w, c, ho, wo, gw, STRIDE=stride, HAS_BIAS=False,
-        RELU=False, STATS=True, SQUEEZE=False, PRECISION=_precision(x.dtype), BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn,
+        RELU=False, STATS=True, SQUEEZE=False, PRECISION=dot_precision(x.dtype), BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn,
         BLOCK_K=bk, num_warps=warps)
     record(_grouped_conv_fwd_kernel)
     mean, var, invstd = bn_batch_stats(mean_part, m2_part, m, BLOCK_M_CONV, eps)
@@ -370,7 +358,7 @@ def grouped_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tens
     n, c, h, w, gw = _check(x, weight, stride, groups)
     ho, wo = _out_hw(h, w, stride)
     m_out = n * ho * wo
-    x, weight, saved, grad_out = _nhwc(x), weight.contiguous(), _nhwc(saved), _nhwc(grad_out.to(x.dtype))
+    x, weight, saved, grad_out = nhwc(x), weight.contiguous(), nhwc(saved), nhwc(grad_out.to(x.dtype))
     dev = x.device
     f32 = dict(device=dev, dtype=torch.float32)
     if train:
@@ -382,7 +370,7 @@ def grouped_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tens
     dgamma_arg = dgamma if train else dbeta
 
     bn, bk, warps = grouped_conv_tiles(gw, x.dtype)
-    prec = _precision(x.dtype)
+    prec = dot_precision(x.dtype)
     grad_x = torch.empty((n, c, h, w), device=dev, dtype=x.dtype, memory_format=torch.channels_last)
     _grouped_conv_bwd_data_kernel[(triton.cdiv(n * h * w, BLOCK_M_CONV), triton.cdiv(c, bn))](
         grad_out, saved, weight, grad_x, mean, invstd, gamma, beta, dbeta, dgamma_arg, n * h * w, h, w, c, ho, wo,
@@ -414,9 +402,9 @@ def _span(n0: int, c: int, gw: int, block_n: int) -> int:
 def kernel_variants(group_width: int, dtype: torch.dtype, stride: int) -> list[tuple]:
     """(kernel, signature, constexprs, num_warps) of every kernel variant a conv of this group width, dtype and stride
     launches, for ahead-of-time compilation (tests, bench/aot_report.py)."""
-    ty = {torch.float32: "*fp32", torch.float16: "*fp16", torch.bfloat16: "*bf16"}[dtype]
+    ty = pointer_type(dtype)
     bn, bk, warps = grouped_conv_tiles(group_width, dtype)
-    prec = _precision(dtype)
+    prec = dot_precision(dtype)
     out = []
     for eval_mode in (True, False):
         sig = {"X": ty, "Wt": ty, "Bias": "*fp32", "Y": ty, "MeanPart": "*fp32", "M2Part": "*fp32",

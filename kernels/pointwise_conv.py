@@ -29,7 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import record
+from ._launch import dot_precision, nhwc, pointer_type, record
 from .batch_norm import _grad_y, _load_channel_vectors, _store_block_stats, bn_act_apply, bn_act_bwd_reduce, \
     bn_batch_stats
 from .squeeze_excite import se_excite_bwd
@@ -106,10 +106,7 @@ def _pointwise_conv_kernel(
     if HAS_BIAS:
         acc += tl.load(Bias + offs_n, mask=n_ok, other=0.0)[None, :]
     if STATS:
-        # statistics of the values stored (rounded to Y's dtype), as BatchNorm over y sees them: backward
-        # recomputes xhat from the stored y, and its formula assumes mean(y) is exactly the batch mean
-        acc = acc.to(Y.dtype.element_ty).to(tl.float32)
-        _store_block_stats(acc, m_ok, n_ok, offs_n, MeanPart, M2Part, pid_m, N)
+        _store_block_stats(acc, Y, m_ok, n_ok, offs_n, MeanPart, M2Part, pid_m, N)
     out_off = rows[:, None] * N + offs_n[None, :]
     mask = m_ok[:, None] & n_ok[None, :]
     if HAS_SHORTCUT:
@@ -267,15 +264,6 @@ def _bwd_warps(dtype: torch.dtype, gated_weight_grad: bool = False) -> int:
     return 4 if gated_weight_grad and dtype != torch.float32 else 8
 
 
-def _precision(dtype: torch.dtype) -> str:
-    return "ieee" if dtype == torch.float32 else "tf32"
-
-
-def _rows(t: torch.Tensor) -> torch.Tensor:
-    """An NCHW-shaped tensor as its NHWC (channels_last) storage."""
-    return t.contiguous(memory_format=torch.channels_last)
-
-
 def _check(x: torch.Tensor, weight: torch.Tensor, stride: int) -> tuple[int, int, int, int, int, int]:
     """(n, k, ho, wo, out_channels, m) of a 1x1 conv of stride `stride`."""
     if x.dim() != 4 or weight.dim() != 4 or tuple(weight.shape[1:]) != (x.shape[1], 1, 1):
@@ -303,7 +291,7 @@ def pointwise_conv_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     tensors in and out, weights as (out, in, 1, 1) conv weights."""
     n, k, h, w, out_c, m = _check(x, weight, 1)
     _check_gate(gate, x, 1)
-    x = _rows(x)
+    x = nhwc(x)
     y = torch.empty((n, out_c, h, w), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
     unused = torch.empty(1, device=x.device, dtype=x.dtype)
     if x2 is not None:
@@ -311,18 +299,18 @@ def pointwise_conv_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
                 or tuple(weight2.shape) != (out_c, x2.shape[1], 1, 1):
             raise ValueError(f"pointwise_conv: projection input {tuple(x2.shape)} / weight "
                              f"{tuple(weight2.shape)} do not fit output {tuple(y.shape)} at stride {stride2}")
-        x2 = _rows(x2)
+        x2 = nhwc(x2)
     if shortcut is not None and tuple(shortcut.shape) != tuple(y.shape):
         raise ValueError(f"pointwise_conv: shortcut {tuple(shortcut.shape)} does not match output {tuple(y.shape)}")
     grid = (triton.cdiv(m, BLOCK_M), triton.cdiv(out_c, BLOCK_N))
     _pointwise_conv_kernel[grid](
         x, weight.reshape(out_c, k).contiguous(), gate.float().contiguous() if gate is not None else unused,
         x2 if x2 is not None else x, weight2.reshape(out_c, -1).contiguous() if x2 is not None else weight,
-        bias.float().contiguous(), _rows(shortcut) if shortcut is not None else unused, y, unused, unused,
+        bias.float().contiguous(), nhwc(shortcut) if shortcut is not None else unused, y, unused, unused,
         m, k, out_c, h * w, w, h, w, x2.shape[2] if x2 is not None else 1, x2.shape[3] if x2 is not None else 1,
         x2.shape[1] if x2 is not None else 1, STRIDE=1, HAS_GATE=gate is not None, HAS_X2=x2 is not None,
         STRIDE2=stride2, HAS_BIAS=True, HAS_SHORTCUT=shortcut is not None, RELU=relu, STATS=False,
-        PRECISION=_precision(x.dtype), BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=_warps(x.dtype))
+        PRECISION=dot_precision(x.dtype), BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=_warps(x.dtype))
     record(_pointwise_conv_kernel)
     return y
 
@@ -340,7 +328,7 @@ def pointwise_conv_train_fwd(x: torch.Tensor, weight: torch.Tensor, gamma: torch
     if shortcut is not None and tuple(shortcut.shape) != (n, out_c, ho, wo):
         raise ValueError(f"pointwise_conv: shortcut {tuple(shortcut.shape)} does not match output "
                          f"{(n, out_c, ho, wo)}")
-    x = _rows(x)
+    x = nhwc(x)
     y = torch.empty((n, out_c, ho, wo), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
     blocks = triton.cdiv(m, BLOCK_M)
     mean_part = torch.empty((blocks, out_c), device=x.device, dtype=torch.float32)
@@ -350,7 +338,7 @@ def pointwise_conv_train_fwd(x: torch.Tensor, weight: torch.Tensor, gamma: torch
         x, weight.reshape(out_c, k).contiguous(), gate.float().contiguous() if gate is not None else unused, x, x,
         unused, unused, y, mean_part, m2_part, m, k, out_c, ho * wo, wo, x.shape[2], x.shape[3], 1, 1, 1,
         STRIDE=stride, HAS_GATE=gate is not None, HAS_X2=False, STRIDE2=1, HAS_BIAS=False, HAS_SHORTCUT=False,
-        RELU=False, STATS=True, PRECISION=_precision(x.dtype), BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K,
+        RELU=False, STATS=True, PRECISION=dot_precision(x.dtype), BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K,
         num_warps=_warps(x.dtype))
     record(_pointwise_conv_kernel)
     mean, var, invstd = bn_batch_stats(mean_part, m2_part, m, BLOCK_M, eps)
@@ -377,9 +365,9 @@ def pointwise_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Te
     here too. Returns (grad_x, grad_weight, grad_gamma, grad_beta, grad_shortcut or None, SE grads or None),
     SE grads being (grad fc1 weight, fc1 bias, fc2 weight, fc2 bias)."""
     n, k, ho, wo, out_c, m = _check(x, weight, stride)
-    x, y, grad_out = _rows(x), _rows(y), _rows(grad_out.to(x.dtype))
+    x, y, grad_out = nhwc(x), nhwc(y), nhwc(grad_out.to(x.dtype))
     residual = out is not None
-    out = _rows(out) if residual else y
+    out = nhwc(out) if residual else y
     dev = x.device
     f32 = dict(device=dev, dtype=torch.float32)
     mean, invstd, gamma, beta = (t.float().contiguous() for t in (mean, invstd, gamma, beta))
@@ -391,7 +379,7 @@ def pointwise_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Te
 
     dbeta, dgamma, g_shortcut = bn_act_bwd_reduce(grad_out, y, mean, invstd, gamma, beta, True, relu,
                                                   out if residual else None)
-    common = dict(RELU=relu, RESIDUAL=residual, HAS_GATE=has_gate, PRECISION=_precision(x.dtype))
+    common = dict(RELU=relu, RESIDUAL=residual, HAS_GATE=has_gate, PRECISION=dot_precision(x.dtype))
 
     # weight grad first: with a gate it also yields the gate's grad, which the data grad's epilogue needs
     wgrad_k = _wgrad_block_k(has_gate)
@@ -423,8 +411,8 @@ def pointwise_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Te
 
 def pointwise_variants(dtype: torch.dtype) -> list[tuple]:
     """(kernel, signature, constexprs, num_warps) of the 1x1-conv variants the blocks launch, eval and train."""
-    ty = {torch.float32: "*fp32", torch.float16: "*fp16", torch.bfloat16: "*bf16"}[dtype]
-    warps, prec = _warps(dtype), _precision(dtype)
+    ty = pointer_type(dtype)
+    warps, prec = _warps(dtype), dot_precision(dtype)
     sig = {"X": ty, "Wt": ty, "Gate": "*fp32", "X2": ty, "W2t": ty, "Bias": "*fp32", "Shortcut": ty, "Y": ty,
            "MeanPart": "*fp32", "M2Part": "*fp32", "M": "i32", "K": "i32", "N": "i32", "HW": "i32", "OW": "i32",
            "H_in": "i32", "W_in": "i32", "H2": "i32", "W2": "i32", "K2": "i32"}

@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import record
+from ._launch import nhwc, record
 
 __all__ = ["se_squeeze", "se_excite", "se_excite_bwd", "squeeze_excite_variants", "SQUEEZE_BLOCK_M"]
 
@@ -147,7 +147,7 @@ def se_squeeze(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     blocks_per_image = triton.cdiv(h * w, SQUEEZE_BLOCK_M)
     sq_part = torch.empty((n * blocks_per_image, c), device=x.device, dtype=torch.float32)
     _se_squeeze_kernel[(n * blocks_per_image, triton.cdiv(c, _BLOCK_C))](
-        x.contiguous(memory_format=torch.channels_last), sq_part, h * w, c, BLOCK_M=SQUEEZE_BLOCK_M, BLOCK_C=_BLOCK_C)
+        nhwc(x), sq_part, h * w, c, BLOCK_M=SQUEEZE_BLOCK_M, BLOCK_C=_BLOCK_C)
     record(_se_squeeze_kernel)
     return sq_part, blocks_per_image
 
