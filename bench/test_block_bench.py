@@ -104,8 +104,7 @@ def test_se_path(benchmark, case, dtype, provider):
             if provider == "torchvision":
                 return theirs.f.c(theirs.f.se(y))
             sq_part, blocks_per_image = se_squeeze(y)
-            gate = se_excite(sq_part, blocks_per_image, hw * hw, se.fc1.weight, se.fc1.bias, se.fc2.weight,
-                             se.fc2.bias)
+            gate = se_excite(sq_part, blocks_per_image, hw * hw, *se.params())
             return pointwise_conv_fwd(y, wc, bc, False, gate)
 
     _record(benchmark, run, case, dtype, provider)

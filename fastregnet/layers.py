@@ -91,8 +91,12 @@ class SqueezeExcitation(nn.Module):
         self.fc1 = nn.Conv2d(input_channels, squeeze_channels, 1)
         self.fc2 = nn.Conv2d(squeeze_channels, input_channels, 1)
 
+    def params(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(fc1 weight, fc1 bias, fc2 weight, fc2 bias), as the fused block ops take them."""
+        return self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ops.squeeze_excite(x, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias)
+        return ops.squeeze_excite(x, *self.params())
 
 
 class BottleneckTransform(nn.Sequential):
@@ -125,16 +129,19 @@ class ResBottleneckBlock(nn.Module):
         self.f = BottleneckTransform(width_in, width_out, stride, group_width, bottleneck_multiplier, se_ratio)
         self.activation = nn.ReLU(inplace=True)
 
+    def _se_params(self) -> tuple | None:
+        return self.f.se.params() if hasattr(self.f, "se") else None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        convs = [m for m in self.modules() if isinstance(m, ConvNormActivation)]
+        f = self.f
+        convs = (f.a, f.b, f.c) if self.proj is None else (f.a, f.b, f.c, self.proj)
         if not torch.is_grad_enabled() and not any(m.uses_batch_stats for m in convs):
             return self._forward_inference(x)
         shortcut = x if self.proj is None else self.proj(x)
-        f = self.f
         if f.c.uses_batch_stats:
             # SE, conv c, BN, residual add and ReLU as one op (on Triton: one custom op, and one for its backward)
             y = f.b(f.a(x))
-            se = (f.se.fc1.weight, f.se.fc1.bias, f.se.fc2.weight, f.se.fc2.bias) if hasattr(f, "se") else None
+            se = self._se_params()
             conv, bn = f.c[0], f.c[1]
             return ops.se_conv_bn_add_relu_train(y, se, conv.weight, bn.weight, bn.bias, bn.running_mean,
                                                  bn.running_var, f.c.batch_momentum(), bn.eps, shortcut)
@@ -144,7 +151,7 @@ class ResBottleneckBlock(nn.Module):
         """Eval with gradients off: the whole block as one op on folded weights (4 Triton launches with SE)."""
         f = self.f
         conv_b = f.b[0]
-        se = (f.se.fc1.weight, f.se.fc1.bias, f.se.fc2.weight, f.se.fc2.bias) if hasattr(f, "se") else None
+        se = self._se_params()
         proj = None if self.proj is None else self.proj.folded()
         return ops.residual_block_eval(x, f.a.folded(), (*f.b.folded(), conv_b.stride[0], conv_b.groups), se,
                                        f.c.folded(), proj)
