@@ -21,6 +21,7 @@ import triton
 import triton.language as tl
 
 from ._launch import nhwc, pointer_type, record
+from .relu import relu, relu_grad
 
 __all__ = ["bn_batch_stats", "bn_update_running_stats", "bn_act_apply", "bn_act_bwd_reduce", "batch_norm_variants"]
 
@@ -127,7 +128,7 @@ def _bn_act_apply_kernel(
     if HAS_SHORTCUT:
         z += tl.load(Shortcut + off, mask=mask, other=0.0).to(tl.float32)
     if RELU:
-        z = tl.maximum(z, 0.0)
+        z = relu(z)
     tl.store(Out + off, z.to(Out.dtype.element_ty), mask=mask)
 
 
@@ -144,12 +145,12 @@ def _grad_y(GO, S, Out, off, mask, mean, invstd, gamma, beta, dbeta_m, dgamma_m,
     if TRAIN:
         xhat = (s - mean[None, :]) * invstd[None, :]
         if RESIDUAL:
-            go = tl.where(tl.load(Out + off, mask=mask, other=0.0) > 0, go, 0.0)
+            go = relu_grad(go, tl.load(Out + off, mask=mask, other=0.0))
         elif RELU:
-            go = tl.where(xhat * gamma[None, :] + beta[None, :] > 0, go, 0.0)
+            go = relu_grad(go, xhat * gamma[None, :] + beta[None, :])
         gy = (gamma * invstd)[None, :] * (go - dbeta_m[None, :] - xhat * dgamma_m[None, :])
     else:
-        gy = tl.where(s > 0, go, 0.0) if RELU else go
+        gy = relu_grad(go, s) if RELU else go
     return tl.where(mask, gy, 0.0)
 
 
@@ -199,16 +200,16 @@ def _bn_act_bwd_reduce_kernel(
         invstd = tl.load(Invstd + offs_c, mask=c_ok, other=0.0)
         xhat = (s - mean[None, :]) * invstd[None, :]
         if RESIDUAL:
-            go = tl.where(tl.load(Out + off, mask=mask, other=0.0) > 0, go, 0.0)
+            go = relu_grad(go, tl.load(Out + off, mask=mask, other=0.0))
             tl.store(GShortcut + off, go.to(GShortcut.dtype.element_ty), mask=mask)
         elif RELU:
             gamma = tl.load(Gamma + offs_c, mask=c_ok, other=0.0)
             beta = tl.load(Beta + offs_c, mask=c_ok, other=0.0)
-            go = tl.where(xhat * gamma[None, :] + beta[None, :] > 0, go, 0.0)
+            go = relu_grad(go, xhat * gamma[None, :] + beta[None, :])
         go = tl.where(mask, go, 0.0)
         tl.store(DGammaPart + pid_m * C + offs_c, tl.sum(go * xhat, axis=0), mask=c_ok)
     elif RELU:
-        go = tl.where(s > 0, go, 0.0)
+        go = relu_grad(go, s)
     tl.store(DBetaPart + pid_m * C + offs_c, tl.sum(tl.where(mask, go, 0.0), axis=0), mask=c_ok)
 
 

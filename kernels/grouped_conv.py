@@ -34,6 +34,7 @@ import triton.language as tl
 from ._launch import dot_precision, nhwc, pointer_type, record
 from .batch_norm import (_grad_y, _load_channel_vectors, _store_block_stats, bn_act_apply, bn_act_bwd_reduce,
                          bn_batch_stats)
+from .relu import relu
 
 __all__ = ["grouped_conv_fwd", "grouped_conv_train_fwd", "grouped_conv_bwd", "grouped_conv_tiles",
            "squeeze_blocks_per_image", "kernel_variants"]
@@ -119,7 +120,7 @@ def _grouped_conv_fwd_kernel(
     if STATS:
         _store_block_stats(acc, Y, m_ok, n_ok, offs_n, MeanPart, M2Part, pid_m, C)
     if RELU:
-        acc = tl.maximum(acc, 0.0)
+        acc = relu(acc)
     if SQUEEZE:
         tl.store(SqPart + pid_m * C + offs_n, tl.sum(tl.where(m_ok[:, None], acc, 0.0), axis=0), mask=n_ok)
     y_off = offs_m.to(tl.int64)[:, None] * C + offs_n[None, :]

@@ -32,6 +32,7 @@ import triton.language as tl
 from ._launch import dot_precision, nhwc, pointer_type, record
 from .batch_norm import _grad_y, _load_channel_vectors, _store_block_stats, bn_act_apply, bn_act_bwd_reduce, \
     bn_batch_stats
+from .relu import relu
 from .squeeze_excite import se_excite_bwd
 
 __all__ = ["pointwise_conv_fwd", "pointwise_conv_train_fwd", "pointwise_conv_bwd", "pointwise_variants"]
@@ -112,7 +113,7 @@ def _pointwise_conv_kernel(
     if HAS_SHORTCUT:
         acc += tl.load(Shortcut + out_off, mask=mask, other=0.0).to(tl.float32)
     if RELU:
-        acc = tl.maximum(acc, 0.0)
+        acc = relu(acc)
     tl.store(Y + out_off, acc.to(Y.dtype.element_ty), mask=mask)
 
 

@@ -20,6 +20,7 @@ import triton
 import triton.language as tl
 
 from ._launch import nhwc, record
+from .relu import relu, relu_grad
 
 __all__ = ["se_squeeze", "se_excite", "se_excite_bwd", "squeeze_excite_variants", "SQUEEZE_BLOCK_M"]
 
@@ -84,7 +85,7 @@ def _se_excite_kernel(
         offs_s = s0 + tl.arange(0, BLOCK_S)
         acc = _matvec(W1, Pooled + img * C, offs_s, S, C, C, 1, BLOCK_C)
         acc += tl.load(B1 + offs_s, mask=offs_s < S, other=0.0)
-        tl.store(Hidden + img * S + offs_s, tl.maximum(acc, 0.0), mask=offs_s < S)
+        tl.store(Hidden + img * S + offs_s, relu(acc), mask=offs_s < S)
     tl.debug_barrier()
     # 3: gate = sigmoid(W2 @ hidden + b2)
     for c0 in range(0, C, BLOCK_C):
@@ -121,7 +122,7 @@ def _se_excite_bwd_kernel(
         s_ok = offs_s < S
         g_hidden = _matvec(W2, GPre2 + img * C, offs_s, S, C, 1, S, BLOCK_C)  # W2^T @ g_pre2
         hidden = tl.load(Hidden + img * S + offs_s, mask=s_ok, other=0.0)
-        tl.store(GPre1 + img * S + offs_s, tl.where(hidden > 0, g_hidden, 0.0), mask=s_ok)
+        tl.store(GPre1 + img * S + offs_s, relu_grad(g_hidden, hidden), mask=s_ok)
     tl.debug_barrier()
     for c0 in range(0, C, BLOCK_C):
         offs_c = c0 + tl.arange(0, BLOCK_C)
