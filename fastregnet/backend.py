@@ -1,7 +1,9 @@
 """Which path runs an op: the Triton kernels or the PyTorch reference (cuDNN on GPU, oneDNN on CPU).
 
-Modes: "auto" (default), "triton", "torch". Set with the env var FASTREGNET_BACKEND (read once, at import),
-`set_backend(mode)`, or `with use_backend(mode): ...`.
+Modes: "auto" (default), "triton", "torch". The process default comes from the env var FASTREGNET_BACKEND (read
+once, at import) or `set_backend(mode)`; `with use_backend(mode): ...` overrides it for the current thread (and
+asyncio task) only, through a ContextVar: a context never leaks into another thread, and overlapping contexts that
+exit out of order each remove only their own override.
 
 - auto: Triton on a CUDA tensor when Triton imports and the GPU is sm_80 or newer; the reference otherwise, and for
   any shape the kernels don't cover.
@@ -13,6 +15,7 @@ Modes: "auto" (default), "triton", "torch". Set with the env var FASTREGNET_BACK
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 from collections import Counter
 
@@ -35,27 +38,33 @@ def _check_mode(mode: str) -> str:
     return mode
 
 
-_mode = _check_mode(os.environ.get("FASTREGNET_BACKEND", "auto"))
+_default_mode = _check_mode(os.environ.get("FASTREGNET_BACKEND", "auto"))
+# The active use_backend() overrides of this context, innermost last: ((token, mode), ...). A tuple, replaced and
+# never mutated, so a copied context (a new task, a generator) cannot change its parent's.
+_overrides: contextvars.ContextVar[tuple] = contextvars.ContextVar("fastregnet_backend_overrides", default=())
 
 
 def get_backend() -> str:
-    return _mode
+    """The backend in effect here: the innermost use_backend() of this thread/task, else the process default."""
+    overrides = _overrides.get()
+    return overrides[-1][1] if overrides else _default_mode
 
 
 def set_backend(mode: str) -> None:
-    global _mode
-    _mode = _check_mode(mode)
+    """Set the process-wide default (what threads without a use_backend() context see)."""
+    global _default_mode
+    _default_mode = _check_mode(mode)
 
 
 @contextlib.contextmanager
 def use_backend(mode: str):
-    """Temporarily select a backend: `with fastregnet.use_backend("torch"): model(x)`."""
-    global _mode
-    previous, _mode = _mode, _check_mode(mode)
+    """Select a backend in this thread (or task) only: `with fastregnet.use_backend("torch"): model(x)`."""
+    entry = (object(), _check_mode(mode))
+    _overrides.set(_overrides.get() + (entry,))
     try:
         yield
     finally:
-        _mode = previous
+        _overrides.set(tuple(e for e in _overrides.get() if e is not entry))
 
 
 # Probed once per process, in plain module state (torch.compile traces through these without lru_cache warnings).
@@ -74,8 +83,33 @@ def _triton_import_error() -> str | None:
     return _probe["import"]
 
 
+def _interpret_requested() -> bool:
+    """Whether the environment asks Triton for its interpreter, parsed as Triton parses it ("1", "true", ...)."""
+    try:
+        from triton import knobs
+
+        return bool(knobs.runtime.interpret)
+    except (ImportError, AttributeError):  # older Triton: only "1" counts
+        return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
 def triton_interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+    """Whether fastregnet's kernels run under Triton's interpreter. That is fixed when the kernels are defined
+    (Triton reads TRITON_INTERPRET at @triton.jit time), so this asks the kernels, not the environment."""
+    if "interpreted" not in _probe:
+        if _triton_import_error() is not None:
+            return False
+        from .kernels import batch_norm
+
+        _probe["interpreted"] = type(batch_norm._bn_stats_finalize_kernel).__name__ == "InterpretedFunction"
+    return _probe["interpreted"]
+
+
+def _cpu_unavailable_reason() -> str:
+    if _interpret_requested():
+        return ("TRITON_INTERPRET is set now, but it was not set when fastregnet's kernels were defined, so they "
+                "were compiled for a GPU; set TRITON_INTERPRET=1 before importing fastregnet (or triton)")
+    return "CPU tensors need TRITON_INTERPRET=1 set before fastregnet (or triton) is imported"
 
 
 def _cuda_capability_ok(index: int) -> bool:
@@ -92,14 +126,14 @@ def triton_available(device: torch.device) -> tuple[bool, str]:
         return False, f"triton does not import ({err})"
     if device.type == "cuda":
         if triton_interpreting():
-            return False, "TRITON_INTERPRET=1 is set, which runs kernels on the CPU only"
+            return False, "the kernels were defined under TRITON_INTERPRET, which runs them on CPU tensors only"
         if not _cuda_capability_ok(device.index if device.index is not None else torch.cuda.current_device()):
             return False, f"{torch.cuda.get_device_name(device)} is older than sm_80"
         return True, ""
     if device.type == "cpu":
         if triton_interpreting():
             return True, ""
-        return False, "CPU tensors need TRITON_INTERPRET=1 set before triton is imported"
+        return False, _cpu_unavailable_reason()
     return False, f"no Triton kernels for device type {device.type!r}"
 
 
@@ -109,9 +143,10 @@ def use_triton(x: torch.Tensor, supported: bool = True, why_not: str = "") -> bo
     `supported` says whether the kernels cover this call's shape/dtype. In "triton" mode anything that keeps the
     kernels from running raises BackendError; in "auto" mode it quietly takes the reference.
     """
-    if _mode == "torch":
+    mode = get_backend()
+    if mode == "torch":
         return False
-    if _mode == "auto":
+    if mode == "auto":
         return supported and x.device.type == "cuda" and triton_available(x.device)[0]
     ok, reason = triton_available(x.device)
     if not ok:
