@@ -1,7 +1,8 @@
 """The parts of a RegNet, with torchvision's module names and parameter shapes.
 
-Every part keeps nn.Conv2d / nn.BatchNorm2d children (so state_dict keys are torchvision's) but runs its forward
-through `fastregnet.ops`, which picks the Triton kernels or the PyTorch reference.
+Every part keeps torchvision's children (so state_dict keys and forward hooks are torchvision's). Where
+`fastregnet.fusion` says the children are exactly what a fused path implements, a part runs through
+`fastregnet.ops`, which picks the Triton kernels or the PyTorch reference; otherwise it calls its children.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from . import ops
+from . import fusion, ops
 from .reference import fold_bn
 
 __all__ = ["ConvNormActivation", "SqueezeExcitation", "BottleneckTransform", "ResBottleneckBlock", "AnyStage",
@@ -21,8 +22,10 @@ __all__ = ["ConvNormActivation", "SqueezeExcitation", "BottleneckTransform", "Re
 class ConvNormActivation(nn.Sequential):
     """conv (no bias) -> BatchNorm2d -> optional ReLU; children named 0, 1, 2 as torchvision's Conv2dNormActivation.
 
-    Eval mode runs conv with BN folded into the weight and a bias. The folded pair is cached while gradients are
-    off and refolded when any parameter or running statistic changes (tracked by tensor versions and storage).
+    When `fastregnet.fusion` allows it (plain children, no hooks), runs as one fused op: with batch statistics the
+    conv + BN (+ ReLU) training op; in eval the conv with BN folded into its weight and bias, folded afresh on every
+    call from the live parameters and running statistics (nothing cached, so nothing can go stale). Otherwise the
+    children's own forward, in order, as torchvision.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1,
@@ -33,20 +36,26 @@ class ConvNormActivation(nn.Sequential):
         if activation:
             layers.append(nn.ReLU(inplace=True))
         super().__init__(*layers)
-        self._fold_key = None
-        self._fold_value = None
-        # A 3x3 conv that keeps the width is the block's grouped conv (f.b): it has fused Triton kernels.
-        self.grouped3x3 = kernel_size == 3 and in_channels == out_channels
 
     @property
     def has_activation(self) -> bool:
         return len(self) > 2
 
     @property
+    def grouped3x3(self) -> bool:
+        """A 3x3 conv that keeps the width is the block's grouped conv (f.b): it has fused Triton kernels."""
+        conv = self[0]
+        return conv.kernel_size == (3, 3) and conv.in_channels == conv.out_channels
+
+    @property
     def uses_batch_stats(self) -> bool:
         """nn.BatchNorm2d's rule for normalizing with batch statistics."""
         bn = self[1]
         return bn.training or bn.running_mean is None
+
+    def fusion_reason(self) -> str | None:
+        """None when this part runs as one fused op, else why it runs its children (see fastregnet.fusion)."""
+        return fusion.global_hooks_reason() or fusion.conv_norm_act_reason(self)
 
     def batch_momentum(self) -> float:
         """The running-stat momentum for this batch; as nn.BatchNorm2d.forward, counts the batch when tracking, and
@@ -58,19 +67,13 @@ class ConvNormActivation(nn.Sequential):
         return 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
 
     def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(weight, bias) of the conv with the eval-mode BN folded in."""
+        """(weight, bias) of the conv with the eval-mode BN folded in, from the current tensors."""
         conv, bn = self[0], self[1]
-        tensors = (conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var)
-        cacheable = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
-        if not cacheable:
-            return fold_bn(*tensors, bn.eps)
-        key = tuple((t._version, t.data_ptr(), t.dtype, t.device) for t in tensors) + (bn.eps,)
-        if key != self._fold_key:
-            self._fold_value = fold_bn(*tensors, bn.eps)
-            self._fold_key = key
-        return self._fold_value
+        return fold_bn(conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fusion_reason() is not None or fusion.input_reason(x, self[0].weight) is not None:
+            return super().forward(x)
         conv, bn = self[0], self[1]
         stride, groups = conv.stride[0], conv.groups
         if self.uses_batch_stats:
@@ -84,19 +87,33 @@ class ConvNormActivation(nn.Sequential):
 
 
 class SqueezeExcitation(nn.Module):
-    """SE with torchvision's names: fc1 (C -> C_se, bias), ReLU, fc2 (C_se -> C, bias), sigmoid, channel scale."""
+    """torchvision.ops.SqueezeExcitation's modules and forward: avgpool, fc1 (C -> C_se, bias), activation (ReLU),
+    fc2 (C_se -> C, bias), scale_activation (Sigmoid), then the channel scale. Only fc1/fc2 hold state.
+
+    Called on its own it runs its children (the math is PyTorch's either way); the fused block paths read its fc
+    weights when `fastregnet.fusion` allows."""
 
     def __init__(self, input_channels: int, squeeze_channels: int):
         super().__init__()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc1 = nn.Conv2d(input_channels, squeeze_channels, 1)
         self.fc2 = nn.Conv2d(squeeze_channels, input_channels, 1)
+        self.activation = nn.ReLU()
+        self.scale_activation = nn.Sigmoid()
 
     def params(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(fc1 weight, fc1 bias, fc2 weight, fc2 bias), as the fused block ops take them."""
         return self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias
 
+    def _scale(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.avgpool(x)
+        scale = self.fc1(scale)
+        scale = self.activation(scale)
+        scale = self.fc2(scale)
+        return self.scale_activation(scale)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ops.squeeze_excite(x, *self.params())
+        return self._scale(x) * x
 
 
 class BottleneckTransform(nn.Sequential):
@@ -118,7 +135,14 @@ class BottleneckTransform(nn.Sequential):
 
 
 class ResBottleneckBlock(nn.Module):
-    """out = relu(f(x) + proj(x) or x); proj is a 1x1 strided conv-BN when the width or resolution changes."""
+    """out = relu(proj(x) + f(x)) or relu(x + f(x)); proj is a 1x1 strided conv-BN when the width or resolution
+    changes.
+
+    With plain children and no hooks (`fastregnet.fusion.block_reason`), the block runs fused: in eval with
+    gradients off as one op (4 Triton launches with SE); in training (`block_tail_reason`) with SE, conv c, BN, the
+    add and the ReLU as one op, after calling f.a, f.b and the projection. Otherwise it runs its children as
+    torchvision's block does.
+    """
 
     def __init__(self, width_in: int, width_out: int, stride: int, group_width: int = 1,
                  bottleneck_multiplier: float = 1.0, se_ratio: float | None = None):
@@ -129,29 +153,42 @@ class ResBottleneckBlock(nn.Module):
         self.f = BottleneckTransform(width_in, width_out, stride, group_width, bottleneck_multiplier, se_ratio)
         self.activation = nn.ReLU(inplace=True)
 
-    def _se_params(self) -> tuple | None:
-        return self.f.se.params() if hasattr(self.f, "se") else None
+    def fusion_reason(self) -> str | None:
+        """None when the block runs fused across its parts, else why it runs its children (fastregnet.fusion)."""
+        return fusion.block_reason(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.f
-        convs = (f.a, f.b, f.c) if self.proj is None else (f.a, f.b, f.c, self.proj)
-        if not torch.is_grad_enabled() and not any(m.uses_batch_stats for m in convs):
+        if fusion.input_reason(x, f.a[0].weight) is not None:
+            return self.forward_modules(x)
+        parts = (f.a, f.b, f.c) if self.proj is None else (f.a, f.b, f.c, self.proj)
+        if (not torch.is_grad_enabled() and self.fusion_reason() is None
+                and not any(p.uses_batch_stats for p in parts)):
             return self._forward_inference(x)
+        if fusion.block_tail_reason(self) is not None or not f.c.uses_batch_stats:
+            return self.forward_modules(x)
+        # torchvision's order: the projection first, then f; f.a, f.b and proj are called as modules.
         shortcut = x if self.proj is None else self.proj(x)
-        if f.c.uses_batch_stats:
-            # SE, conv c, BN, residual add and ReLU as one op (on Triton: one custom op, and one for its backward)
-            y = f.b(f.a(x))
-            se = self._se_params()
-            conv, bn = f.c[0], f.c[1]
-            return ops.se_conv_bn_add_relu_train(y, se, conv.weight, bn.weight, bn.bias, bn.running_mean,
-                                                 bn.running_var, f.c.batch_momentum(), bn.eps, shortcut)
-        return ops.add_relu(f(x), shortcut)
+        y = f.b(f.a(x))
+        # SE, conv c, BN, residual add and ReLU as one op (on Triton: one custom op, and one for its backward)
+        se = f.se.params() if "se" in f._modules else None
+        conv, bn = f.c[0], f.c[1]
+        return ops.se_conv_bn_add_relu_train(y, se, conv.weight, bn.weight, bn.bias, bn.running_mean,
+                                             bn.running_var, f.c.batch_momentum(), bn.eps, shortcut)
+
+    def forward_modules(self, x: torch.Tensor) -> torch.Tensor:
+        """torchvision's ResBottleneckBlock.forward: every child called through its own forward (and hooks)."""
+        if self.proj is not None:
+            x = self.proj(x) + self.f(x)
+        else:
+            x = x + self.f(x)
+        return self.activation(x)
 
     def _forward_inference(self, x: torch.Tensor) -> torch.Tensor:
-        """Eval with gradients off: the whole block as one op on folded weights (4 Triton launches with SE)."""
+        """Eval with gradients off: the whole block as one op, BN folded per call (4 Triton launches with SE)."""
         f = self.f
         conv_b = f.b[0]
-        se = self._se_params()
+        se = f.se.params() if "se" in f._modules else None
         proj = None if self.proj is None else self.proj.folded()
         return ops.residual_block_eval(x, f.a.folded(), (*f.b.folded(), conv_b.stride[0], conv_b.groups), se,
                                        f.c.folded(), proj)
