@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .design import RegNetParams
+from .design import RegNetParams, check_int
 
 __all__ = ["Complexity", "count_complexity", "stage_complexity"]
 
@@ -72,7 +72,7 @@ def _block(cx: Complexity, w_in: int, w_out: int, stride: int, group_width: int,
 def count_complexity(params: RegNetParams, resolution: int = 224, num_classes: int = 1000,
                      in_channels: int = 3) -> dict[str, int]:
     """Total flops (multiply-adds), params and acts of a model at a square input of `resolution` pixels."""
-    cx = Complexity(resolution, resolution)
+    cx = Complexity(check_int("resolution", resolution), resolution)
     cx.conv(in_channels, params.stem_width, 3, stride=2).norm(params.stem_width)
     for w_in, w_out, stride, g, b in params.blocks():
         _block(cx, w_in, w_out, stride, g, b, params.se_ratio)
@@ -84,7 +84,7 @@ def count_complexity(params: RegNetParams, resolution: int = 224, num_classes: i
 def stage_complexity(params: RegNetParams, resolution: int = 224, num_classes: int = 1000,
                      in_channels: int = 3) -> list[dict]:
     """The same count split into stem, each stage and head; each entry has name, out size and its own counts."""
-    cx = Complexity(resolution, resolution)
+    cx = Complexity(check_int("resolution", resolution), resolution)
     rows, last = [], {"flops": 0, "params": 0, "acts": 0}
 
     def close(name):

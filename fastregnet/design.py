@@ -16,6 +16,7 @@ and regnet_y_8gf, so both are implemented and the registry records which one eac
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,10 +31,39 @@ __all__ = [
     "MODEL_CONFIGS",
     "resolve_name",
     "list_configs",
+    "check_int",
+    "check_real",
 ]
 
 QUANT = 8  # widths are multiples of 8
 STEM_WIDTH = 32
+
+
+def check_int(name: str, value, minimum: int = 1) -> int:
+    """`value` as an int if it is one (not a bool, not a float) and >= minimum; else an error naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_real(name: str, value, minimum: float | None = None, above: float | None = None) -> float:
+    """`value` as a finite float, >= minimum and/or > above; else an error naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if above is not None and value <= above:
+        raise ValueError(f"{name} must be > {above}, got {value}")
+    return value
+
+
+def check_se_ratio(se_ratio) -> float | None:
+    return None if se_ratio is None else check_real("se_ratio", se_ratio, minimum=0.0)
 
 
 @dataclass(frozen=True)
@@ -54,17 +84,24 @@ class RegNetParams:
 
     def __post_init__(self):
         n = len(self.depths)
+        if n < 1:
+            raise ValueError("RegNetParams: needs at least one stage")
         for name in ("widths", "group_widths", "bottleneck_multipliers", "strides"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"RegNetParams: {name} has {len(getattr(self, name))} entries, depths has {n}")
         for i, (d, w, g, b, s) in enumerate(self.stage_params()):
-            if d < 1 or w < 1 or g < 1 or b <= 0 or s not in (1, 2):
-                raise ValueError(f"RegNetParams: invalid stage {i}: depth={d} width={w} group_width={g} "
-                                 f"bottleneck={b} stride={s}")
+            check_int(f"depths[{i}]", d)
+            check_int(f"widths[{i}]", w)
+            check_int(f"group_widths[{i}]", g)
+            check_real(f"bottleneck_multipliers[{i}]", b, above=0.0)
+            if check_int(f"strides[{i}]", s) not in (1, 2):
+                raise ValueError(f"strides[{i}] must be 1 or 2, got {s}")
             w_b = int(round(w * b))
-            if w_b % g != 0:
+            if w_b < 1 or w_b % g != 0:
                 raise ValueError(f"RegNetParams: stage {i} bottleneck width {w_b} is not divisible by its group "
                                  f"width {g}; use adjust_widths_groups() first")
+        check_se_ratio(self.se_ratio)
+        check_int("stem_width", self.stem_width)
 
     def stage_params(self):
         """(depth, width, group_width, bottleneck_multiplier, stride) for each stage."""
@@ -87,9 +124,10 @@ def generate_widths(w0: float, wa: float, wm: float, depth: int, q: int = QUANT,
     torchvision's BlockParams.from_init_params does (the two can differ by float rounding at a .5 boundary).
     Returns (block_widths, stage_widths, stage_depths).
     """
-    if wa < 0 or w0 <= 0 or wm <= 1 or w0 % q != 0 or depth < 1:
-        raise ValueError(f"invalid RegNet settings: need wa >= 0, w0 > 0 and a multiple of {q}, wm > 1, depth >= 1; "
-                         f"got w0={w0}, wa={wa}, wm={wm}, depth={depth}")
+    depth, q = check_int("depth", depth), check_int("q", q)
+    w0, wa, wm = check_real("w0", w0, above=0.0), check_real("wa", wa, minimum=0.0), check_real("wm", wm, above=1.0)
+    if w0 % q != 0:
+        raise ValueError(f"w0 must be a multiple of {q}, got {w0}")
     if rule == "pycls":
         u = np.arange(depth) * wa + w0
         s = np.round(np.log(u / w0) / np.log(wm))
@@ -144,6 +182,10 @@ def regnet_params(depth: int, w0: float, wa: float, wm: float, group_width: int,
                   se_ratio: float | None = None, rule: str = "pycls", stem_width: int = STEM_WIDTH,
                   stride: int = 2) -> RegNetParams:
     """RegNetParams from the RegNet design parameters (d, w0, wa, wm, g, b, se_ratio)."""
+    check_int("group_width", group_width)
+    check_real("bottleneck_multiplier", bottleneck_multiplier, above=0.0)
+    check_se_ratio(se_ratio)
+    check_int("stem_width", stem_width)
     _, widths, depths = generate_widths(w0, wa, wm, depth, rule=rule)
     n = len(widths)
     bms = [bottleneck_multiplier] * n

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .design import RegNetParams, list_configs, regnet_params, resolve_name
+from .design import RegNetParams, check_int, list_configs, regnet_params, resolve_name
 from .layers import AnyStage, ConvNormActivation, SimpleStemIN
 
 __all__ = ["RegNet", "RegNetY", "RegNetX", "create_model", "list_models"]
@@ -46,8 +46,7 @@ class RegNet(nn.Module):
                                         _per_stage(strides, n, "strides"), se_ratio, stem_width)
         elif not isinstance(block_params, RegNetParams):
             raise TypeError(f"block_params must be a fastregnet.RegNetParams, got {type(block_params).__name__}")
-        if num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+        check_int("num_classes", num_classes, minimum=0)
         self.block_params = block_params
         self.num_classes = num_classes
         self.in_channels = 3
@@ -79,7 +78,8 @@ class RegNet(nn.Module):
 
     @property
     def min_input_size(self) -> int:
-        """Smallest height/width accepted: the network's total stride, so the last stage is at least 1x1."""
+        """The network's total stride: inputs at least this large keep every stage's map at least 1x1 without
+        relying on padding. Smaller inputs (down to 1x1) run too, as in torchvision."""
         return 2 * math.prod(self.block_params.strides)
 
     def _check_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -93,11 +93,8 @@ class RegNet(nn.Module):
         if not x.is_floating_point():
             raise TypeError(f"expected a floating-point input, got {x.dtype}; convert images with x.float() / 255 "
                             f"and normalize them")
-        if min(x.shape[-2:]) < self.min_input_size:
-            raise ValueError(f"input {tuple(x.shape[-2:])} is too small: height and width must be at least "
-                             f"{self.min_input_size} (the network's total stride)")
-        if x.shape[0] == 0:
-            raise ValueError("empty batch")
+        if min(x.shape[-2:]) < 1:
+            raise ValueError(f"input has an empty spatial size {tuple(x.shape[-2:])}")
         weight = self.stem[0].weight
         if x.device != weight.device:
             raise ValueError(f"input is on {x.device} but the model is on {weight.device}; move one with .to()")
@@ -141,12 +138,21 @@ class RegNet(nn.Module):
         n = len(self.trunk_output)
         if indices is None:
             wanted = list(range(n))
-        elif isinstance(indices, int):
+        elif isinstance(indices, int) and not isinstance(indices, bool):
             if not 0 < indices <= n:
-                raise ValueError(f"indices={indices}: this model has {n} stages")
+                raise ValueError(f"indices={indices}: this model has {n} stages, so an int must be in 1..{n}")
             wanted = list(range(n - indices, n))
         else:
-            wanted = sorted(i % n for i in indices)
+            wanted = []
+            for i in indices:
+                check_int("indices entry", i, minimum=-n)
+                if i >= n:
+                    raise ValueError(f"indices entry {i} is out of range: this model has {n} stages "
+                                     f"(valid: {-n}..{n - 1})")
+                wanted.append(i % n)
+            if not wanted:
+                raise ValueError("indices is empty")
+            wanted = sorted(set(wanted))
         x = self.stem(self._prepare(x))
         feats = []
         for i, stage in enumerate(self.trunk_output):
@@ -159,6 +165,7 @@ class RegNet(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier with a fresh one for `num_classes` (0 removes it)."""
+        num_classes = check_int("num_classes", num_classes, minimum=0)
         self.num_classes = num_classes
         ref = self.fc.weight if isinstance(self.fc, nn.Linear) else self.stem[0].weight
         self.fc = nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype) \
