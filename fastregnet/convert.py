@@ -29,7 +29,7 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -
         raise StateDictMismatchError(f"expected a state_dict (a mapping of names to tensors), got "
                                      f"{type(state_dict).__name__}")
     own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
+    missing = [k for k in own if k not in state_dict and not _bn_fills_in(k, state_dict)]
     unexpected = [k for k in state_dict if k not in own]
     shapes = [f"{k} (checkpoint {tuple(v.shape)}, model {tuple(own[k].shape)})" for k, v in state_dict.items()
               if k in own and isinstance(v, torch.Tensor) and v.shape != own[k].shape]
@@ -49,6 +49,17 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -
             lines.append(f"  (this looks like a {fmt} checkpoint: convert it with "
                          f"fastregnet.convert_{fmt}_state_dict first)")
         raise StateDictMismatchError("\n".join(lines))
+
+
+def _bn_fills_in(key: str, state_dict: Mapping) -> bool:
+    """nn.BatchNorm2d loads a checkpoint without `num_batches_tracked` (it starts the count at 0) when the
+    checkpoint's metadata version for that module is absent or older than 2, as older PyTorch saved them."""
+    suffix = ".num_batches_tracked"
+    if not key.endswith(suffix) and key != suffix[1:]:
+        return False
+    metadata = getattr(state_dict, "_metadata", None) or {}
+    version = metadata.get(key[:-len(suffix)] if key.endswith(suffix) else "", {}).get("version")
+    return version is None or version < 2
 
 
 # timm: s{S}.b{B}.{conv1,conv2,conv3,se,downsample}; stem.conv/bn; head.fc.
@@ -90,9 +101,16 @@ def _unwrap(state_dict):
     return state_dict
 
 
+def _require_mapping(state_dict, what: str) -> Mapping:
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"expected a {what} state_dict (a mapping of names to tensors), got "
+                        f"{type(state_dict).__name__}")
+    return state_dict
+
+
 def convert_timm_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A timm `regnetx_*` / `regnety_*` state_dict with torchvision's keys (same tensors, renamed)."""
-    return _convert(_unwrap(state_dict), _TIMM_BLOCK, "timm")
+    return _convert(_unwrap(_require_mapping(state_dict, "timm")), _TIMM_BLOCK, "timm")
 
 
 def convert_pycls_state_dict(state_dict: Mapping[str, torch.Tensor], bgr_to_rgb: bool = True
@@ -103,7 +121,7 @@ def convert_pycls_state_dict(state_dict: Mapping[str, torch.Tensor], bgr_to_rgb:
     stem conv's input channels are flipped so the converted model takes RGB, normalized as torchvision does;
     pass False to keep the checkpoint's BGR input order.
     """
-    out = _convert(_unwrap(state_dict), _PYCLS_BLOCK, "pycls")
+    out = _convert(_unwrap(_require_mapping(state_dict, "pycls")), _PYCLS_BLOCK, "pycls")
     if bgr_to_rgb and "stem.0.weight" in out:
         out["stem.0.weight"] = out["stem.0.weight"].flip(1)
     return out
@@ -123,7 +141,7 @@ def detect_format(state_dict) -> str:
 
 def to_fastregnet_state_dict(state_dict) -> dict[str, torch.Tensor]:
     """Any supported checkpoint (torchvision, timm, pycls; possibly wrapped) with fastregnet's keys."""
-    sd = _unwrap(state_dict)
+    sd = _unwrap(_require_mapping(state_dict, "torchvision, timm or pycls"))
     fmt = detect_format(sd)
     if fmt == "timm":
         return convert_timm_state_dict(sd)
@@ -136,6 +154,9 @@ def params_from_torchvision(tv_model: nn.Module):
     """The RegNetParams of a torchvision RegNet, read off its modules."""
     from .design import RegNetParams
 
+    if not isinstance(tv_model, nn.Module) or type(tv_model).__name__ != "RegNet":
+        raise TypeError(f"expected a torchvision RegNet (torchvision.models.regnet_*), got "
+                        f"{type(tv_model).__name__}")
     try:
         stem_width = tv_model.stem[0].out_channels
         stages = list(tv_model.trunk_output.children())

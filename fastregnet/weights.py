@@ -37,18 +37,48 @@ def _is_torchvision_enum(weights) -> bool:
     return type(weights).__module__.startswith("torchvision") and hasattr(weights, "get_state_dict")
 
 
+# A string with one of these endings, or a directory separator, names a file, never a weights enum member.
+_CHECKPOINT_SUFFIXES = (".pth", ".pt", ".pyth", ".pkl", ".bin", ".ckpt", ".tar", ".safetensors")
+
+
+def _load_checkpoint(path: str) -> Mapping:
+    if os.path.isdir(path):
+        raise ValueError(f"weights path {path!r} is a directory, not a checkpoint file")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"weights file {path!r} is empty")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch.load's errors for a non-checkpoint differ by content and version
+        raise ValueError(f"weights file {path!r} is not a PyTorch checkpoint that torch.load(weights_only=True) "
+                         f"reads ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"weights file {path!r} holds a {type(checkpoint).__name__}, not a state_dict")
+    return checkpoint
+
+
+def _check_enum_for(config_name: str, weights) -> None:
+    """A torchvision weights enum must be this model's, checked by name before anything is downloaded."""
+    enum_cls = torchvision_weights_enum(config_name)
+    if type(weights).__name__ != enum_cls.__name__:
+        raise ValueError(f"weights {type(weights).__name__}.{weights.name} are for another model; {config_name} "
+                         f"takes {enum_cls.__name__} ({', '.join(enum_cls.__members__)})")
+
+
 def resolve_weights(config_name: str, weights: Any):
     """(kind, value): ('enum', torchvision weights), ('state_dict', mapping) or ('none', None)."""
     if weights is None or weights is False:
         return "none", None
     if _is_torchvision_enum(weights):
+        _check_enum_for(config_name, weights)
         return "enum", weights
     if isinstance(weights, Mapping):
         return "state_dict", weights
     if isinstance(weights, (str, os.PathLike)):
         path = os.fspath(weights)
         if os.path.exists(path):
-            return "state_dict", torch.load(path, map_location="cpu", weights_only=True)
+            return "state_dict", _load_checkpoint(path)
+        if os.sep in path or (os.altsep and os.altsep in path) or path.lower().endswith(_CHECKPOINT_SUFFIXES):
+            raise FileNotFoundError(f"weights file {path!r} does not exist")
         enum_cls = torchvision_weights_enum(config_name)
         name = path.split(".")[-1]
         if path.count(".") == 1 and path.split(".")[0] != enum_cls.__name__:
