@@ -10,7 +10,6 @@ time next to the least the device could need.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import datetime
 import json
@@ -23,6 +22,7 @@ import sys
 import torch
 
 from . import roofline
+from .cli_args import non_negative_int, positive_int
 from .design import resolve_name
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -167,8 +167,11 @@ def run(models, batches, dtype, modes, providers, resolution, device, warmup, re
         state_dict = tv.state_dict()
         for batch in batches:
             x = torch.randn(batch, 3, resolution, resolution, generator=torch.Generator().manual_seed(1))
+            # Only the references this run compares against: a train-mode forward needs more than one value per
+            # BN channel (batch 1 at a small resolution cannot have one), so infer-only runs never compute it.
             with torch.no_grad():
-                reference = {"infer": tv.eval()(x).float(), "train": copy.deepcopy(tv).train()(x).float()}
+                reference = {"infer": tv.eval()(x).float() if "infer" in modes else None,
+                             "train": copy.deepcopy(tv).train()(x).float() if "train" in modes else None}
             for mode in modes:
                 w = roofline.work(resolve_name(model_name).params(), batch, resolution, elem, mode)
                 floor = roofline.floor_seconds(w, rates["copy_bandwidth_bytes_per_s"], rates["matmul_flops_per_s"])
@@ -245,22 +248,40 @@ def plot(report: dict, path: str) -> None:
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="benchmark fastregnet against torchvision on this machine's device")
     p.add_argument("--model", nargs="+", default=["regnet_y_400mf"], help="torchvision builder names")
-    p.add_argument("--batch", nargs="+", type=int, default=None, help="batch sizes (default 8 on CPU, 64 on GPU)")
+    p.add_argument("--batch", nargs="+", type=positive_int, default=None, help="batch sizes (default 8 on CPU, 64 on GPU)")
     p.add_argument("--dtype", choices=list(DTYPES), default=None, help="default fp32 on CPU, fp16 on GPU")
     p.add_argument("--mode", choices=["infer", "train", "both"], default="infer")
     p.add_argument("--providers", nargs="+", choices=list(PROVIDERS), default=None)
-    p.add_argument("--resolution", type=int, default=224)
+    p.add_argument("--resolution", type=positive_int, default=224)
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    p.add_argument("--warmup", type=int, default=None)
-    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--warmup", type=non_negative_int, default=None)
+    p.add_argument("--repeats", type=positive_int, default=None)
     p.add_argument("--compile-mode", default=None, help="torch.compile mode for the *_compile providers")
     p.add_argument("--out", default=None, help="JSON path (default bench/results/bench-<device>-<time>.json)")
     p.add_argument("--plot", default=None, help="PNG path for a bar chart (needs matplotlib)")
     p.set_defaults(func=_cmd_bench)
 
 
+def parse_device(text: str | None) -> torch.device:
+    """--device: cpu, cuda or cuda:N that exists here (default: cuda when available)."""
+    if text is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise ValueError(f"unknown device {text!r}; expected cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {text!r} is not supported; expected cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {text!r}: no CUDA device is available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {text!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
 def _cmd_bench(args) -> int:
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = parse_device(args.device)
     gpu = device.type == "cuda"
     for m in args.model:
         if not m.startswith("regnet_") or resolve_name(m).name != m:

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from .cli_args import OneLineErrorParser, non_negative_int, positive_int
 from .complexity import count_complexity, stage_complexity
 from .design import MODEL_CONFIGS, list_configs, resolve_name
 
@@ -139,7 +140,7 @@ def _cmd_explore(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastregnet", description=__doc__)
+    parser = OneLineErrorParser(prog="fastregnet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="list the model zoo")
@@ -149,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="widths, depths, groups, SE widths and complexity of one model")
     p.add_argument("name", help="torchvision, timm or pycls name")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--resolution", type=int, default=224)
+    p.add_argument("--resolution", type=positive_int, default=224)
     p.set_defaults(func=_cmd_info)
 
     from .sampling import SPACES
@@ -159,9 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flops", default=None, help="target like 400M (+-tolerance) or a range 360M:440M")
     p.add_argument("--params", default=None, help="same for parameter count, e.g. 5M or 3M:6M")
     p.add_argument("--tolerance", type=float, default=0.1, help="relative width of a single-value target")
-    p.add_argument("--n", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resolution", type=int, default=224)
+    p.add_argument("--n", type=positive_int, default=10)
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--resolution", type=positive_int, default=224)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_sample)
 
@@ -181,11 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("explore", help="tiny CPU study: sample, train briefly on synthetic data, write records")
     p.add_argument("--spaces", nargs="+", default=["anynetx_a", "regnetx"], choices=SPACES)
-    p.add_argument("--n", type=int, default=4, help="models per space")
+    p.add_argument("--n", type=positive_int, default=4, help="models per space")
     p.add_argument("--flops", default="20M:80M", help="complexity range at 224x224")
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--resolution", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=positive_int, default=30)
+    p.add_argument("--resolution", type=positive_int, default=32)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--out", default="explore-records.json")
     p.set_defaults(func=_cmd_explore)
 
@@ -199,8 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        print(f"fastregnet {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, TypeError, OSError) as e:  # user errors (bad values, missing or unreadable files)
+        message = str(e).strip().replace("\n", "; ") or type(e).__name__
+        print(f"fastregnet {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

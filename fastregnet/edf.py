@@ -51,6 +51,10 @@ def compare_edfs(errors_a, errors_b, grid: int = 512, weights_a=None, weights_b=
 
 def load_records(path: str) -> list[dict]:
     """Records from a JSON list (or {"records": [...]}) or a CSV file with columns space, error, flops, params."""
+    import os
+
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a directory; expected a records file (JSON or CSV)")
     if str(path).endswith(".csv"):
         import csv
 
@@ -59,13 +63,27 @@ def load_records(path: str) -> list[dict]:
         recs = [{k: (float(v) if k in ("error", "flops", "params") else v) for k, v in r.items()} for r in rows]
     else:
         with open(path) as f:
-            data = json.load(f)
-        recs = data["records"] if isinstance(data, dict) else data
+            text = f.read()
+        if not text.strip():
+            raise ValueError(f"{path} is empty; expected a JSON list of records or {{\"records\": [...]}}")
+        data = json.loads(text)
+        if isinstance(data, dict) and "records" in data:
+            recs = data["records"]
+        elif isinstance(data, list):
+            recs = data
+        else:
+            raise ValueError(f"{path} holds no records: expected a JSON list of records or {{\"records\": [...]}}")
+    if not isinstance(recs, list) or not recs:
+        raise ValueError(f"{path} holds no records")
     for i, r in enumerate(recs):
+        if not isinstance(r, dict):
+            raise ValueError(f"record {i} of {path} is a {type(r).__name__}, not an object")
         missing = {"space", "error"} - set(r)
         if missing:
             raise ValueError(f"record {i} of {path} lacks {sorted(missing)}; each record needs space and error "
                              f"(and flops or params for a normalized EDF)")
+        if isinstance(r["error"], bool) or not isinstance(r["error"], (int, float)):
+            raise ValueError(f"record {i} of {path}: error must be a number, got {r['error']!r}")
     return recs
 
 
