@@ -82,3 +82,12 @@ def test_cli_writes_table_json_and_png(tmp_path, capsys):
     assert report["device_rates"]["copy_bandwidth_bytes_per_s"] > 0  # measured by the harness itself
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert main(["bench", "--model", "RegNetY-400MF"]) == 2  # not a torchvision name: a clear error
+
+
+def test_infer_at_batch_one_needs_no_training_reference(tmp_path, capsys):
+    """A train-mode forward of batch 1 at 32 px cannot run (one value per BN channel); infer must not need one."""
+    out = tmp_path / "b1.json"
+    assert main(["bench", "--model", "regnet_x_400mf", "--batch", "1", "--resolution", "32", "--mode", "infer",
+                 "--providers", "fastregnet", "--warmup", "0", "--repeats", "1", "--out", str(out)]) == 0
+    (record,) = json.loads(out.read_text())["results"]
+    assert "error" not in record and record["max_rel_dev_vs_fp32_ref"] < 1e-4

@@ -113,3 +113,58 @@ def test_mismatched_state_dict_lists_every_bad_key():
         fastregnet.convert_timm_state_dict({"s1.b1.weird.weight": torch.zeros(1)})
     with pytest.raises(TypeError, match="weights must be"):
         fastregnet.regnet_x_400mf(weights=123)
+
+
+def test_weights_files_that_are_missing_empty_or_not_checkpoints(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"weights file '.*missing.pth' does not exist"):
+        fastregnet.regnet_x_400mf(weights=str(tmp_path / "missing.pth"))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        fastregnet.regnet_x_400mf(weights="ckpt.pth")
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(ValueError, match="is empty"):
+        fastregnet.regnet_x_400mf(weights=tmp_path / "empty.pth")
+    (tmp_path / "notes.pth").write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="is not a PyTorch checkpoint"):
+        fastregnet.regnet_x_400mf(weights=tmp_path / "notes.pth")
+    torch.save([torch.zeros(1)], tmp_path / "list.pth")
+    with pytest.raises(ValueError, match="holds a list, not a state_dict"):
+        fastregnet.regnet_x_400mf(weights=tmp_path / "list.pth")
+    with pytest.raises(ValueError, match="is a directory"):
+        fastregnet.regnet_x_400mf(weights=tmp_path)
+
+
+def test_another_models_torchvision_enum_is_refused_by_name(monkeypatch):
+    import torchvision.models as tvm
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("nothing may be downloaded")
+
+    monkeypatch.setattr(tvm.RegNet_X_400MF_Weights.IMAGENET1K_V1.__class__, "get_state_dict", no_download)
+    with pytest.raises(ValueError, match="RegNet_X_400MF_Weights.IMAGENET1K_V1 are for another model; "
+                                         "regnet_y_400mf takes RegNet_Y_400MF_Weights"):
+        fastregnet.regnet_y_400mf(weights=tvm.RegNet_X_400MF_Weights.IMAGENET1K_V1)
+
+
+def test_converters_say_what_they_expected():
+    for convert in (fastregnet.convert_timm_state_dict, fastregnet.convert_pycls_state_dict):
+        with pytest.raises(TypeError, match=r"expected a (timm|pycls) state_dict .* got NoneType"):
+            convert(None)
+    with pytest.raises(TypeError, match="expected a torchvision RegNet .* got NoneType"):
+        fastregnet.from_torchvision(None)
+    with pytest.raises(TypeError, match="expected a torchvision RegNet .* got ResNet"):
+        fastregnet.from_torchvision(torchvision_model("resnet18", init=False))
+
+
+def test_state_dict_without_num_batches_tracked_loads_as_into_torchvision():
+    tv = torchvision_model("regnet_x_400mf", init=False)
+    plain = {k: v for k, v in tv.state_dict().items() if not k.endswith("num_batches_tracked")}
+    model = fastregnet.regnet_x_400mf()
+    model.load_state_dict(plain)  # no metadata: BatchNorm fills the count in, as torchvision's model does
+    tv.load_state_dict(plain)
+    assert all(int(b) == 0 for n, b in model.named_buffers() if n.endswith("num_batches_tracked"))
+    versioned = tv.state_dict()  # carries _metadata with BatchNorm version 2: the key is then required
+    del versioned["stem.1.num_batches_tracked"]
+    with pytest.raises(RuntimeError, match="stem.1.num_batches_tracked"):
+        tv.load_state_dict(versioned)
+    with pytest.raises(StateDictMismatchError, match="missing keys \\(1\\): stem.1.num_batches_tracked"):
+        model.load_state_dict(versioned)

@@ -74,14 +74,14 @@ def test_momentum_none_is_cumulative_average():
         assert rel_err(b, b_tv) < 1e-5, n
 
 
-def test_eval_fold_cache_refolds_after_parameter_change():
+def test_eval_follows_in_place_parameter_changes():
     torch.manual_seed(3)
     tv = torchvision_model("regnet_y_400mf").eval()
     randomize_bn(tv)
     model = fastregnet.from_torchvision(tv).eval()
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
-        model(x)  # fills the fold cache
+        model(x)  # an earlier eval call (BN is folded afresh on every call; nothing is kept from this one)
         for src in (tv, model):  # an in-place change, as an optimizer step or load_state_dict makes
             src.trunk_output.block1[0].f.b[1].running_var.mul_(3.0)
             src.trunk_output.block2[0].f.a[0].weight.add_(0.05)

@@ -1,0 +1,134 @@
+"""Backend selection: use_backend() is per thread (a ContextVar), nested and overlapping contexts restore
+correctly, and TRITON_INTERPRET set too late or spelled as Triton allows gets a clear answer."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+import fastregnet
+from fastregnet.backend import BackendError
+
+
+def test_context_in_one_thread_does_not_leak_into_another():
+    default = fastregnet.get_backend()
+    entered, release, seen = threading.Event(), threading.Event(), {}
+
+    def worker():
+        with fastregnet.use_backend("torch" if default != "torch" else "triton"):
+            seen["worker"] = fastregnet.get_backend()
+            entered.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    assert entered.wait(10)
+    seen["main"] = fastregnet.get_backend()
+    release.set()
+    thread.join()
+    assert seen["main"] == default and seen["worker"] != default
+
+    with fastregnet.use_backend("torch"):
+        other = {}
+        t = threading.Thread(target=lambda: other.__setitem__("b", fastregnet.get_backend()))
+        t.start()
+        t.join()
+        assert other["b"] == default and fastregnet.get_backend() == "torch"
+
+
+def test_nested_and_overlapping_contexts_restore():
+    default = fastregnet.get_backend()
+    with fastregnet.use_backend("torch"):
+        with fastregnet.use_backend("triton"):
+            assert fastregnet.get_backend() == "triton"
+        assert fastregnet.get_backend() == "torch"
+    assert fastregnet.get_backend() == default
+    a, b = fastregnet.use_backend("torch"), fastregnet.use_backend("triton")
+    a.__enter__()
+    b.__enter__()
+    a.__exit__(None, None, None)  # the outer one exits first
+    assert fastregnet.get_backend() == "triton"
+    b.__exit__(None, None, None)
+    assert fastregnet.get_backend() == default
+
+
+def test_set_backend_sets_the_default_under_a_context():
+    default = fastregnet.get_backend()
+    try:
+        with fastregnet.use_backend("triton"):
+            fastregnet.set_backend("torch")
+            assert fastregnet.get_backend() == "triton"
+        assert fastregnet.get_backend() == "torch"
+    finally:
+        fastregnet.set_backend(default)
+
+
+def _run(code: str, env_value: str | None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    if env_value is not None:
+        env["TRITON_INTERPRET"] = env_value
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+_FUSED_OP = """
+    import torch, fastregnet
+    from fastregnet import ops
+    x = torch.randn(1, 8, 5, 5)
+    w = torch.randn(8, 4, 3, 3)
+    with fastregnet.use_backend("triton"), fastregnet.count_kernel_launches() as n:
+        y = ops.grouped_conv_bias_act(x, w, torch.zeros(8), 1, 2, True)
+    print("launches", sum(n.values()))
+"""
+
+
+@pytest.mark.skipif(fastregnet.backend._triton_import_error() is not None, reason="triton does not import")
+def test_triton_interpret_set_after_the_kernels_were_defined():
+    result = _run("""
+        import os, torch, fastregnet
+        import fastregnet.kernels.batch_norm  # kernels defined compiled (no TRITON_INTERPRET yet)
+        os.environ["TRITON_INTERPRET"] = "1"
+        from fastregnet.backend import BackendError
+        try:
+            with fastregnet.use_backend("triton"):
+                fastregnet.ops.grouped_conv_bias_act(torch.randn(1, 8, 5, 5), torch.randn(8, 4, 3, 3),
+                                                     torch.zeros(8), 1, 2, True)
+        except BackendError as e:
+            print("BackendError:", e)
+    """, None)
+    assert "BackendError:" in result.stdout, result.stderr[-2000:]
+    assert "TRITON_INTERPRET is set now, but it was not set when fastregnet's kernels were defined" in result.stdout
+
+
+@pytest.mark.skipif(fastregnet.backend._triton_import_error() is not None, reason="triton does not import")
+@pytest.mark.parametrize("value", ["true", "1"])
+def test_triton_interpret_spelled_as_triton_accepts(value):
+    result = _run(_FUSED_OP, value)
+    assert "launches 1" in result.stdout, result.stderr[-2000:]
+
+
+def test_triton_mode_without_interpreter_says_how_on_cpu():
+    result = _run("""
+        import torch, fastregnet
+        from fastregnet.backend import BackendError
+        try:
+            with fastregnet.use_backend("triton"):
+                fastregnet.ops.grouped_conv_bias_act(torch.randn(1, 8, 5, 5), torch.randn(8, 4, 3, 3),
+                                                     torch.zeros(8), 1, 2, True)
+        except BackendError as e:
+            print("BackendError:", e)
+    """, None)
+    if "launches" in result.stdout or "cuda" in result.stdout.lower():  # pragma: no cover - a GPU machine
+        pytest.skip("a GPU is present")
+    assert "CPU tensors need TRITON_INTERPRET=1 set before fastregnet (or triton) is imported" in result.stdout, \
+        result.stderr[-2000:]
+
+
+def test_unknown_mode_is_refused():
+    with pytest.raises(ValueError, match="unknown fastregnet backend 'gpu'"):
+        with fastregnet.use_backend("gpu"):
+            pass
+    assert issubclass(BackendError, RuntimeError)
