@@ -81,10 +81,11 @@ def test_make_divisible_and_pycls_rounding():
     assert adjust_widths_groups([24], [1.0], [64], "pycls") == ([24], [24])
 
 
-@pytest.mark.parametrize("bad", [dict(w0=20), dict(wm=1.0), dict(wa=-1.0), dict(depth=0)])
-def test_generate_widths_rejects_bad_settings(bad):
+@pytest.mark.parametrize("bad,match", [(dict(w0=20), "w0 must be a multiple of 8"), (dict(wm=1.0), "wm must be > 1"),
+                                       (dict(wa=-1.0), "wa must be >= 0"), (dict(depth=0), "depth must be >= 1")])
+def test_generate_widths_rejects_bad_settings(bad, match):
     args = dict(w0=24, wa=24.0, wm=2.0, depth=4) | bad
-    with pytest.raises(ValueError, match="invalid RegNet settings"):
+    with pytest.raises(ValueError, match=match):
         generate_widths(**args)
 
 

@@ -136,7 +136,7 @@ def _assert_same_step(tv, ours, x, tol=1e-5):
 @pytest.mark.parametrize("swap", list(SWAPS))
 def test_swapped_modules_compute_as_in_torchvision(swap, backend):
     tv, ours = _swapped_twins(swap)
-    x = torch.randn(2, 3, 32, 32, device=DEVICE)
+    x = torch.randn(2, 3, 16, 16, device=DEVICE)
     assert all(r["path"] == "modules" for r in fastregnet.explain_fusion(ours)
                if r["type"] == "ResBottleneckBlock"), "a swapped block must run its modules"
     with fastregnet.use_backend(backend):
@@ -187,7 +187,7 @@ def _count_calls(model):
 def test_forward_hooks_fire_as_in_torchvision(mode, backend):
     tv, ours = _twins()
     counts_tv, counts_ours = _count_calls(tv), _count_calls(ours)
-    x = torch.randn(2, 3, 32, 32, device=DEVICE)
+    x = torch.randn(2, 3, 16, 16, device=DEVICE)
     for model in (tv, ours):
         model.train(mode == "train")
         with fastregnet.use_backend(backend), torch.set_grad_enabled(mode != "eval_no_grad"):
@@ -212,7 +212,7 @@ def test_hooks_on_full_size_model_count_as_torchvision():
 
 def test_global_hook_and_instance_forward_take_the_module_path():
     tv, ours = _twins()
-    x = torch.randn(2, 3, 32, 32, device=DEVICE)
+    x = torch.randn(2, 3, 16, 16, device=DEVICE)
     seen = {"tv": 0, "ours": 0}
     for key, model in (("tv", tv), ("ours", ours)):
         handle = nn.modules.module.register_module_forward_hook(
@@ -234,7 +234,7 @@ def test_global_hook_and_instance_forward_take_the_module_path():
 def test_unchanged_model_still_takes_the_fused_paths():
     """Eval, no grad: 4 launches per Y block; a hook on one block sends only that block to its modules."""
     _, ours = _twins()
-    x = torch.randn(2, 3, 32, 32, device=DEVICE)
+    x = torch.randn(2, 3, 16, 16, device=DEVICE)
     ours.eval()
     with torch.no_grad(), fastregnet.count_kernel_launches() as launches:
         ours(x)
@@ -260,7 +260,7 @@ def _edit_data_mul(model):
 def _edit_precise_bn(model):
     model.train()
     with torch.no_grad():
-        model(torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(5)).to(DEVICE))
+        model(torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(5)).to(DEVICE))
     model.eval()
 
 
@@ -278,7 +278,7 @@ def _edit_numpy(model):
                                                                                     "numpy"])
 def test_eval_after_in_place_edits_matches_torchvision(edit, backend):
     tv, ours = _twins()
-    x = torch.randn(2, 3, 32, 32, device=DEVICE)
+    x = torch.randn(2, 3, 16, 16, device=DEVICE)
     with fastregnet.use_backend(backend), torch.no_grad():
         tv.eval(), ours.eval()
         ours(x)  # a first eval call (the old cache would keep this state)
@@ -299,7 +299,7 @@ def test_whole_model_save_is_torchvision_sized(tmp_path):
 def test_jit_trace_checks_and_follows_load_state_dict():
     tv, ours = _twins()
     ours.eval()
-    x = torch.randn(2, 3, 32, 32, device=DEVICE)
+    x = torch.randn(2, 3, 16, 16, device=DEVICE)
     with torch.no_grad():
         ours(x)
         traced = torch.jit.trace(ours, x)  # check_trace=True: re-traces and compares
@@ -316,7 +316,7 @@ def test_jit_trace_checks_and_follows_load_state_dict():
 def test_nan_in_one_image_stays_in_that_image_in_eval(backend):
     _, ours = _twins()
     ours.eval()
-    x = torch.randn(3, 3, 32, 32, device=DEVICE)
+    x = torch.randn(3, 3, 16, 16, device=DEVICE)
     bad = x.clone()
     bad[1, :, 5, 7] = float("nan")
     with fastregnet.use_backend(backend), torch.no_grad():
@@ -329,7 +329,7 @@ def test_nan_in_one_image_stays_in_that_image_in_eval(backend):
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_non_finite_training_step_matches_torchvision(backend, value):
     tv, ours = _twins()
-    x = torch.randn(2, 3, 32, 32, device=DEVICE)
+    x = torch.randn(2, 3, 16, 16, device=DEVICE)
     x[0, 1, 4, 4] = value
     with fastregnet.use_backend(backend):
         tv.train(), ours.train()
@@ -372,7 +372,7 @@ def test_empty_batch_and_small_images_as_torchvision(backend, shape):
 def test_copy_and_deepcopy_keep_fidelity():
     tv, ours = _twins()
     clone = copy.deepcopy(ours).eval()
-    x = torch.randn(2, 3, 32, 32, device=DEVICE)
+    x = torch.randn(2, 3, 16, 16, device=DEVICE)
     with torch.no_grad():
         clone(x)
         clone.stem[1].running_mean.add_(1.0)
