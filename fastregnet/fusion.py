@@ -80,9 +80,10 @@ def _conv_reason(conv: nn.Module, role: str) -> str | None:
 
 def conv_norm_act_reason(part: nn.Sequential) -> str | None:
     """Children of a conv-norm-act part: 0 a plain conv, 1 an affine nn.BatchNorm2d, optional 2 an nn.ReLU."""
-    if len(part) not in (2, 3):
-        return f"has {len(part)} children, not conv, norm[, ReLU]"
-    conv, bn = part[0], part[1]
+    children = tuple(part._modules.values())  # (Sequential indexing walks an iterator: this runs every call)
+    if len(children) not in (2, 3):
+        return f"has {len(children)} children, not conv, norm[, ReLU]"
+    conv, bn = children[0], children[1]
     reason = _conv_reason(conv, "conv") or _skip_reason(bn, nn.BatchNorm2d, "norm")
     if reason is not None:
         return reason
@@ -90,8 +91,8 @@ def conv_norm_act_reason(part: nn.Sequential) -> str | None:
         return "norm has no affine parameters (affine=False)"
     if bn.num_features != conv.out_channels:
         return f"norm has {bn.num_features} features for {conv.out_channels} conv channels"
-    if len(part) == 3:
-        return _skip_reason(part[2], nn.ReLU, "activation")
+    if len(children) == 3:
+        return _skip_reason(children[2], nn.ReLU, "activation")
     return None
 
 

@@ -14,15 +14,22 @@ __all__ = ["fold_bn", "conv_bias_act_ref", "conv_bn_act_train_ref", "update_runn
 
 def fold_bn(weight: torch.Tensor, bn_weight: torch.Tensor, bn_bias: torch.Tensor, running_mean: torch.Tensor,
             running_var: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fold an eval-mode BatchNorm into the preceding bias-free conv: returns (weight', bias').
+    """Fold an eval-mode BatchNorm into the preceding bias-free conv2d: returns (weight', bias').
 
     BN(conv(x, W)) = conv(x, W * s) + (beta - mean * s), with s = gamma / sqrt(var + eps), per output channel.
-    Computed in float32 at least, then cast back to the weight's dtype.
+    Computed in float32 at least, then cast back to the weight's dtype. It runs on every eval call (nothing is
+    cached), so it is written as few PyTorch ops as possible: casts only where a dtype differs.
     """
     dtype = torch.promote_types(weight.dtype, torch.float32)
-    scale = bn_weight.to(dtype) * torch.rsqrt(running_var.to(dtype) + eps)
-    w = weight.to(dtype) * scale.reshape(-1, *([1] * (weight.dim() - 1)))
-    b = bn_bias.to(dtype) - running_mean.to(dtype) * scale
+
+    def cast(t: torch.Tensor) -> torch.Tensor:
+        return t if t.dtype == dtype else t.to(dtype)
+
+    scale = torch.rsqrt(cast(running_var) + eps) * cast(bn_weight)
+    w = cast(weight) * scale.reshape(-1, 1, 1, 1)
+    b = torch.addcmul(cast(bn_bias), cast(running_mean), scale, value=-1)
+    if dtype == weight.dtype:
+        return w, b
     return w.to(weight.dtype), b.to(weight.dtype)
 
 
