@@ -97,7 +97,7 @@ def test_se_path(benchmark, case, dtype, provider):
     y = torch.rand(case["batch"], w_b, hw, hw, device="cuda", dtype=DTYPES[dtype])
     y = y.contiguous(memory_format=torch.channels_last)  # stands for conv b's output
     se = ours.f.se
-    wc, bc = ours.f.c.folded()
+    wc, bn_c, eps_c = ours.f.c.eval_bn()
 
     def run():
         with torch.no_grad():
@@ -105,6 +105,6 @@ def test_se_path(benchmark, case, dtype, provider):
                 return theirs.f.c(theirs.f.se(y))
             sq_part, blocks_per_image = se_squeeze(y)
             gate = se_excite(sq_part, blocks_per_image, hw * hw, *se.params())
-            return pointwise_conv_fwd(y, wc, bc, False, gate)
+            return pointwise_conv_fwd(y, wc, bn_c, eps_c, False, gate)
 
     _record(benchmark, run, case, dtype, provider)

@@ -66,6 +66,11 @@ class ConvNormActivation(nn.Sequential):
         bn.num_batches_tracked.add_(1)
         return 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
 
+    def eval_bn(self) -> tuple:
+        """(conv weight, (gamma, beta, running_mean, running_var), eps): what the fused inference ops read."""
+        conv, bn = self[0], self[1]
+        return conv.weight, (bn.weight, bn.bias, bn.running_mean, bn.running_var), bn.eps
+
     def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(weight, bias) of the conv with the eval-mode BN folded in, from the current tensors."""
         conv, bn = self[0], self[1]
@@ -185,13 +190,13 @@ class ResBottleneckBlock(nn.Module):
         return self.activation(x)
 
     def _forward_inference(self, x: torch.Tensor) -> torch.Tensor:
-        """Eval with gradients off: the whole block as one op, BN folded per call (4 Triton launches with SE)."""
+        """Eval with gradients off: the whole block as one op (4 Triton launches with SE), BN from the live tensors."""
         f = self.f
         conv_b = f.b[0]
         se = f.se.params() if "se" in f._modules else None
-        proj = None if self.proj is None else self.proj.folded()
-        return ops.residual_block_eval(x, f.a.folded(), (*f.b.folded(), conv_b.stride[0], conv_b.groups), se,
-                                       f.c.folded(), proj)
+        proj = None if self.proj is None else self.proj.eval_bn()
+        return ops.residual_block_eval(x, f.a.eval_bn(), (*f.b.eval_bn(), conv_b.stride[0], conv_b.groups), se,
+                                       f.c.eval_bn(), proj)
 
 
 class AnyStage(nn.Sequential):

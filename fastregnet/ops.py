@@ -7,7 +7,8 @@ What runs on Triton:
 - training (BN with batch statistics), forward and backward: every conv of the body. Conv a and the projection
   are `pointwise_conv_bn_train`; f.b is `grouped_conv_bn_act_train`; SE, conv c, the residual add and the final
   ReLU are one `pointwise_conv_bn_train` with the SE weights and the shortcut. The stem and head run PyTorch.
-- eval with gradients off: the whole block as 4 launches (`residual_block_eval`).
+- eval with gradients off: the whole block as 4 launches (`residual_block_eval`), each applying its eval BatchNorm
+  in the epilogue from the live tensors (no folded weights exist on this path).
 - eval with gradients on (rare: e.g. input-gradient saliency): f.b's differentiable eval kernel; the 1x1 convs and
   SE run the reference.
 
@@ -38,6 +39,11 @@ __all__ = ["conv_bias_act", "conv_bn_act_train", "grouped_conv_bias_act", "group
 def _out_shape(x: Tensor, stride: int) -> tuple[int, int, int, int]:
     n, c, h, w = x.shape
     return n, c, (h - 1) // stride + 1, (w - 1) // stride + 1
+
+
+def _absent(like: Tensor) -> Tensor:
+    """The placeholder a custom op returns for an output that does not apply (ops cannot return None)."""
+    return like.new_empty(0, dtype=torch.float32)
 
 
 def _empty_nhwc(shape, like: Tensor) -> Tensor:
@@ -134,14 +140,17 @@ _grouped_conv_bn_act_train_op.register_autograd(_train_backward, setup_context=_
 # ----------------------------------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("fastregnet::grouped_conv_squeeze", mutates_args=(), device_types=("cuda", "cpu"))
-def _grouped_conv_squeeze_op(x: Tensor, weight: Tensor, bias: Tensor, stride: int,
-                             groups: int) -> tuple[Tensor, Tensor]:
-    """(relu(grouped conv + bias), per-(image, row block) channel sums for the SE squeeze)."""
+@torch.library.custom_op("fastregnet::grouped_conv_bn_eval", mutates_args=(), device_types=("cuda", "cpu"))
+def _grouped_conv_bn_eval_op(x: Tensor, weight: Tensor, bn: list[Tensor], eps: float, stride: int, groups: int,
+                             squeeze: bool) -> tuple[Tensor, Tensor]:
+    """(relu(bn(grouped conv)), per-(image, row block) channel sums for the SE squeeze, or empty without squeeze);
+    bn = (gamma, beta, running_mean, running_var), applied in the kernel's epilogue."""
     from .kernels.grouped_conv import grouped_conv_fwd
 
-    y, sq_part, _ = grouped_conv_fwd(x, weight, bias, stride, groups, True, squeeze=True)
-    return y, sq_part
+    if squeeze:
+        y, sq_part, _ = grouped_conv_fwd(x, weight, None, stride, groups, True, squeeze=True, bn=bn, eps=eps)
+        return y, sq_part
+    return grouped_conv_fwd(x, weight, None, stride, groups, True, bn=bn, eps=eps), _absent(x)
 
 
 def _squeeze_blocks_per_image(h: int, w: int) -> int:
@@ -150,11 +159,12 @@ def _squeeze_blocks_per_image(h: int, w: int) -> int:
     return squeeze_blocks_per_image(h, w)
 
 
-@_grouped_conv_squeeze_op.register_fake
-def _(x, weight, bias, stride, groups):
+@_grouped_conv_bn_eval_op.register_fake
+def _(x, weight, bn, eps, stride, groups, squeeze):
     n, c, ho, wo = _out_shape(x, stride)
-    return _empty_nhwc((n, c, ho, wo), x), x.new_empty((n * _squeeze_blocks_per_image(ho, wo), c),
-                                                       dtype=torch.float32)
+    sq_part = (x.new_empty((n * _squeeze_blocks_per_image(ho, wo), c), dtype=torch.float32) if squeeze
+               else _absent(x))
+    return _empty_nhwc((n, c, ho, wo), x), sq_part
 
 
 @torch.library.custom_op("fastregnet::se_excite", mutates_args=(), device_types=("cuda", "cpu"))
@@ -171,16 +181,18 @@ def _(sq_part, blocks_per_image, hw, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
 
 
 @torch.library.custom_op("fastregnet::pointwise_conv", mutates_args=(), device_types=("cuda", "cpu"))
-def _pointwise_conv_op(x: Tensor, weight: Tensor, bias: Tensor, relu: bool, gate: Optional[Tensor],
+def _pointwise_conv_op(x: Tensor, weight: Tensor, bn: list[Tensor], eps: float, relu: bool, gate: Optional[Tensor],
                        shortcut: Optional[Tensor], x2: Optional[Tensor], weight2: Optional[Tensor],
-                       stride2: int) -> Tensor:
+                       bn2: list[Tensor], eps2: float, stride2: int) -> Tensor:
+    """act(bn(conv1x1(x * gate)) + bn2(conv1x1(x2, stride2)) + shortcut), eval BatchNorms (gamma, beta,
+    running_mean, running_var) applied in the epilogue; bn2 is empty without x2."""
     from .kernels.pointwise_conv import pointwise_conv_fwd
 
-    return pointwise_conv_fwd(x, weight, bias, relu, gate, shortcut, x2, weight2, stride2)
+    return pointwise_conv_fwd(x, weight, bn, eps, relu, gate, shortcut, x2, weight2, bn2 or None, eps2, stride2)
 
 
 @_pointwise_conv_op.register_fake
-def _(x, weight, bias, relu, gate, shortcut, x2, weight2, stride2):
+def _(x, weight, bn, eps, relu, gate, shortcut, x2, weight2, bn2, eps2, stride2):
     return _empty_nhwc((x.shape[0], weight.shape[0], x.shape[2], x.shape[3]), x)
 
 
@@ -188,11 +200,6 @@ def _(x, weight, bias, relu, gate, shortcut, x2, weight2, stride2):
 # custom ops of the block's training path: a 1x1 conv + batch-statistics BN (conv a, the projection), and conv c
 # with the SE in front of it and the residual add + ReLU behind it
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def _absent(like: Tensor) -> Tensor:
-    """The placeholder a custom op returns for an output that does not apply (ops cannot return None)."""
-    return like.new_empty(0, dtype=torch.float32)
 
 
 @torch.library.custom_op("fastregnet::pointwise_conv_bn_train", mutates_args=(), device_types=("cuda", "cpu"))
@@ -433,35 +440,41 @@ def squeeze_excite(x: Tensor, fc1_weight: Tensor, fc1_bias: Tensor, fc2_weight: 
 
 
 def residual_block_eval(x: Tensor, a: tuple, b: tuple, se: tuple | None, c: tuple, proj: tuple | None) -> Tensor:
-    """A whole residual bottleneck block in eval mode with gradients off, BN folded:
-    a = (W, bias), b = (W, bias, stride, groups), se = (fc1_w, fc1_b, fc2_w, fc2_b) or None, c = (W, bias),
-    proj = (W, bias) or None (a stride-b 1x1 conv). On the Triton path this is 4 launches (3 without SE): conv a;
-    grouped conv b with the SE squeeze in its epilogue; the excitation; conv c with the gate applied to its input
-    tiles, the projection as extra K (or the identity shortcut added) and the final ReLU."""
-    (wa, ba), (wb, bb, stride, groups), (wc, bc) = a, b, c
+    """A whole residual bottleneck block in eval mode with gradients off. Each conv part is
+    (weight, (gamma, beta, running_mean, running_var), eps) of its conv and eval BatchNorm; b is followed by
+    (stride, groups); se = (fc1_w, fc1_b, fc2_w, fc2_b) or None; proj a part or None (a stride-b 1x1 conv).
+
+    On the Triton path this is 4 launches (3 without SE), each applying its BatchNorm in the epilogue from the
+    live tensors: conv a; grouped conv b with the SE squeeze in its epilogue; the excitation; conv c with the gate
+    applied to its input tiles, the projection as a second accumulator (or the identity shortcut added) and the
+    final ReLU. The reference path folds each BatchNorm into its conv (fast on CPU), afresh on every call."""
+    (wa, bn_a, eps_a), (wb, bn_b, eps_b, stride, groups), (wc, bn_c, eps_c) = a, b, c
     supported, why = _dtype_supported(x)
     if supported:
         supported, why = _grouped_weight_supported(wb, stride, groups)
     if use_triton(x, supported, why):
         x, wa = _autocast(x, wa)
         wb, wc = wb.to(x.dtype), wc.to(x.dtype)
-        y = torch.ops.fastregnet.pointwise_conv(x, wa, ba, True, None, None, None, None, 1)
+        y = torch.ops.fastregnet.pointwise_conv(x, wa, bn_a, eps_a, True, None, None, None, None, [], 0.0, 1)
+        y, sq_part = torch.ops.fastregnet.grouped_conv_bn_eval(y, wb, bn_b, eps_b, stride, groups, se is not None)
+        gate = None
         if se is not None:
-            y, sq_part = torch.ops.fastregnet.grouped_conv_squeeze(y, wb, bb, stride, groups)
             ho, wo = y.shape[-2:]
             gate = torch.ops.fastregnet.se_excite(sq_part, _squeeze_blocks_per_image(ho, wo), ho * wo, *se)
-        else:
-            y, gate = torch.ops.fastregnet.grouped_conv_bias_act(y, wb, bb, stride, groups, True), None
         if proj is None:
-            return torch.ops.fastregnet.pointwise_conv(y, wc, bc, True, gate, x, None, None, 1)
-        return torch.ops.fastregnet.pointwise_conv(y, wc, bc + proj[1], True, gate, None, x, proj[0].to(x.dtype),
-                                                   stride)
-    y = ref.conv_bias_act_ref(x, wa, ba, 1, 1, True)
-    y = ref.conv_bias_act_ref(y, wb, bb, stride, groups, True)
+            return torch.ops.fastregnet.pointwise_conv(y, wc, bn_c, eps_c, True, gate, x, None, None, [], 0.0, 1)
+        wp, bn_p, eps_p = proj
+        return torch.ops.fastregnet.pointwise_conv(y, wc, bn_c, eps_c, True, gate, None, x, wp.to(x.dtype), bn_p,
+                                                   eps_p, stride)
+    y = ref.conv_bias_act_ref(x, *ref.fold_bn(wa, *bn_a, eps_a), 1, 1, True)
+    y = ref.conv_bias_act_ref(y, *ref.fold_bn(wb, *bn_b, eps_b), stride, groups, True)
     if se is not None:
         y = ref.squeeze_excite_ref(y, *se)
-    y = ref.conv_bias_act_ref(y, wc, bc, 1, 1, False)
-    shortcut = x if proj is None else ref.conv_bias_act_ref(x, proj[0], proj[1], stride, 1, False)
+    y = ref.conv_bias_act_ref(y, *ref.fold_bn(wc, *bn_c, eps_c), 1, 1, False)
+    shortcut = x
+    if proj is not None:
+        wp, bn_p, eps_p = proj
+        shortcut = ref.conv_bias_act_ref(x, *ref.fold_bn(wp, *bn_p, eps_p), stride, 1, False)
     return ref.add_relu_ref(y, shortcut)
 
 

@@ -27,6 +27,19 @@ __all__ = ["bn_batch_stats", "bn_update_running_stats", "bn_act_apply", "bn_act_
 
 
 @triton.jit
+def _eval_bn_affine(Gamma, Beta, Mean, Var, eps, offs_c, c_ok):
+    """Eval BatchNorm as a per-channel (scale, shift) in fp32, from the module's live tensors on every launch:
+    scale = gamma / sqrt(var + eps), shift = beta - mean * scale. A conv epilogue then computes
+    acc * scale + shift, so no folded weight exists that could go stale."""
+    gamma = tl.load(Gamma + offs_c, mask=c_ok, other=0.0).to(tl.float32)
+    beta = tl.load(Beta + offs_c, mask=c_ok, other=0.0).to(tl.float32)
+    mean = tl.load(Mean + offs_c, mask=c_ok, other=0.0).to(tl.float32)
+    var = tl.load(Var + offs_c, mask=c_ok, other=1.0).to(tl.float32)
+    scale = gamma * (1.0 / tl.sqrt(var + eps))
+    return scale, beta - mean * scale
+
+
+@triton.jit
 def _store_block_stats(acc, Y, m_ok, n_ok, offs_n, MeanPart, M2Part, block, C):
     """A conv epilogue's share of the batch statistics: this row block's per-channel mean and centred sum of
     squares M2 over its valid rows (merged by _bn_stats_finalize_kernel). Taken from the accumulator rounded to

@@ -32,8 +32,8 @@ import triton
 import triton.language as tl
 
 from ._launch import dot_precision, nhwc, pointer_type, record
-from .batch_norm import (_grad_y, _load_channel_vectors, _store_block_stats, bn_act_apply, bn_act_bwd_reduce,
-                         bn_batch_stats)
+from .batch_norm import (_eval_bn_affine, _grad_y, _load_channel_vectors, _store_block_stats, bn_act_apply,
+                         bn_act_bwd_reduce, bn_batch_stats)
 from .relu import relu
 
 __all__ = ["grouped_conv_fwd", "grouped_conv_train_fwd", "grouped_conv_bwd", "grouped_conv_tiles",
@@ -67,7 +67,9 @@ def _load_group_weight(Wt, offs_k, offs_n, k_hi, C, GW, tap):
 def _grouped_conv_fwd_kernel(
     X,  # input, NHWC contiguous (N, H, W, C)
     Wt,  # weight (C, GW, 3, 3) contiguous, same dtype as X
-    Bias,  # bias (C,) fp32, read when HAS_BIAS
+    Bias,  # bias (C,) fp32, read when HAS_BIAS (the differentiable eval op, whose caller folds BN per call)
+    Gamma, Beta, Mean, Var,  # (C,) eval BatchNorm, applied when EVAL_BN (inference)
+    eps,  # its eps
     Y,  # output NHWC (N, HO, WO, C): activation (eval) or pre-BN conv output (STATS)
     MeanPart,  # (num_row_blocks, C) fp32: per-block mean of the conv output, written when STATS
     M2Part,  # (num_row_blocks, C) fp32: per-block centred sum of squares, written when STATS
@@ -77,6 +79,7 @@ def _grouped_conv_fwd_kernel(
     GW,  # group width (channels per group)
     STRIDE: tl.constexpr,  # 1 or 2
     HAS_BIAS: tl.constexpr,  # add Bias in the epilogue
+    EVAL_BN: tl.constexpr,  # apply the eval BatchNorm (scale, shift from the live tensors) in the epilogue
     RELU: tl.constexpr,  # apply ReLU in the epilogue
     STATS: tl.constexpr,  # write BN partial statistics (training)
     SQUEEZE: tl.constexpr,  # image-aligned row blocks, and write the SE squeeze's per-block channel sums
@@ -117,6 +120,9 @@ def _grouped_conv_fwd_kernel(
 
     if HAS_BIAS:
         acc += tl.load(Bias + offs_n, mask=n_ok, other=0.0)[None, :]
+    if EVAL_BN:
+        scale, shift = _eval_bn_affine(Gamma, Beta, Mean, Var, eps, offs_n, n_ok)
+        acc = acc * scale[None, :] + shift[None, :]
     if STATS:
         _store_block_stats(acc, Y, m_ok, n_ok, offs_n, MeanPart, M2Part, pid_m, C)
     if RELU:
@@ -291,26 +297,31 @@ def squeeze_blocks_per_image(ho: int, wo: int) -> int:
 
 
 def grouped_conv_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, groups: int,
-                     relu: bool, squeeze: bool = False):
-    """Eval forward: relu(conv3x3(x, weight, pad 1, stride, groups) + bias). Output is channels_last.
+                     relu: bool, squeeze: bool = False, bn=None, eps: float = 0.0):
+    """Eval forward: relu(conv3x3(x, weight, pad 1, stride, groups) + bias), or with bn = (gamma, beta,
+    running_mean, running_var) (and bias None) relu(bn(conv3x3(...))), the BatchNorm applied in the epilogue from
+    those tensors. Output is channels_last.
 
     With squeeze=True, also the SE squeeze: returns (y, sq_part, blocks_per_image) where sq_part holds the channel
     sums of each image's row blocks (fp32), for `se_excite`."""
     n, c, h, w, gw = _check(x, weight, stride, groups)
+    if bn is not None and (bias is not None or len(bn) != 4 or any(tuple(t.shape) != (c,) for t in bn)):
+        raise ValueError(f"grouped_conv: bn must be 4 vectors of {c} channels, without a bias")
     ho, wo = _out_hw(h, w, stride)
     x, weight = nhwc(x), weight.contiguous()
     y = torch.empty((n, c, ho, wo), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
     m = n * ho * wo
-    bn, bk, warps = grouped_conv_tiles(gw, x.dtype)
+    bn_, bk, warps = grouped_conv_tiles(gw, x.dtype)
     unused = torch.empty(1, device=x.device, dtype=torch.float32)  # pointer for arguments this mode never reads
     b = bias.float().contiguous() if bias is not None else unused
+    bn_vectors = tuple(t.contiguous() for t in bn) if bn is not None else (unused,) * 4
     blocks_per_image = squeeze_blocks_per_image(ho, wo)
     row_blocks = n * blocks_per_image if squeeze else triton.cdiv(m, BLOCK_M_CONV)
     sq_part = torch.empty((row_blocks, c), device=x.device, dtype=torch.float32) if squeeze else unused
-    _grouped_conv_fwd_kernel[(row_blocks, triton.cdiv(c, bn))](
-        x, weight, b, y, unused, unused, sq_part, m, h, w, c, ho, wo, gw, STRIDE=stride, HAS_BIAS=bias is not None,
-        RELU=relu, STATS=False, SQUEEZE=squeeze, PRECISION=dot_precision(x.dtype), BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn,
-        BLOCK_K=bk, num_warps=warps)
+    _grouped_conv_fwd_kernel[(row_blocks, triton.cdiv(c, bn_))](
+        x, weight, b, *bn_vectors, eps, y, unused, unused, sq_part, m, h, w, c, ho, wo, gw, STRIDE=stride,
+        HAS_BIAS=bias is not None, EVAL_BN=bn is not None, RELU=relu, STATS=False, SQUEEZE=squeeze,
+        PRECISION=dot_precision(x.dtype), BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn_, BLOCK_K=bk, num_warps=warps)
     record(_grouped_conv_fwd_kernel)
     return (y, sq_part, blocks_per_image) if squeeze else y
 
@@ -333,8 +344,8 @@ def grouped_conv_train_fwd(x: torch.Tensor, weight: torch.Tensor, gamma: torch.T
     unused = torch.empty(1, device=x.device, dtype=torch.float32)  # Bias and SqPart: never read in this mode
     bn, bk, warps = grouped_conv_tiles(gw, x.dtype)
     _grouped_conv_fwd_kernel[(blocks, triton.cdiv(c, bn))](
-        x, weight, unused, y, mean_part, m2_part, unused, m, h, w, c, ho, wo, gw, STRIDE=stride, HAS_BIAS=False,
-        RELU=False, STATS=True, SQUEEZE=False, PRECISION=dot_precision(x.dtype), BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn,
+        x, weight, *([unused] * 5), eps, y, mean_part, m2_part, unused, m, h, w, c, ho, wo, gw, STRIDE=stride,
+        HAS_BIAS=False, EVAL_BN=False, RELU=False, STATS=True, SQUEEZE=False, PRECISION=dot_precision(x.dtype), BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn,
         BLOCK_K=bk, num_warps=warps)
     record(_grouped_conv_fwd_kernel)
     mean, var, invstd = bn_batch_stats(mean_part, m2_part, m, BLOCK_M_CONV, eps)
@@ -408,11 +419,16 @@ def kernel_variants(group_width: int, dtype: torch.dtype, stride: int) -> list[t
     prec = dot_precision(dtype)
     out = []
     for eval_mode in (True, False):
-        sig = {"X": ty, "Wt": ty, "Bias": "*fp32", "Y": ty, "MeanPart": "*fp32", "M2Part": "*fp32",
-               "SqPart": "*fp32", "M": "i32", "H": "i32", "W": "i32", "C": "i32", "HO": "i32", "WO": "i32", "GW": "i32"}
-        for squeeze in ((False, True) if eval_mode else (False,)):
-            ce = dict(STRIDE=stride, HAS_BIAS=eval_mode, RELU=eval_mode, STATS=not eval_mode, SQUEEZE=squeeze,
-                      PRECISION=prec, BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk)
+        sig = {"X": ty, "Wt": ty, "Bias": "*fp32", "Gamma": "*fp32", "Beta": "*fp32", "Mean": "*fp32",
+               "Var": "*fp32", "eps": "fp32", "Y": ty, "MeanPart": "*fp32", "M2Part": "*fp32", "SqPart": "*fp32",
+               "M": "i32", "H": "i32", "W": "i32", "C": "i32", "HO": "i32", "WO": "i32", "GW": "i32"}
+        # eval: inference with the BN epilogue (with and without the SE squeeze), and the differentiable eval op
+        # with a bias; train: the statistics epilogue
+        modes = ((False, True, False), (False, True, True), (True, False, False)) if eval_mode else \
+            ((False, False, False),)
+        for has_bias, eval_bn, squeeze in modes:
+            ce = dict(STRIDE=stride, HAS_BIAS=has_bias, EVAL_BN=eval_bn, RELU=eval_mode, STATS=not eval_mode,
+                      SQUEEZE=squeeze, PRECISION=prec, BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk)
             out.append((_grouped_conv_fwd_kernel, sig, ce, warps))
     vec = {k: "*fp32" for k in ("Mean", "Invstd", "Gamma", "Beta", "DBeta", "DGamma")}
     dims = {"H": "i32", "W": "i32", "C": "i32", "HO": "i32", "WO": "i32", "GW": "i32", "inv_M": "fp32"}

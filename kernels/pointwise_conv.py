@@ -1,13 +1,15 @@
 """Fused 1x1 convolutions (GEMMs over NHWC rows) for the RegNet block: a, c and the projection shortcut, forward
 (eval and train) and backward.
 
-`pointwise_conv_fwd` (eval, BN folded by the caller) computes, for the M = N*H*W output pixels,
+`pointwise_conv_fwd` (eval) computes, for the M = N*H*W output pixels,
 
-    out[m, :] = act( (x[m, :] * gate[img(m), :]) @ W^T  +  x2[rows2(m), :] @ W2^T  +  bias  +  shortcut[m, :] )
+    out[m, :] = act( bn((x[m, :] * gate[img(m), :]) @ W^T)  +  bn2(x2[rows2(m), :] @ W2^T)  +  shortcut[m, :] )
 
-with every term optional: the SE gate applied to the A tile as it is loaded (prologue), the projection shortcut as
-extra K from a second input read at stride s (so conv c and proj are one GEMM and one output write), the identity
-shortcut added in the epilogue, and ReLU.
+with every term but the first optional: the SE gate applied to the A tile as it is loaded (prologue), the projection
+shortcut as a second GEMM from an input read at stride s, its BatchNorm scale applied to its weight tiles as they
+load (so conv c and proj share one accumulator, one kernel and one output write), the identity shortcut added in the
+epilogue, and ReLU. bn and bn2 are the eval BatchNorms as scale and shift computed in the epilogue from the modules'
+live tensors (nothing is folded ahead of the launch, so nothing can go stale).
 
 `pointwise_conv_train_fwd` runs the same GEMM (input read at stride s for the projection, gate prologue for conv c)
 with the batch-statistics epilogue, then BN (+ shortcut) + ReLU through batch_norm.py. Its backward,
@@ -30,8 +32,8 @@ import triton
 import triton.language as tl
 
 from ._launch import dot_precision, nhwc, pointer_type, record
-from .batch_norm import _grad_y, _load_channel_vectors, _store_block_stats, bn_act_apply, bn_act_bwd_reduce, \
-    bn_batch_stats
+from .batch_norm import _eval_bn_affine, _grad_y, _load_channel_vectors, _store_block_stats, bn_act_apply, \
+    bn_act_bwd_reduce, bn_batch_stats
 from .relu import relu
 from .squeeze_excite import se_excite_bwd
 
@@ -55,7 +57,9 @@ def _pointwise_conv_kernel(
     Gate,  # (images, K) fp32 per-image input-channel gate, read when HAS_GATE
     X2,  # second input NHWC (images, H2, W2, K2), read at stride STRIDE2 when HAS_X2 (projection shortcut)
     W2t,  # weight (N, K2) for X2
-    Bias,  # (N,) fp32, added when HAS_BIAS
+    Gamma, Beta, Mean, Var,  # (N,) eval BatchNorm of the main GEMM, applied when EVAL_BN
+    Gamma2, Beta2, Mean2, Var2,  # (N,) eval BatchNorm of the X2 GEMM, applied when HAS_X2
+    eps, eps2,  # the two BatchNorms' eps
     Shortcut,  # (M, N) identity shortcut, added when HAS_SHORTCUT
     Y,  # output (M, N): the activation, or the pre-BN conv output when STATS
     MeanPart, M2Part,  # (row blocks, N) fp32 per-block mean and M2 of the output, written when STATS
@@ -66,9 +70,9 @@ def _pointwise_conv_kernel(
     H2, W2, K2,  # second input height, width, channels
     STRIDE: tl.constexpr,  # stride of X (1, or 2 for a strided projection)
     HAS_GATE: tl.constexpr,  # multiply A by the per-image gate on load
-    HAS_X2: tl.constexpr,  # add the projection GEMM
+    HAS_X2: tl.constexpr,  # add the projection GEMM, with its own accumulator and BatchNorm (eval only)
     STRIDE2: tl.constexpr,  # stride of the projection (1 or 2)
-    HAS_BIAS: tl.constexpr,  # add Bias
+    EVAL_BN: tl.constexpr,  # apply the eval BatchNorm in the epilogue
     HAS_SHORTCUT: tl.constexpr,  # add the identity shortcut
     RELU: tl.constexpr,  # apply ReLU in the epilogue
     STATS: tl.constexpr,  # write BN partial statistics (training)
@@ -96,16 +100,21 @@ def _pointwise_conv_kernel(
             a = (a.to(tl.float32) * g).to(X.dtype.element_ty)
         b = tl.load(Wt + offs_n[None, :] * K + offs_k[:, None], mask=n_ok[None, :] & k_ok[:, None], other=0.0)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
+    if EVAL_BN:
+        scale, shift = _eval_bn_affine(Gamma, Beta, Mean, Var, eps, offs_n, n_ok)
+        acc = acc * scale[None, :] + shift[None, :]
     if HAS_X2:
+        # the projection's own accumulator: its BatchNorm scale differs from conv c's
         rows2 = _source_rows(rows, HW, OW, H2, W2, STRIDE2)
+        acc2 = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for k0 in range(0, K2, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
             k_ok = offs_k < K2
             a = tl.load(X2 + rows2[:, None] * K2 + offs_k[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
             b = tl.load(W2t + offs_n[None, :] * K2 + offs_k[:, None], mask=n_ok[None, :] & k_ok[:, None], other=0.0)
-            acc = tl.dot(a, b, acc, input_precision=PRECISION)
-    if HAS_BIAS:
-        acc += tl.load(Bias + offs_n, mask=n_ok, other=0.0)[None, :]
+            acc2 = tl.dot(a, b, acc2, input_precision=PRECISION)
+        scale2, shift2 = _eval_bn_affine(Gamma2, Beta2, Mean2, Var2, eps2, offs_n, n_ok)
+        acc += acc2 * scale2[None, :] + shift2[None, :]
     if STATS:
         _store_block_stats(acc, Y, m_ok, n_ok, offs_n, MeanPart, M2Part, pid_m, N)
     out_off = rows[:, None] * N + offs_n[None, :]
@@ -258,6 +267,11 @@ def _warps(dtype: torch.dtype) -> int:
     return 8 if dtype == torch.float32 else 4
 
 
+# The eval kernel computes its BatchNorm(s) in the epilogue (and conv c + projection keep two accumulators): on 4
+# warps the 16-bit variants reached 255 registers and spilled on sm_90 (AOT report); on 8 none spills.
+EVAL_WARPS = 8
+
+
 def _bwd_warps(dtype: torch.dtype, gated_weight_grad: bool = False) -> int:
     """Backward kernels recompute gy in their prologue (3 loads and the BN math per element). From the AOT ptxas
     report: on 4 warps the 16-bit gated data grad spills 8 B, on 8 none; the gated weight grad is the odd one out,
@@ -284,14 +298,24 @@ def _check_gate(gate: torch.Tensor | None, x: torch.Tensor, stride: int) -> None
                          f"{tuple(x.shape[:2])}, at stride 1")
 
 
-def pointwise_conv_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, relu: bool,
+def _bn_vectors(bn, channels: int, what: str) -> tuple[torch.Tensor, ...]:
+    """(gamma, beta, running_mean, running_var) of an eval BatchNorm, each (channels,) and contiguous."""
+    if len(bn) != 4 or any(t.dim() != 1 or t.shape[0] != channels for t in bn):
+        raise ValueError(f"pointwise_conv: {what} must be 4 vectors (gamma, beta, mean, var) of {channels} channels, "
+                         f"got shapes {[tuple(t.shape) for t in bn]}")
+    return tuple(t.contiguous() for t in bn)
+
+
+def pointwise_conv_fwd(x: torch.Tensor, weight: torch.Tensor, bn, eps: float, relu: bool,
                        gate: torch.Tensor | None = None, shortcut: torch.Tensor | None = None,
-                       x2: torch.Tensor | None = None, weight2: torch.Tensor | None = None,
-                       stride2: int = 1) -> torch.Tensor:
-    """Eval 1x1 conv: act((x * gate) @ W^T + x2[::s, ::s] @ W2^T + bias + shortcut); NCHW-shaped channels_last
-    tensors in and out, weights as (out, in, 1, 1) conv weights."""
+                       x2: torch.Tensor | None = None, weight2: torch.Tensor | None = None, bn2=None,
+                       eps2: float = 0.0, stride2: int = 1) -> torch.Tensor:
+    """Eval 1x1 conv: act(bn((x * gate) @ W^T) + bn2(x2[::s, ::s] @ W2^T) + shortcut); NCHW-shaped channels_last
+    tensors in and out, weights as (out, in, 1, 1) conv weights, bn / bn2 = (gamma, beta, running_mean,
+    running_var) of eval BatchNorms, applied in the epilogue."""
     n, k, h, w, out_c, m = _check(x, weight, 1)
     _check_gate(gate, x, 1)
+    bn = _bn_vectors(bn, out_c, "bn")
     x = nhwc(x)
     y = torch.empty((n, out_c, h, w), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
     unused = torch.empty(1, device=x.device, dtype=x.dtype)
@@ -301,17 +325,19 @@ def pointwise_conv_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
             raise ValueError(f"pointwise_conv: projection input {tuple(x2.shape)} / weight "
                              f"{tuple(weight2.shape)} do not fit output {tuple(y.shape)} at stride {stride2}")
         x2 = nhwc(x2)
+        bn2 = _bn_vectors(bn2, out_c, "bn2")
     if shortcut is not None and tuple(shortcut.shape) != tuple(y.shape):
         raise ValueError(f"pointwise_conv: shortcut {tuple(shortcut.shape)} does not match output {tuple(y.shape)}")
     grid = (triton.cdiv(m, BLOCK_M), triton.cdiv(out_c, BLOCK_N))
     _pointwise_conv_kernel[grid](
         x, weight.reshape(out_c, k).contiguous(), gate.float().contiguous() if gate is not None else unused,
         x2 if x2 is not None else x, weight2.reshape(out_c, -1).contiguous() if x2 is not None else weight,
-        bias.float().contiguous(), nhwc(shortcut) if shortcut is not None else unused, y, unused, unused,
+        *bn, *(bn2 if x2 is not None else bn), eps, eps2 if x2 is not None else eps,
+        nhwc(shortcut) if shortcut is not None else unused, y, unused, unused,
         m, k, out_c, h * w, w, h, w, x2.shape[2] if x2 is not None else 1, x2.shape[3] if x2 is not None else 1,
         x2.shape[1] if x2 is not None else 1, STRIDE=1, HAS_GATE=gate is not None, HAS_X2=x2 is not None,
-        STRIDE2=stride2, HAS_BIAS=True, HAS_SHORTCUT=shortcut is not None, RELU=relu, STATS=False,
-        PRECISION=dot_precision(x.dtype), BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=_warps(x.dtype))
+        STRIDE2=stride2, EVAL_BN=True, HAS_SHORTCUT=shortcut is not None, RELU=relu, STATS=False,
+        PRECISION=dot_precision(x.dtype), BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=EVAL_WARPS)
     record(_pointwise_conv_kernel)
     return y
 
@@ -337,8 +363,8 @@ def pointwise_conv_train_fwd(x: torch.Tensor, weight: torch.Tensor, gamma: torch
     unused = torch.empty(1, device=x.device, dtype=x.dtype)
     _pointwise_conv_kernel[(blocks, triton.cdiv(out_c, BLOCK_N))](
         x, weight.reshape(out_c, k).contiguous(), gate.float().contiguous() if gate is not None else unused, x, x,
-        unused, unused, y, mean_part, m2_part, m, k, out_c, ho * wo, wo, x.shape[2], x.shape[3], 1, 1, 1,
-        STRIDE=stride, HAS_GATE=gate is not None, HAS_X2=False, STRIDE2=1, HAS_BIAS=False, HAS_SHORTCUT=False,
+        *([unused] * 8), eps, eps, unused, y, mean_part, m2_part, m, k, out_c, ho * wo, wo, x.shape[2], x.shape[3], 1,
+        1, 1, STRIDE=stride, HAS_GATE=gate is not None, HAS_X2=False, STRIDE2=1, EVAL_BN=False, HAS_SHORTCUT=False,
         RELU=False, STATS=True, PRECISION=dot_precision(x.dtype), BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K,
         num_warps=_warps(x.dtype))
     record(_pointwise_conv_kernel)
@@ -414,23 +440,25 @@ def pointwise_variants(dtype: torch.dtype) -> list[tuple]:
     """(kernel, signature, constexprs, num_warps) of the 1x1-conv variants the blocks launch, eval and train."""
     ty = pointer_type(dtype)
     warps, prec = _warps(dtype), dot_precision(dtype)
-    sig = {"X": ty, "Wt": ty, "Gate": "*fp32", "X2": ty, "W2t": ty, "Bias": "*fp32", "Shortcut": ty, "Y": ty,
-           "MeanPart": "*fp32", "M2Part": "*fp32", "M": "i32", "K": "i32", "N": "i32", "HW": "i32", "OW": "i32",
-           "H_in": "i32", "W_in": "i32", "H2": "i32", "W2": "i32", "K2": "i32"}
+    bn_vectors = {k: "*fp32" for k in ("Gamma", "Beta", "Mean", "Var", "Gamma2", "Beta2", "Mean2", "Var2")}
+    sig = {"X": ty, "Wt": ty, "Gate": "*fp32", "X2": ty, "W2t": ty, **bn_vectors, "eps": "fp32", "eps2": "fp32",
+           "Shortcut": ty, "Y": ty, "MeanPart": "*fp32", "M2Part": "*fp32", "M": "i32", "K": "i32", "N": "i32",
+           "HW": "i32", "OW": "i32", "H_in": "i32", "W_in": "i32", "H2": "i32", "W2": "i32", "K2": "i32"}
     tiles = dict(PRECISION=prec, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K)
 
     def fwd(**ce):
-        base = dict(STRIDE=1, HAS_GATE=False, HAS_X2=False, STRIDE2=1, HAS_BIAS=True, HAS_SHORTCUT=False, RELU=True,
+        base = dict(STRIDE=1, HAS_GATE=False, HAS_X2=False, STRIDE2=1, EVAL_BN=True, HAS_SHORTCUT=False, RELU=True,
                     STATS=False)
-        return _pointwise_conv_kernel, sig, {**base, **ce, **tiles}, warps
+        ce = {**base, **ce, **tiles}
+        return _pointwise_conv_kernel, sig, ce, EVAL_WARPS if ce["EVAL_BN"] else warps
 
     out = [fwd()]  # eval conv a
     for gate in (False, True):
         out.append(fwd(HAS_GATE=gate, HAS_SHORTCUT=True))  # eval conv c, identity shortcut
         out += [fwd(HAS_GATE=gate, HAS_X2=True, STRIDE2=s) for s in (1, 2)]  # eval conv c + projection
     # train: conv a, conv c (gate or not), projection (stride 1 or 2)
-    out += [fwd(HAS_BIAS=False, RELU=False, STATS=True, HAS_GATE=g) for g in (False, True)]
-    out.append(fwd(HAS_BIAS=False, RELU=False, STATS=True, STRIDE=2))
+    out += [fwd(EVAL_BN=False, RELU=False, STATS=True, HAS_GATE=g) for g in (False, True)]
+    out.append(fwd(EVAL_BN=False, RELU=False, STATS=True, STRIDE=2))
 
     vec = {k: "*fp32" for k in ("Mean", "Invstd", "Gamma", "Beta", "DBeta", "DGamma")}
     data_sig = {"GO": ty, "S": ty, "Out": ty, "Wt": ty, "Gate": "*fp32", "GPooled": "*fp32", "GX": ty, **vec,

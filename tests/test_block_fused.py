@@ -54,11 +54,16 @@ def test_opcheck_block_ops():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 16, 6, 5, generator=g).to(DEVICE).contiguous(memory_format=torch.channels_last)
     w = torch.randn(16, 8, 3, 3, generator=g).to(DEVICE) * 0.2
-    torch.library.opcheck(torch.ops.fastregnet.grouped_conv_squeeze, (x, w, torch.randn(16).to(DEVICE), 2, 2))
-    y, sq = torch.ops.fastregnet.grouped_conv_squeeze(x, w, torch.randn(16).to(DEVICE), 1, 2)
+    def bn(c):
+        return [torch.randn(c, generator=g).to(DEVICE), torch.randn(c, generator=g).to(DEVICE),
+                torch.randn(c, generator=g).to(DEVICE), torch.rand(c, generator=g).to(DEVICE) + 0.5]
+
+    for squeeze in (False, True):
+        torch.library.opcheck(torch.ops.fastregnet.grouped_conv_bn_eval, (x, w, bn(16), 1e-5, 2, 2, squeeze))
+    y, sq = torch.ops.fastregnet.grouped_conv_bn_eval(x, w, bn(16), 1e-5, 1, 2, True)
     fc = [torch.randn(4, 16, 1, 1), torch.randn(4), torch.randn(16, 4, 1, 1), torch.randn(16)]
     torch.library.opcheck(torch.ops.fastregnet.se_excite, (sq, 1, 30, *[t.to(DEVICE) for t in fc]))
     gate = torch.rand(2, 16, device=DEVICE)
     wc, wp = torch.randn(24, 16, 1, 1).to(DEVICE), torch.randn(24, 16, 1, 1).to(DEVICE)
     torch.library.opcheck(torch.ops.fastregnet.pointwise_conv,
-                          (y, wc, torch.randn(24).to(DEVICE), True, gate, None, x, wp, 1))
+                          (y, wc, bn(24), 1e-5, True, gate, None, x, wp, bn(24), 1e-3, 1))
