@@ -18,6 +18,7 @@ so torch.compile traces them as opaque nodes and `torch.library.opcheck` can che
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -36,6 +37,21 @@ __all__ = ["conv_bias_act", "conv_bn_act_train", "grouped_conv_bias_act", "group
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _on_input_device(fn):
+    """Run a custom op's launches with its first tensor's CUDA device current: Triton launches on the current
+    device, so a model on cuda:1 without torch.cuda.set_device(1) would otherwise get another GPU's addresses."""
+
+    @functools.wraps(fn)
+    def on_device(*args, **kwargs):
+        first = args[0]
+        if first.is_cuda and first.device.index is not None:
+            with torch.cuda.device(first.device):
+                return fn(*args, **kwargs)
+        return fn(*args, **kwargs)
+
+    return on_device
+
+
 def _out_shape(x: Tensor, stride: int) -> tuple[int, int, int, int]:
     n, c, h, w = x.shape
     return n, c, (h - 1) // stride + 1, (w - 1) // stride + 1
@@ -51,6 +67,7 @@ def _empty_nhwc(shape, like: Tensor) -> Tensor:
 
 
 @torch.library.custom_op("fastregnet::grouped_conv_bias_act", mutates_args=(), device_types=("cuda", "cpu"))
+@_on_input_device
 def _grouped_conv_bias_act_op(x: Tensor, weight: Tensor, bias: Tensor, stride: int, groups: int,
                               relu: bool) -> Tensor:
     from .kernels.grouped_conv import grouped_conv_fwd
@@ -64,6 +81,7 @@ def _(x, weight, bias, stride, groups, relu):
 
 
 @torch.library.custom_op("fastregnet::grouped_conv_bn_act_train", mutates_args=(), device_types=("cuda", "cpu"))
+@_on_input_device
 def _grouped_conv_bn_act_train_op(x: Tensor, weight: Tensor, gamma: Tensor, beta: Tensor, eps: float, stride: int,
                                   groups: int, relu: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(out, y, mean, var, invstd): y = pre-BN conv output, per-channel batch mean / biased var / invstd (fp32)."""
@@ -80,6 +98,7 @@ def _(x, weight, gamma, beta, eps, stride, groups, relu):
 
 
 @torch.library.custom_op("fastregnet::grouped_conv_bwd", mutates_args=(), device_types=("cuda", "cpu"))
+@_on_input_device
 def _grouped_conv_bwd_op(grad_out: Tensor, x: Tensor, weight: Tensor, saved: Tensor, mean: Optional[Tensor],
                          invstd: Optional[Tensor], gamma: Optional[Tensor], beta: Optional[Tensor], stride: int,
                          groups: int, relu: bool, train: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -141,6 +160,7 @@ _grouped_conv_bn_act_train_op.register_autograd(_train_backward, setup_context=_
 
 
 @torch.library.custom_op("fastregnet::grouped_conv_bn_eval", mutates_args=(), device_types=("cuda", "cpu"))
+@_on_input_device
 def _grouped_conv_bn_eval_op(x: Tensor, weight: Tensor, bn: list[Tensor], eps: float, stride: int, groups: int,
                              squeeze: bool) -> tuple[Tensor, Tensor]:
     """(relu(bn(grouped conv)), per-(image, row block) channel sums for the SE squeeze, or empty without squeeze);
@@ -168,6 +188,7 @@ def _(x, weight, bn, eps, stride, groups, squeeze):
 
 
 @torch.library.custom_op("fastregnet::se_excite", mutates_args=(), device_types=("cuda", "cpu"))
+@_on_input_device
 def _se_excite_op(sq_part: Tensor, blocks_per_image: int, hw: int, fc1_weight: Tensor, fc1_bias: Tensor,
                   fc2_weight: Tensor, fc2_bias: Tensor) -> Tensor:
     from .kernels.squeeze_excite import se_excite
@@ -181,6 +202,7 @@ def _(sq_part, blocks_per_image, hw, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
 
 
 @torch.library.custom_op("fastregnet::pointwise_conv", mutates_args=(), device_types=("cuda", "cpu"))
+@_on_input_device
 def _pointwise_conv_op(x: Tensor, weight: Tensor, bn: list[Tensor], eps: float, relu: bool, gate: Optional[Tensor],
                        shortcut: Optional[Tensor], x2: Optional[Tensor], weight2: Optional[Tensor],
                        bn2: list[Tensor], eps2: float, stride2: int) -> Tensor:
@@ -203,6 +225,7 @@ def _(x, weight, bn, eps, relu, gate, shortcut, x2, weight2, bn2, eps2, stride2)
 
 
 @torch.library.custom_op("fastregnet::pointwise_conv_bn_train", mutates_args=(), device_types=("cuda", "cpu"))
+@_on_input_device
 def _pointwise_conv_bn_train_op(x: Tensor, weight: Tensor, gamma: Tensor, beta: Tensor, eps: float, stride: int,
                                 relu: bool, shortcut: Optional[Tensor], fc1_weight: Optional[Tensor],
                                 fc1_bias: Optional[Tensor], fc2_weight: Optional[Tensor],
@@ -238,6 +261,7 @@ def _(x, weight, gamma, beta, eps, stride, relu, shortcut, fc1_weight, fc1_bias,
 
 
 @torch.library.custom_op("fastregnet::pointwise_conv_bn_bwd", mutates_args=(), device_types=("cuda", "cpu"))
+@_on_input_device
 def _pointwise_conv_bn_bwd_op(grad_out: Tensor, x: Tensor, weight: Tensor, y: Tensor, out: Optional[Tensor],
                               mean: Tensor, invstd: Tensor, gamma: Tensor, beta: Tensor, stride: int, relu: bool,
                               gate: Optional[Tensor], pooled: Optional[Tensor], hidden: Optional[Tensor],
@@ -298,6 +322,7 @@ _pointwise_conv_bn_train_op.register_autograd(_pointwise_train_backward, setup_c
 
 @torch.library.custom_op("fastregnet::bn_update_running_stats", mutates_args=("running_mean", "running_var"),
                          device_types=("cuda", "cpu"))
+@_on_input_device
 def _bn_update_running_stats_op(running_mean: Tensor, running_var: Tensor, mean: Tensor, var: Tensor, count: int,
                                 momentum: float) -> None:
     """In place: running = (1 - momentum) * running + momentum * batch (unbiased variance), one launch."""

@@ -132,3 +132,29 @@ def test_unknown_mode_is_refused():
         with fastregnet.use_backend("gpu"):
             pass
     assert issubclass(BackendError, RuntimeError)
+
+
+def test_every_custom_op_launches_on_its_inputs_device(monkeypatch):
+    """Triton launches on the current CUDA device; each fastregnet custom op makes its first tensor's device current
+    (a model on cuda:1 without set_device). Checked without a GPU: the guard wraps every op, and enters
+    torch.cuda.device(t.device) for a CUDA-like first argument."""
+    import contextlib
+
+    import torch
+
+    from fastregnet import ops
+
+    op_defs = [v for v in vars(ops).values() if isinstance(v, torch._library.custom_ops.CustomOpDef)]
+    assert len(op_defs) == 9
+    for op_def in op_defs:
+        assert op_def._init_fn.__code__.co_name == "on_device", f"{op_def._name} launches without the device guard"
+
+    entered = []
+    monkeypatch.setattr(torch.cuda, "device", lambda d: entered.append(d) or contextlib.nullcontext())
+
+    class CudaLike:
+        is_cuda = True
+        device = torch.device("cuda", 1)
+
+    assert ops._on_input_device(lambda t, k: k * 2)(CudaLike(), 21) == 42
+    assert entered == [torch.device("cuda", 1)]
