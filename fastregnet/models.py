@@ -142,7 +142,7 @@ class RegNet(nn.Module):
             if not 0 < indices <= n:
                 raise ValueError(f"indices={indices}: this model has {n} stages, so an int must be in 1..{n}")
             wanted = list(range(n - indices, n))
-        else:
+        elif isinstance(indices, (list, tuple, range)):
             wanted = []
             for i in indices:
                 check_int("indices entry", i, minimum=-n)
@@ -153,6 +153,8 @@ class RegNet(nn.Module):
             if not wanted:
                 raise ValueError("indices is empty")
             wanted = sorted(set(wanted))
+        else:
+            raise TypeError(f"indices must be None, an int or a sequence of ints, got {type(indices).__name__}")
         x = self.stem(self._prepare(x))
         feats = []
         for i, stage in enumerate(self.trunk_output):

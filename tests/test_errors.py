@@ -48,6 +48,8 @@ def test_forward_intermediates_and_reset_classifier_reject_bad_arguments(model):
             model.forward_intermediates(x, indices=5)
         with pytest.raises(TypeError, match="indices entry must be an integer"):
             model.forward_intermediates(x, indices=[1.0])
+        with pytest.raises(TypeError, match="indices must be None, an int or a sequence of ints, got bool"):
+            model.forward_intermediates(x, indices=True)
     for bad, err in ((-1, ValueError), (2.5, TypeError)):
         with pytest.raises(err, match="num_classes"):
             fastregnet.regnet_x_400mf().reset_classifier(bad)
