@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .design import RegNetParams, check_int, list_configs, regnet_params, resolve_name
+from .design import RegNetParams, check_int, check_real, list_configs, regnet_params, resolve_name
 from .layers import AnyStage, ConvNormActivation, SimpleStemIN
 
 __all__ = ["RegNet", "RegNetY", "RegNetX", "create_model", "list_models"]
@@ -29,12 +29,17 @@ class RegNet(nn.Module):
     Build from a `RegNetParams` (as torchvision's `RegNet(block_params)`), or from per-stage lists:
     `RegNet(depths=[1, 3, 6, 6], widths=[48, 104, 208, 440], group_widths=8, se_ratio=0.25)`.
     Scalars for group_widths, bottleneck_multipliers and strides apply to every stage.
+
+    timm's training options: `drop_rate` is dropout on the pooled features before the classifier (training only);
+    `zero_init_last` starts every block's last BN gamma at 0, so each block begins as its shortcut. Both default
+    off, as torchvision's models have neither.
     """
 
     def __init__(self, block_params: RegNetParams | None = None, num_classes: int = 1000, *,
                  depths: Sequence[int] | None = None, widths: Sequence[int] | None = None,
                  group_widths: int | Sequence[int] = 1, bottleneck_multipliers: float | Sequence[float] = 1.0,
-                 strides: int | Sequence[int] = 2, se_ratio: float | None = None, stem_width: int = 32):
+                 strides: int | Sequence[int] = 2, se_ratio: float | None = None, stem_width: int = 32,
+                 drop_rate: float = 0.0, zero_init_last: bool = False):
         super().__init__()
         if block_params is None:
             if depths is None or widths is None:
@@ -47,6 +52,10 @@ class RegNet(nn.Module):
         elif not isinstance(block_params, RegNetParams):
             raise TypeError(f"block_params must be a fastregnet.RegNetParams, got {type(block_params).__name__}")
         check_int("num_classes", num_classes, minimum=0)
+        drop_rate = check_real("drop_rate", drop_rate, minimum=0.0)
+        if drop_rate >= 1.0:
+            raise ValueError(f"drop_rate must be < 1, got {drop_rate}")
+        self.drop_rate = drop_rate
         self.block_params = block_params
         self.num_classes = num_classes
         self.in_channels = 3
@@ -61,9 +70,9 @@ class RegNet(nn.Module):
         self.fc = nn.Linear(width, num_classes) if num_classes > 0 else nn.Identity()
         self.feature_info = [{"num_chs": w, "reduction": 2 ** (i + 2), "module": f"trunk_output.block{i + 1}"}
                              for i, w in enumerate(block_params.widths)]
-        self._init_weights()
+        self._init_weights(zero_init_last)
 
-    def _init_weights(self) -> None:
+    def _init_weights(self, zero_init_last: bool = False) -> None:
         # torchvision's (and pycls') ResNet-style init; fan_out ignores groups, as theirs does.
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -75,6 +84,10 @@ class RegNet(nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, mean=0.0, std=0.01)
                 nn.init.zeros_(m.bias)
+        if zero_init_last:
+            for stage in self.trunk_output:
+                for block in stage:
+                    nn.init.zeros_(block.f.c[1].weight)
 
     @property
     def min_input_size(self) -> int:
@@ -124,9 +137,17 @@ class RegNet(nn.Module):
         return self.trunk_output(self.stem(self._prepare(x)))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Global pool and classifier; with pre_logits=True, the pooled features only."""
+        """Global pool, dropout (drop_rate, training only) and classifier; with pre_logits=True, the pooled
+        features only."""
         x = torch.flatten(self.avgpool(x), 1)
+        if self.drop_rate > 0.0:  # functional, so the module tree (and its hooks) stays torchvision's
+            x = nn.functional.dropout(x, self.drop_rate, self.training)
         return x if pre_logits else self.fc(x)
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm's parameter groups (layer-wise LR decay): the stem, then each stage (coarse) or each block."""
+        blocks = r"^trunk_output\.block(\d+)" if coarse else r"^trunk_output\.block(\d+)\.block\d+-(\d+)"
+        return {"stem": r"^stem", "blocks": blocks}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
@@ -198,9 +219,9 @@ class RegNetY(RegNet):
 
     def __init__(self, depth: int, w0: int, wa: float, wm: float, group_width: int, se_ratio: float | None = 0.25,
                  bottleneck_multiplier: float = 1.0, num_classes: int = 1000, rounding: str = "pycls",
-                 stem_width: int = 32):
+                 stem_width: int = 32, drop_rate: float = 0.0, zero_init_last: bool = False):
         params = regnet_params(depth, w0, wa, wm, group_width, bottleneck_multiplier, se_ratio, rounding, stem_width)
-        super().__init__(params, num_classes)
+        super().__init__(params, num_classes, drop_rate=drop_rate, zero_init_last=zero_init_last)
 
 
 class RegNetX(RegNetY):
@@ -208,9 +229,9 @@ class RegNetX(RegNetY):
 
     def __init__(self, depth: int, w0: int, wa: float, wm: float, group_width: int,
                  bottleneck_multiplier: float = 1.0, num_classes: int = 1000, rounding: str = "pycls",
-                 stem_width: int = 32):
+                 stem_width: int = 32, drop_rate: float = 0.0, zero_init_last: bool = False):
         super().__init__(depth, w0, wa, wm, group_width, None, bottleneck_multiplier, num_classes, rounding,
-                         stem_width)
+                         stem_width, drop_rate, zero_init_last)
 
 
 def list_models(pattern: str | None = None) -> list[str]:

@@ -125,3 +125,42 @@ def test_general_regnet_from_stage_lists():
     assert m.trunk_output.block2[1].f.se.fc1.out_channels == 8  # round(0.25 * 32), from the block input width
     with pytest.raises(ValueError, match="not divisible by its group"):
         fastregnet.RegNet(depths=[1], widths=[20], group_widths=8)
+
+
+def test_timm_training_options_drop_rate_zero_init_last_group_matcher():
+    import timm
+    import timm.optim
+
+    torch.manual_seed(5)
+    plain = fastregnet.create_model("regnety_004", num_classes=10)
+    model = fastregnet.create_model("regnety_004", num_classes=10, drop_rate=0.5, zero_init_last=True)
+    assert [n for n, _ in model.named_modules()] == [n for n, _ in plain.named_modules()]  # torchvision's tree
+    last_bns = [blk.f.c[1].weight for stage in model.trunk_output for blk in stage]
+    assert len(last_bns) == 16 and all(not w.any() for w in last_bns)
+    assert all(torch.equal(blk.f.c[1].weight, torch.ones_like(blk.f.c[1].weight))
+               for stage in plain.trunk_output for blk in stage)  # torchvision's init by default
+
+    model.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), plain.eval()(x))  # dropout is training-only
+        feats = model.forward_features(x)
+        model.train()
+        dropped = model.forward_head(feats, pre_logits=True)
+        kept = plain.forward_head(feats, pre_logits=True)
+    zeros = (dropped == 0) & (kept != 0)
+    assert 0.3 < zeros.float().mean() < 0.7
+    assert torch.allclose(dropped[~zeros], 2 * kept[~zeros])  # survivors scaled by 1 / (1 - p)
+    for bad, err in ((1.0, ValueError), (-0.1, ValueError), (float("nan"), ValueError), ("0.1", TypeError)):
+        with pytest.raises(err, match="drop_rate"):
+            fastregnet.create_model("regnety_004", drop_rate=bad)
+
+    # timm's layer-wise LR decay groups parameters through group_matcher: the same groups as timm's own model
+    ours = timm.optim.create_optimizer_v2(plain, "sgd", lr=0.1, layer_decay=0.9, weight_decay=1e-4)
+    theirs = timm.optim.create_optimizer_v2(timm.create_model("regnety_004"), "sgd", lr=0.1, layer_decay=0.9,
+                                            weight_decay=1e-4)
+    scales = lambda opt: sorted(round(g["lr_scale"], 6) for g in opt.param_groups)  # noqa: E731
+    assert scales(ours) == scales(theirs)
+    coarse = plain.group_matcher(coarse=True)
+    assert {int(__import__("re").match(coarse["blocks"], n).group(1)) for n, _ in plain.named_parameters()
+            if n.startswith("trunk_output.")} == {1, 2, 3, 4}
