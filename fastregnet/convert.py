@@ -54,11 +54,11 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -
 def _bn_fills_in(key: str, state_dict: Mapping) -> bool:
     """nn.BatchNorm2d loads a checkpoint without `num_batches_tracked` (it starts the count at 0) when the
     checkpoint's metadata version for that module is absent or older than 2, as older PyTorch saved them."""
-    suffix = ".num_batches_tracked"
-    if not key.endswith(suffix) and key != suffix[1:]:
+    prefix, _, name = key.rpartition(".")
+    if name != "num_batches_tracked":
         return False
     metadata = getattr(state_dict, "_metadata", None) or {}
-    version = metadata.get(key[:-len(suffix)] if key.endswith(suffix) else "", {}).get("version")
+    version = metadata.get(prefix, {}).get("version")
     return version is None or version < 2
 
 

@@ -10,6 +10,7 @@ first space's curve lies above, i.e. it has more good models).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -49,10 +50,11 @@ def compare_edfs(errors_a, errors_b, grid: int = 512, weights_a=None, weights_b=
     return {"ks": float(np.max(np.abs(fa - fb))), "area": float(np.trapezoid(fa - fb, xs))}
 
 
+_RECORDS_JSON = 'a JSON list of records or {"records": [...]}'
+
+
 def load_records(path: str) -> list[dict]:
     """Records from a JSON list (or {"records": [...]}) or a CSV file with columns space, error, flops, params."""
-    import os
-
     if os.path.isdir(path):
         raise ValueError(f"{path} is a directory; expected a records file (JSON or CSV)")
     if str(path).endswith(".csv"):
@@ -65,14 +67,14 @@ def load_records(path: str) -> list[dict]:
         with open(path) as f:
             text = f.read()
         if not text.strip():
-            raise ValueError(f"{path} is empty; expected a JSON list of records or {{\"records\": [...]}}")
+            raise ValueError(f"{path} is empty; expected {_RECORDS_JSON}")
         data = json.loads(text)
         if isinstance(data, dict) and "records" in data:
             recs = data["records"]
         elif isinstance(data, list):
             recs = data
         else:
-            raise ValueError(f"{path} holds no records: expected a JSON list of records or {{\"records\": [...]}}")
+            raise ValueError(f"{path} holds no records: expected {_RECORDS_JSON}")
     if not isinstance(recs, list) or not recs:
         raise ValueError(f"{path} holds no records")
     for i, r in enumerate(recs):

@@ -158,6 +158,10 @@ class ResBottleneckBlock(nn.Module):
         self.f = BottleneckTransform(width_in, width_out, stride, group_width, bottleneck_multiplier, se_ratio)
         self.activation = nn.ReLU(inplace=True)
 
+    def _se_params(self) -> tuple | None:
+        """The SE's fc tensors as the fused ops take them, or None without SE."""
+        return self.f.se.params() if "se" in self.f._modules else None
+
     def fusion_reason(self) -> str | None:
         """None when the block runs fused across its parts, else why it runs its children (fastregnet.fusion)."""
         return fusion.block_reason(self)
@@ -176,7 +180,7 @@ class ResBottleneckBlock(nn.Module):
         shortcut = x if self.proj is None else self.proj(x)
         y = f.b(f.a(x))
         # SE, conv c, BN, residual add and ReLU as one op (on Triton: one custom op, and one for its backward)
-        se = f.se.params() if "se" in f._modules else None
+        se = self._se_params()
         conv, bn = f.c[0], f.c[1]
         return ops.se_conv_bn_add_relu_train(y, se, conv.weight, bn.weight, bn.bias, bn.running_mean,
                                              bn.running_var, f.c.batch_momentum(), bn.eps, shortcut)
@@ -193,7 +197,7 @@ class ResBottleneckBlock(nn.Module):
         """Eval with gradients off: the whole block as one op (4 Triton launches with SE), BN from the live tensors."""
         f = self.f
         conv_b = f.b[0]
-        se = f.se.params() if "se" in f._modules else None
+        se = self._se_params()
         proj = None if self.proj is None else self.proj.eval_bn()
         return ops.residual_block_eval(x, f.a.eval_bn(), (*f.b.eval_bn(), conv_b.stride[0], conv_b.groups), se,
                                        f.c.eval_bn(), proj)

@@ -28,8 +28,7 @@ from . import reference as ref
 from .backend import triton_interpreting, use_triton
 
 __all__ = ["conv_bias_act", "conv_bn_act_train", "grouped_conv_bias_act", "grouped_conv_bn_act_train",
-           "squeeze_excite", "add_relu", "residual_block_eval", "se_conv_bn_add_relu_train",
-           "grouped_conv_supported"]
+           "residual_block_eval", "se_conv_bn_add_relu_train", "grouped_conv_supported"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -459,11 +458,6 @@ def se_conv_bn_add_relu_train(x: Tensor, se: tuple | None, weight: Tensor, bn_we
     return ref.add_relu_ref(y, shortcut)
 
 
-def squeeze_excite(x: Tensor, fc1_weight: Tensor, fc1_bias: Tensor, fc2_weight: Tensor, fc2_bias: Tensor) -> Tensor:
-    """Squeeze-and-Excitation: x * sigmoid(fc2(relu(fc1(mean_hw(x)))))."""
-    return ref.squeeze_excite_ref(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
-
-
 def residual_block_eval(x: Tensor, a: tuple, b: tuple, se: tuple | None, c: tuple, proj: tuple | None) -> Tensor:
     """A whole residual bottleneck block in eval mode with gradients off. Each conv part is
     (weight, (gamma, beta, running_mean, running_var), eps) of its conv and eval BatchNorm; b is followed by
@@ -500,9 +494,4 @@ def residual_block_eval(x: Tensor, a: tuple, b: tuple, se: tuple | None, c: tupl
     if proj is not None:
         wp, bn_p, eps_p = proj
         shortcut = ref.conv_bias_act_ref(x, *ref.fold_bn(wp, *bn_p, eps_p), stride, 1, False)
-    return ref.add_relu_ref(y, shortcut)
-
-
-def add_relu(y: Tensor, shortcut: Tensor) -> Tensor:
-    """The block's residual output: relu(y + shortcut)."""
     return ref.add_relu_ref(y, shortcut)

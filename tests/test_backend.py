@@ -85,20 +85,27 @@ _FUSED_OP = """
 """
 
 
+# A grouped conv on CPU tensors with the backend forced to Triton; prints the BackendError if it cannot run.
+_TRIED_ON_TRITON = """
+    import torch, fastregnet
+    from fastregnet.backend import BackendError
+    try:
+        with fastregnet.use_backend("triton"):
+            fastregnet.ops.grouped_conv_bias_act(torch.randn(1, 8, 5, 5), torch.randn(8, 4, 3, 3), torch.zeros(8),
+                                                 1, 2, True)
+    except BackendError as e:
+        print("BackendError:", e)
+"""
+
+
 @pytest.mark.skipif(fastregnet.backend._triton_import_error() is not None, reason="triton does not import")
 def test_triton_interpret_set_after_the_kernels_were_defined():
-    result = _run("""
-        import os, torch, fastregnet
+    defined_compiled = textwrap.dedent("""
+        import os
         import fastregnet.kernels.batch_norm  # kernels defined compiled (no TRITON_INTERPRET yet)
         os.environ["TRITON_INTERPRET"] = "1"
-        from fastregnet.backend import BackendError
-        try:
-            with fastregnet.use_backend("triton"):
-                fastregnet.ops.grouped_conv_bias_act(torch.randn(1, 8, 5, 5), torch.randn(8, 4, 3, 3),
-                                                     torch.zeros(8), 1, 2, True)
-        except BackendError as e:
-            print("BackendError:", e)
-    """, None)
+    """)
+    result = _run(defined_compiled + textwrap.dedent(_TRIED_ON_TRITON), None)
     assert "BackendError:" in result.stdout, result.stderr[-2000:]
     assert "TRITON_INTERPRET is set now, but it was not set when fastregnet's kernels were defined" in result.stdout
 
@@ -111,16 +118,7 @@ def test_triton_interpret_spelled_as_triton_accepts(value):
 
 
 def test_triton_mode_without_interpreter_says_how_on_cpu():
-    result = _run("""
-        import torch, fastregnet
-        from fastregnet.backend import BackendError
-        try:
-            with fastregnet.use_backend("triton"):
-                fastregnet.ops.grouped_conv_bias_act(torch.randn(1, 8, 5, 5), torch.randn(8, 4, 3, 3),
-                                                     torch.zeros(8), 1, 2, True)
-        except BackendError as e:
-            print("BackendError:", e)
-    """, None)
+    result = _run(_TRIED_ON_TRITON, None)
     if "launches" in result.stdout or "cuda" in result.stdout.lower():  # pragma: no cover - a GPU machine
         pytest.skip("a GPU is present")
     assert "CPU tensors need TRITON_INTERPRET=1 set before fastregnet (or triton) is imported" in result.stdout, \
