@@ -18,7 +18,7 @@ import torch
 import fastregnet
 from fastregnet.layers import ResBottleneckBlock
 from fastregnet.roofline import measure
-from shapes import block_shapes
+from fastregnet.shapes import block_shapes
 
 if not torch.cuda.is_available():
     pytest.skip("block microbenchmarks need a CUDA GPU (none here)", allow_module_level=True)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 import fastregnet
 from fastregnet import ops
 from fastregnet.roofline import measure, measure_device
-from shapes import grouped_conv_shapes
+from fastregnet.shapes import grouped_conv_shapes
 
 if not torch.cuda.is_available():
     pytest.skip("grouped-conv microbenchmarks need a CUDA GPU (none here)", allow_module_level=True)

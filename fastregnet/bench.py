@@ -148,9 +148,11 @@ def bench_one(provider: str, model_name: str, batch: int, dtype: str, mode: str,
 
 
 def run(models, batches, dtype, modes, providers, resolution, device, warmup, repeats, compile_mode=None,
-        tolerance=None, log=print, extra_providers: dict | None = None, rates: dict | None = None) -> dict:
+        tolerance=None, log=print, extra_providers: dict | None = None, rates: dict | None = None,
+        stop=None) -> dict:
     """Run every combination; returns {"settings", "env", "device_rates", "results"}.
 
+    `stop()`, when given, is asked before each provider: True ends the run there (the campaign's time box).
     `extra_providers` adds {name: build(model_name, state_dict, device, compile_mode) -> (model, memory_format)};
     `rates` overrides the measured device rates (for tests)."""
     registry = PROVIDERS | (extra_providers or {})
@@ -176,6 +178,10 @@ def run(models, batches, dtype, modes, providers, resolution, device, warmup, re
                 w = roofline.work(resolve_name(model_name).params(), batch, resolution, elem, mode)
                 floor = roofline.floor_seconds(w, rates["copy_bandwidth_bytes_per_s"], rates["matmul_flops_per_s"])
                 for provider in providers:
+                    if stop is not None and stop():
+                        results.append({"provider": provider, "model": model_name, "batch": batch, "mode": mode,
+                                        "error": "not run: stopped (time box over)"})
+                        continue
                     log(f"[bench] {model_name} batch={batch} {dtype} {mode} {provider} ...")
                     try:
                         r = bench_one(provider, model_name, batch, dtype, mode, resolution, device, warmup, repeats,

@@ -193,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     from . import bench as _bench
 
     _bench.add_parser(sub)
+    from . import campaign as _campaign
+
+    _campaign.add_parser(sub)
     return parser
 
 

@@ -68,14 +68,17 @@ def measure(fn, device: torch.device, warmup: int, repeats: int) -> list[float]:
     return times
 
 
-def measure_device(device: torch.device, dtype: torch.dtype) -> dict:
-    """Measured copy bandwidth (bytes/s, read + write) and matmul rate (FLOP/s in `dtype`) of `device`."""
+def measure_device(device: torch.device, dtype: torch.dtype, small: bool = False) -> dict:
+    """Measured copy bandwidth (bytes/s, read + write) and matmul rate (FLOP/s in `dtype`) of `device`.
+    small=True: tiny sizes (a smoke run of the code, not a measurement worth quoting)."""
     gpu = device.type == "cuda"
     n = (1 << 28) if gpu else (1 << 24)  # 1 GiB of fp32 on a GPU, 64 MiB on a CPU
+    n = (1 << 18) if small else n
     a = torch.empty(n, device=device, dtype=torch.float32)
     b = torch.empty_like(a)
     copy_s = min(measure(lambda: b.copy_(a), device, 3, 10))
     m = 8192 if gpu else 1024
+    m = 128 if small else m
     mm_dtype = dtype if gpu or dtype == torch.float32 else torch.float32  # CPU half matmul is not a fair rate
     x = torch.randn(m, m, device=device, dtype=mm_dtype)
     y = torch.randn(m, m, device=device, dtype=mm_dtype)
