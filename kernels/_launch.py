@@ -1,5 +1,6 @@
-"""What every launcher shares: counting Triton launches by kernel name for whoever is listening, and the small
-host-side conversions (NHWC storage, tl.dot precision, pointer types for ahead-of-time signatures).
+"""What every launcher shares: counting Triton launches by kernel name for whoever is listening, the small
+host-side conversions (NHWC storage, tl.dot precision, pointer types for ahead-of-time signatures), and the
+grouped launch order the GEMM-like kernels use.
 
 `fastregnet.count_kernel_launches()` pushes a Counter here; each launcher calls `record(kernel)` once per launch.
 """
@@ -9,6 +10,8 @@ from __future__ import annotations
 from collections import Counter
 
 import torch
+import triton
+import triton.language as tl
 
 _listeners: list[Counter] = []
 
@@ -35,10 +38,28 @@ def nhwc(t: torch.Tensor) -> torch.Tensor:
 
 
 def dot_precision(dtype: torch.dtype) -> str:
-    """tl.dot input precision: exact ("ieee") for fp32 storage; for fp16/bf16 the value is ignored."""
-    return "ieee" if dtype == torch.float32 else "tf32"
+    """tl.dot input precision. fp32 storage follows PyTorch's policy for convolutions, read at every launch:
+    TF32 tensor cores while torch.backends.cudnn.allow_tf32 is on (PyTorch's default, what cuDNN then does), exact
+    IEEE FMA when it is off. For fp16/bf16 the value is ignored."""
+    if dtype == torch.float32:
+        return "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"
+    return "tf32"
 
 
 def pointer_type(dtype: torch.dtype) -> str:
     """The Triton signature type of a pointer to `dtype` storage, for ahead-of-time compilation."""
     return {torch.float32: "*fp32", torch.float16: "*fp16", torch.bfloat16: "*bf16"}[dtype]
+
+
+@triton.jit
+def grouped_launch_order(GROUP_M: tl.constexpr):
+    """(pid_m, pid_n) of this program of a 2-D grid, with the row blocks taken GROUP_M at a time across all N blocks
+    (the Triton matmul tutorial's L2 grouping): programs that run together share their A rows and B columns, so a
+    large activation is read from DRAM about once instead of once per N block."""
+    num_m = tl.num_programs(0)
+    num_n = tl.num_programs(1)
+    lin = tl.program_id(1) * num_m + tl.program_id(0)  # launch order: axis 0 fastest
+    per_group = GROUP_M * num_n
+    first_m = (lin // per_group) * GROUP_M
+    rows = tl.minimum(num_m - first_m, GROUP_M)
+    return first_m + (lin % per_group) % rows, (lin % per_group) // rows

@@ -1,13 +1,16 @@
 """Fused grouped 3x3 convolution (pad 1, stride 1 or 2) + BatchNorm + ReLU on NHWC tensors, forward and backward.
 
-All kernels are implicit GEMMs over NHWC rows. A program owns BLOCK_M pixels x BLOCK_N channels and loops K over
-exactly the input channels of the groups its channel block spans, with the weight tile masked block-diagonally
-(input and output channel in the same group). One scheme covers every group width: small groups (8, 16) are
-packed several per tile, large ones (232, 264) take several K steps, and widths that are not powers of two
-(24, 56, 72, 112, 232) are masked rather than rejected. `tl.dot` needs every dim >= 16, so tiles never go below 16.
+All kernels are implicit GEMMs over NHWC rows whose tiles are aligned to whole groups: a program owns BLOCK_M
+pixels x BLOCK_N channels of ONE group (a group wider than BLOCK_N takes several programs), and its K dimension is
+the group's 9 taps x GW input channels folded into one axis, k = tap * GW + ci, walked in BLOCK_K steps. Only the
+last K step and the last N chunk are padded, so the MMA work issued is useful except for that padding (>= 72% for
+every zoo group width >= 16, 45% at width 8, where tl.dot's minimum of 16 halves N), and a tile never mixes groups:
+a NaN or Inf in one group cannot reach another group's outputs through a masked 0 * Inf. Consecutive k are
+consecutive channels of one input pixel, so the activation loads are contiguous runs; the weights are laid out per
+call (one small copy, nothing cached) as (groups, 9 * GW, GW) in the order the tiles read them.
 
 Modes of the forward kernel:
-- eval: BN is folded into (weight, bias) by the caller; epilogue = + bias, ReLU.
+- eval: BN applied in the epilogue from the live tensors (EVAL_BN), or a folded bias (HAS_BIAS), then ReLU.
 - train: epilogue writes the pre-BN conv output y and, per (row block, channel), the block's mean and centred sum
   of squares M2 (fp32); `batch_norm.py` merges them (Chan's formula) and normalizes y + ReLU.
 
@@ -20,6 +23,8 @@ Backward (derivation, with z = gamma * xhat + beta, xhat = (y - mean) * invstd, 
 `batch_norm.bn_act_bwd_reduce` computes the two sums; the data-grad and weight-grad kernels then recompute gy from
 (grad_out, y) as they load it, instead of writing gy out and reading it back: 6 passes over memory instead of 7,
 and no gy buffer. Backward saves x, W, y (pre-BN, or out in eval) and the per-channel mean/invstd: nothing else.
+The data grad uses the same folded K (tap, output channel); the weight grad's tile is (k = (tap, ci), n), so one
+program covers several taps and loads each gy tile once for all of them.
 
 Reductions over rows (statistics, dbeta/dgamma, grad_W) are written per block and summed in a fixed order, so
 results are deterministic (no atomics).
@@ -31,13 +36,13 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import dot_precision, nhwc, pointer_type, record
+from ._launch import dot_precision, grouped_launch_order, nhwc, pointer_type, record
 from .batch_norm import (_eval_bn_affine, _grad_y, _load_channel_vectors, _store_block_stats, bn_act_apply,
                          bn_act_bwd_reduce, bn_batch_stats)
 from .relu import relu
 
 __all__ = ["grouped_conv_fwd", "grouped_conv_train_fwd", "grouped_conv_bwd", "grouped_conv_tiles",
-           "squeeze_blocks_per_image", "kernel_variants"]
+           "squeeze_blocks_per_image", "kernel_variants", "useful_mma_fraction"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -46,27 +51,16 @@ __all__ = ["grouped_conv_fwd", "grouped_conv_train_fwd", "grouped_conv_bwd", "gr
 
 
 @triton.jit
-def _group_k_range(n0, C, GW, BLOCK_N: tl.constexpr):
-    """[k_lo, k_hi): the input channels of every group that channels n0 .. n0+BLOCK_N-1 belong to."""
-    n_last = tl.minimum(n0 + BLOCK_N, C) - 1
-    k_lo = (n0 // GW) * GW
-    k_hi = tl.minimum((n_last // GW + 1) * GW, C)
-    return k_lo, k_hi
-
-
-@triton.jit
-def _load_group_weight(Wt, offs_k, offs_n, k_hi, C, GW, tap):
-    """Weight tile B[k, n] = W[n, k - group(n) * GW, tap] where k and n share a group, else 0. W is (C, GW, 3, 3)."""
-    g_n = offs_n // GW
-    same = ((offs_k[:, None] // GW) == g_n[None, :]) & (offs_k[:, None] < k_hi) & (offs_n[None, :] < C)
-    w_off = offs_n[None, :] * (GW * 9) + (offs_k[:, None] - g_n[None, :] * GW) * 9 + tap
-    return tl.load(Wt + w_off, mask=same, other=0.0)
+def _tap_offsets(k, GW):
+    """For folded indices k = tap * GW + c: (c, dh, dw), the channel within the group and the tap's offsets."""
+    tap = k // GW
+    return k - tap * GW, tap // 3 - 1, tap % 3 - 1
 
 
 @triton.jit
 def _grouped_conv_fwd_kernel(
     X,  # input, NHWC contiguous (N, H, W, C)
-    Wt,  # weight (C, GW, 3, 3) contiguous, same dtype as X
+    Wk,  # weight laid out (G, 9 * GW, GW): Wk[g, tap * GW + ci, co] = W[g * GW + co, ci, tap], same dtype as X
     Bias,  # bias (C,) fp32, read when HAS_BIAS (the differentiable eval op, whose caller folds BN per call)
     Gamma, Beta, Mean, Var,  # (C,) eval BatchNorm, applied when EVAL_BN (inference)
     eps,  # its eps
@@ -77,6 +71,7 @@ def _grouped_conv_fwd_kernel(
     M,  # number of output pixels N*HO*WO
     H, W, C, HO, WO,  # input height/width, channels, output height/width
     GW,  # group width (channels per group)
+    N_CHUNKS,  # BLOCK_N chunks per group: cdiv(GW, BLOCK_N)
     STRIDE: tl.constexpr,  # 1 or 2
     HAS_BIAS: tl.constexpr,  # add Bias in the epilogue
     EVAL_BN: tl.constexpr,  # apply the eval BatchNorm (scale, shift from the live tensors) in the epilogue
@@ -85,11 +80,13 @@ def _grouped_conv_fwd_kernel(
     SQUEEZE: tl.constexpr,  # image-aligned row blocks, and write the SE squeeze's per-block channel sums
     PRECISION: tl.constexpr,  # tl.dot input precision: "ieee" for fp32, "tf32" (ignored) for fp16/bf16
     BLOCK_M: tl.constexpr,  # output pixels per program
-    BLOCK_N: tl.constexpr,  # output channels per program
-    BLOCK_K: tl.constexpr,  # input channels per K step
+    BLOCK_N: tl.constexpr,  # output channels per program (all in one group)
+    BLOCK_K: tl.constexpr,  # folded (tap, input channel) indices per K step
+    GROUP_M: tl.constexpr,  # row blocks per launch-order group: all groups' tiles of those rows run together
 ):
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
+    pid_m, pid_n = grouped_launch_order(GROUP_M)
+    g = pid_n // N_CHUNKS
+    local_n = (pid_n % N_CHUNKS) * BLOCK_N + tl.arange(0, BLOCK_N)
     if SQUEEZE:  # each row block lies inside one image, so its column sums are that image's partial SE sums
         blocks_per_image = tl.cdiv(HO * WO, BLOCK_M)
         local = (pid_m % blocks_per_image) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -98,25 +95,26 @@ def _grouped_conv_fwd_kernel(
     else:
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         m_ok = offs_m < M
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    n_ok = offs_n < C
+    n_ok = local_n < GW
+    offs_n = g * GW + local_n
     wo = offs_m % WO
     ho = (offs_m // WO) % HO
     nb = (offs_m // (WO * HO)).to(tl.int64)  # int64: N*H*W*C may pass 2^31
-    k_lo, k_hi = _group_k_range(pid_n * BLOCK_N, C, GW, BLOCK_N)
+    K = 9 * GW
+    w_group = Wk + g.to(tl.int64) * K * GW
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for tap in range(9):
-        hi = ho * STRIDE - 1 + tap // 3
-        wi = wo * STRIDE - 1 + tap % 3
-        pix_ok = m_ok & (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
-        row = ((nb * H + hi) * W + wi) * C
-        for k0 in range(k_lo, k_hi, BLOCK_K):
-            offs_k = k0 + tl.arange(0, BLOCK_K)
-            a = tl.load(X + row[:, None] + offs_k[None, :], mask=pix_ok[:, None] & (offs_k[None, :] < k_hi),
-                        other=0.0)
-            b = _load_group_weight(Wt, offs_k, offs_n, k_hi, C, GW, tap)
-            acc = tl.dot(a, b, acc, input_precision=PRECISION)
+    for k0 in range(0, K, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        k_ok = offs_k < K
+        ci, dh, dw = _tap_offsets(offs_k, GW)
+        hi = ho[:, None] * STRIDE + dh[None, :]
+        wi = wo[:, None] * STRIDE + dw[None, :]
+        ok = m_ok[:, None] & k_ok[None, :] & (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
+        a = tl.load(X + ((nb[:, None] * H + hi) * W + wi) * C + (g * GW + ci)[None, :], mask=ok, other=0.0)
+        b = tl.load(w_group + offs_k[:, None] * GW + local_n[None, :], mask=k_ok[:, None] & n_ok[None, :],
+                    other=0.0)
+        acc = tl.dot(a, b, acc, input_precision=PRECISION)
 
     if HAS_BIAS:
         acc += tl.load(Bias + offs_n, mask=n_ok, other=0.0)[None, :]
@@ -137,56 +135,58 @@ def _grouped_conv_fwd_kernel(
 def _grouped_conv_bwd_data_kernel(
     GO,  # grad of the op's output, NHWC (N, HO, WO, C)
     S,  # saved tensor for gy: pre-BN y (TRAIN) or activation out (eval), NHWC (N, HO, WO, C)
-    Wt,  # conv weight (C, GW, 3, 3), dtype of X
+    Wk,  # weight laid out (G, 9 * GW, GW): Wk[g, tap * GW + co, ci] = W[g * GW + co, ci, tap], dtype of X
     GX,  # out: grad wrt the input, NHWC (N, H, W, C)
     Mean, Invstd, Gamma, Beta, DBeta, DGamma,  # (C,) fp32, read when TRAIN
     M,  # input pixels N*H*W
     H, W, C, HO, WO,  # input height/width, channels, output height/width
     GW,  # group width
+    N_CHUNKS,  # BLOCK_N chunks per group
     inv_M,  # 1 / (N*HO*WO), for the BN mean terms
     STRIDE: tl.constexpr,  # forward stride, 1 or 2
-    TRAIN: tl.constexpr,  # BN with batch statistics (else folded eval BN)
+    TRAIN: tl.constexpr,  # BN with batch statistics (else eval: gy = grad_out * relu mask)
     RELU: tl.constexpr,  # the op applied ReLU
     PRECISION: tl.constexpr,  # tl.dot input precision
     BLOCK_M: tl.constexpr,  # input pixels per program
-    BLOCK_N: tl.constexpr,  # input channels per program
-    BLOCK_K: tl.constexpr,  # output channels per K step
+    BLOCK_N: tl.constexpr,  # input channels per program (one group)
+    BLOCK_K: tl.constexpr,  # folded (tap, output channel) indices per K step
+    GROUP_M: tl.constexpr,  # row blocks per launch-order group
 ):
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
+    pid_m, pid_n = grouped_launch_order(GROUP_M)
+    g = pid_n // N_CHUNKS
+    local_n = (pid_n % N_CHUNKS) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     m_ok = offs_m < M
+    n_ok = local_n < GW
     wi = offs_m % W
     hi = (offs_m // W) % H
     nb = (offs_m // (W * H)).to(tl.int64)
-    k_lo, k_hi = _group_k_range(pid_n * BLOCK_N, C, GW, BLOCK_N)
+    K = 9 * GW
+    w_group = Wk + g.to(tl.int64) * K * GW
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for tap in range(9):
-        # output pixel (ho, wo) reads input (ho*S - 1 + kh, wo*S - 1 + kw): invert for this tap
-        th = hi + 1 - tap // 3
-        tw = wi + 1 - tap % 3
+    for k0 in range(0, K, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        k_ok = offs_k < K
+        co, dh, dw = _tap_offsets(offs_k, GW)
+        # output pixel (ho, wo) reads input (ho*S + dh, wo*S + dw): invert for each k's tap
+        th = hi[:, None] - dh[None, :]
+        tw = wi[:, None] - dw[None, :]
         ho = th // STRIDE
         wo = tw // STRIDE
-        pix_ok = m_ok & (th >= 0) & (tw >= 0) & (th % STRIDE == 0) & (tw % STRIDE == 0) & (ho < HO) & (wo < WO)
-        row = ((nb * HO + ho) * WO + wo) * C
-        for k0 in range(k_lo, k_hi, BLOCK_K):
-            offs_k = k0 + tl.arange(0, BLOCK_K)
-            mean, invstd, gamma, beta, dbeta_m, dgamma_m = _load_channel_vectors(
-                Mean, Invstd, Gamma, Beta, DBeta, DGamma, offs_k, C, inv_M, TRAIN)
-            mask = pix_ok[:, None] & (offs_k[None, :] < k_hi)
-            gy = _grad_y(GO, S, S, row[:, None] + offs_k[None, :], mask, mean, invstd, gamma, beta, dbeta_m,
-                         dgamma_m, TRAIN, RELU, False)
-            # B[k = output channel, n = input channel] = W[k, n - group(k) * GW, tap]: the transposed weight tile
-            g_k = offs_k // GW
-            same = ((offs_n[None, :] // GW) == g_k[:, None]) & (offs_k[:, None] < k_hi) & (offs_n[None, :] < C)
-            w_off = offs_k[:, None] * (GW * 9) + (offs_n[None, :] - g_k[:, None] * GW) * 9 + tap
-            b = tl.load(Wt + w_off, mask=same, other=0.0)
-            acc = tl.dot(gy.to(b.dtype), b, acc, input_precision=PRECISION)
+        ok = (m_ok[:, None] & k_ok[None, :] & (th >= 0) & (tw >= 0) & (th % STRIDE == 0) & (tw % STRIDE == 0)
+              & (ho < HO) & (wo < WO))
+        ch = g * GW + co
+        mean, invstd, gamma, beta, dbeta_m, dgamma_m = _load_channel_vectors(
+            Mean, Invstd, Gamma, Beta, DBeta, DGamma, ch, C, inv_M, TRAIN)
+        gy = _grad_y(GO, S, S, ((nb[:, None] * HO + ho) * WO + wo) * C + ch[None, :], ok, mean, invstd, gamma, beta,
+                     dbeta_m, dgamma_m, TRAIN, RELU, False)
+        b = tl.load(w_group + offs_k[:, None] * GW + local_n[None, :], mask=k_ok[:, None] & n_ok[None, :],
+                    other=0.0)
+        acc = tl.dot(gy.to(b.dtype), b, acc, input_precision=PRECISION)
 
-    x_off = offs_m.to(tl.int64)[:, None] * C + offs_n[None, :]
-    tl.store(GX + x_off, acc.to(GX.dtype.element_ty), mask=m_ok[:, None] & (offs_n[None, :] < C))
+    x_off = offs_m.to(tl.int64)[:, None] * C + (g * GW + local_n)[None, :]
+    tl.store(GX + x_off, acc.to(GX.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
 
 
 @triton.jit
@@ -194,11 +194,12 @@ def _grouped_conv_bwd_weight_kernel(
     GO,  # grad of the op's output, NHWC (N, HO, WO, C)
     S,  # saved tensor for gy (see the data-grad kernel)
     X,  # forward input, NHWC (N, H, W, C)
-    GWPart,  # out: (SPLIT, C, GW, 9) fp32 partial weight grads, one slice per row split
+    GWPart,  # out: (SPLIT, G, 9 * GW, GW) fp32 partial weight grads in the forward's Wk layout, one slice per split
     Mean, Invstd, Gamma, Beta, DBeta, DGamma,  # (C,) fp32, read when TRAIN
     M,  # output pixels N*HO*WO
     H, W, C, HO, WO,  # input height/width, channels, output height/width
     GW,  # group width
+    N_CHUNKS,  # BLOCK_N chunks per group
     inv_M,  # 1 / M
     ROWS_PER_SPLIT,  # output rows each split reduces over (a multiple of BLOCK_M)
     SPLIT,  # number of row splits
@@ -207,43 +208,37 @@ def _grouped_conv_bwd_weight_kernel(
     RELU: tl.constexpr,  # the op applied ReLU
     PRECISION: tl.constexpr,  # tl.dot input precision
     BLOCK_M: tl.constexpr,  # rows per reduction step
-    BLOCK_N: tl.constexpr,  # output channels per program
-    BLOCK_K: tl.constexpr,  # input channels per program
+    BLOCK_N: tl.constexpr,  # output channels per program (one group)
+    BLOCK_K: tl.constexpr,  # folded (tap, input channel) indices per program
 ):
-    pid_n = tl.program_id(0)
-    pid_k = tl.program_id(1)
-    tap = tl.program_id(2) // SPLIT
-    split = tl.program_id(2) % SPLIT
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    n_ok = offs_n < C
-    k_lo, k_hi = _group_k_range(pid_n * BLOCK_N, C, GW, BLOCK_N)
-    k0 = k_lo + pid_k * BLOCK_K
-    if k0 < k_hi:  # channel blocks span different numbers of K chunks; the grid covers the widest
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        k_ok = offs_k < k_hi
-        mean, invstd, gamma, beta, dbeta_m, dgamma_m = _load_channel_vectors(
-            Mean, Invstd, Gamma, Beta, DBeta, DGamma, offs_n, C, inv_M, TRAIN)
-        acc = tl.zeros((BLOCK_K, BLOCK_N), dtype=tl.float32)
-        m_start = split * ROWS_PER_SPLIT
-        for m0 in range(m_start, tl.minimum(m_start + ROWS_PER_SPLIT, M), BLOCK_M):
-            offs_m = m0 + tl.arange(0, BLOCK_M)
-            m_ok = offs_m < M
-            wo = offs_m % WO
-            ho = (offs_m // WO) % HO
-            nb = (offs_m // (WO * HO)).to(tl.int64)
-            hi = ho * STRIDE - 1 + tap // 3
-            wi = wo * STRIDE - 1 + tap % 3
-            pix_ok = m_ok & (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
-            a = tl.load(X + (((nb * H + hi) * W + wi) * C)[:, None] + offs_k[None, :],
-                        mask=pix_ok[:, None] & k_ok[None, :], other=0.0)
-            gy = _grad_y(GO, S, S, offs_m.to(tl.int64)[:, None] * C + offs_n[None, :],
-                         m_ok[:, None] & n_ok[None, :], mean, invstd, gamma, beta, dbeta_m, dgamma_m, TRAIN, RELU,
-                         False)
-            acc = tl.dot(tl.trans(a), gy.to(a.dtype), acc, input_precision=PRECISION)
-        g_n = offs_n // GW
-        same = ((offs_k[:, None] // GW) == g_n[None, :]) & k_ok[:, None] & n_ok[None, :]
-        w_off = offs_n[None, :] * (GW * 9) + (offs_k[:, None] - g_n[None, :] * GW) * 9 + tap
-        tl.store(GWPart + split.to(tl.int64) * C * GW * 9 + w_off, acc, mask=same)
+    g = tl.program_id(0) // N_CHUNKS
+    local_n = (tl.program_id(0) % N_CHUNKS) * BLOCK_N + tl.arange(0, BLOCK_N)
+    K = 9 * GW
+    offs_k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    split = tl.program_id(2)
+    n_ok = local_n < GW
+    k_ok = offs_k < K
+    offs_n = g * GW + local_n
+    ci, dh, dw = _tap_offsets(offs_k, GW)
+    mean, invstd, gamma, beta, dbeta_m, dgamma_m = _load_channel_vectors(
+        Mean, Invstd, Gamma, Beta, DBeta, DGamma, offs_n, C, inv_M, TRAIN)
+    acc = tl.zeros((BLOCK_K, BLOCK_N), dtype=tl.float32)
+    m_start = split * ROWS_PER_SPLIT
+    for m0 in range(m_start, tl.minimum(m_start + ROWS_PER_SPLIT, M), BLOCK_M):
+        offs_m = m0 + tl.arange(0, BLOCK_M)
+        m_ok = offs_m < M
+        wo = offs_m % WO
+        ho = (offs_m // WO) % HO
+        nb = (offs_m // (WO * HO)).to(tl.int64)
+        hi = ho[:, None] * STRIDE + dh[None, :]
+        wi = wo[:, None] * STRIDE + dw[None, :]
+        ok = m_ok[:, None] & k_ok[None, :] & (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
+        a = tl.load(X + ((nb[:, None] * H + hi) * W + wi) * C + (g * GW + ci)[None, :], mask=ok, other=0.0)
+        gy = _grad_y(GO, S, S, offs_m.to(tl.int64)[:, None] * C + offs_n[None, :], m_ok[:, None] & n_ok[None, :],
+                     mean, invstd, gamma, beta, dbeta_m, dgamma_m, TRAIN, RELU, False)
+        acc = tl.dot(tl.trans(a), gy.to(a.dtype), acc, input_precision=PRECISION)
+    out = GWPart + (split.to(tl.int64) * C + g * GW) * K
+    tl.store(out + offs_k[:, None] * GW + local_n[None, :], acc, mask=k_ok[:, None] & n_ok[None, :])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -254,18 +249,53 @@ _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # Rows per program for the conv kernels. 64 keeps a 64x64 fp32 accumulator at 32 registers/thread on 4 warps; the
 # AOT test checks every variant the zoo uses for spills on sm_80/sm_90. Not yet tuned on a GPU (none was lent).
 BLOCK_M_CONV = 64
+_TILE_SIDES = (16, 32, 64)
+# Launch order: 8 row blocks at a time across every (group, N chunk), so the input rows all of a pixel block's
+# groups read stay in L2 while they are read (otherwise each group's N chunks re-sweep the whole input).
+GROUP_M = 8
+# The data grad recomputes gy for its gathered (tap, channel) tile in the prologue: on 4 warps the 16-wide tiles spill
+# 8 B at stride 2 on sm_80 (AOT report), so it always runs 8.
+DATA_GRAD_WARPS = 8
+
+
+def useful_mma_fraction(group_width: int, block_n: int, block_k: int) -> float:
+    """The share of the MMA work a group-aligned tile issues that is useful: N pads GW to BLOCK_N chunks, K pads
+    the folded 9 * GW to BLOCK_K steps."""
+    gw = group_width
+    return gw / (block_n * triton.cdiv(gw, block_n)) * (9 * gw) / (block_k * triton.cdiv(9 * gw, block_k))
 
 
 def grouped_conv_tiles(group_width: int, dtype: torch.dtype) -> tuple[int, int, int]:
-    """(BLOCK_N, BLOCK_K, num_warps) for a group width: the next power of two, clamped to [16, 64] for 16-bit
-    storage and [16, 32] for fp32 (tl.dot needs >= 16; past the cap the K loop takes over).
+    """(BLOCK_N, BLOCK_K, num_warps) for a group width.
 
-    Chosen from the AOT ptxas report (bench/aot_report.py), not yet from GPU timings: on 4 warps every 64-wide tile
-    and the fp32 32-wide backward tiles spill; 8 warps removes all spills except fp32 at 64 wide (1-14 KB), hence
-    its cap, and fp32 takes 8 warps at every width (16-wide fp32 backward spills 40 B on sm_90 with 4)."""
+    Heuristic until a GPU tuning sweep fills a table: among tile sides 16/32/64 (32 at most for fp32, whose IEEE
+    dot holds its operands in registers), keep the tiles whose useful MMA fraction is within 85% of the best
+    achievable (and >= 70% where that is achievable), and take the widest N (fewer re-reads of the activation
+    tile), then the deepest K (at most 32 beside a 16-wide N). Every zoo group width >= 16 gets >= 72% useful work; width 8 gets 45% (tl.dot's N
+    minimum is 16). 8 warps once a tile side
+    reaches 64 or in fp32, where the AOT report shows 4 warps spilling."""
     cap = 32 if dtype == torch.float32 else 64
-    t = min(cap, max(16, triton.next_power_of_2(group_width)))
-    return t, t, 4 if t == 16 and dtype != torch.float32 else 8
+    sides = [t for t in _TILE_SIDES if t <= cap]
+    best = max(useful_mma_fraction(group_width, n, k) for n in sides for k in sides)
+    floor = max(0.85 * best, min(best, 0.7))
+    # a 16-wide N tile takes K steps of at most 32: 64-deep ones spill 8 B on sm_80 (AOT report)
+    bn, bk = max((n, k) for n in sides for k in sides
+                 if useful_mma_fraction(group_width, n, k) >= floor and not (n == 16 and k == 64))
+    warps = 8 if dtype == torch.float32 or max(bn, bk) == 64 else 4
+    return bn, bk, warps
+
+
+def _weights_for_forward(weight: torch.Tensor) -> torch.Tensor:
+    """(C, GW, 3, 3) -> (G, 9 * GW, GW) with [g, tap * GW + ci, co] = W[g * GW + co, ci, tap]: the B tiles of the
+    forward and weight-grad kernels, read contiguously. Made on every call: no copy can go stale."""
+    c, gw = weight.shape[:2]
+    return weight.reshape(c // gw, gw, gw, 9).permute(0, 3, 2, 1).reshape(c // gw, 9 * gw, gw).contiguous()
+
+
+def _weights_for_data_grad(weight: torch.Tensor) -> torch.Tensor:
+    """(C, GW, 3, 3) -> (G, 9 * GW, GW) with [g, tap * GW + co, ci] = W[g * GW + co, ci, tap]."""
+    c, gw = weight.shape[:2]
+    return weight.reshape(c // gw, gw, gw, 9).permute(0, 3, 1, 2).reshape(c // gw, 9 * gw, gw).contiguous()
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor, stride: int, groups: int) -> tuple[int, int, int, int, int]:
@@ -308,20 +338,22 @@ def grouped_conv_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     if bn is not None and (bias is not None or len(bn) != 4 or any(tuple(t.shape) != (c,) for t in bn)):
         raise ValueError(f"grouped_conv: bn must be 4 vectors of {c} channels, without a bias")
     ho, wo = _out_hw(h, w, stride)
-    x, weight = nhwc(x), weight.contiguous()
+    x, wk = nhwc(x), _weights_for_forward(weight)
     y = torch.empty((n, c, ho, wo), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
     m = n * ho * wo
     bn_, bk, warps = grouped_conv_tiles(gw, x.dtype)
+    chunks = triton.cdiv(gw, bn_)
     unused = torch.empty(1, device=x.device, dtype=torch.float32)  # pointer for arguments this mode never reads
     b = bias.float().contiguous() if bias is not None else unused
     bn_vectors = tuple(t.contiguous() for t in bn) if bn is not None else (unused,) * 4
     blocks_per_image = squeeze_blocks_per_image(ho, wo)
     row_blocks = n * blocks_per_image if squeeze else triton.cdiv(m, BLOCK_M_CONV)
     sq_part = torch.empty((row_blocks, c), device=x.device, dtype=torch.float32) if squeeze else unused
-    _grouped_conv_fwd_kernel[(row_blocks, triton.cdiv(c, bn_))](
-        x, weight, b, *bn_vectors, eps, y, unused, unused, sq_part, m, h, w, c, ho, wo, gw, STRIDE=stride,
+    _grouped_conv_fwd_kernel[(row_blocks, (c // gw) * chunks)](
+        x, wk, b, *bn_vectors, eps, y, unused, unused, sq_part, m, h, w, c, ho, wo, gw, chunks, STRIDE=stride,
         HAS_BIAS=bias is not None, EVAL_BN=bn is not None, RELU=relu, STATS=False, SQUEEZE=squeeze,
-        PRECISION=dot_precision(x.dtype), BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn_, BLOCK_K=bk, num_warps=warps)
+        PRECISION=dot_precision(x.dtype), BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn_, BLOCK_K=bk, GROUP_M=GROUP_M,
+        num_warps=warps)
     record(_grouped_conv_fwd_kernel)
     return (y, sq_part, blocks_per_image) if squeeze else y
 
@@ -336,17 +368,18 @@ def grouped_conv_train_fwd(x: torch.Tensor, weight: torch.Tensor, gamma: torch.T
     if m < 2:
         raise ValueError(f"grouped_conv: BatchNorm needs more than one value per channel in training, got input "
                          f"{tuple(x.shape)}")
-    x, weight = nhwc(x), weight.contiguous()
+    x, wk = nhwc(x), _weights_for_forward(weight)
     y = torch.empty((n, c, ho, wo), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
     blocks = triton.cdiv(m, BLOCK_M_CONV)
     mean_part = torch.empty((blocks, c), device=x.device, dtype=torch.float32)
     m2_part = torch.empty_like(mean_part)
     unused = torch.empty(1, device=x.device, dtype=torch.float32)  # Bias and SqPart: never read in this mode
     bn, bk, warps = grouped_conv_tiles(gw, x.dtype)
-    _grouped_conv_fwd_kernel[(blocks, triton.cdiv(c, bn))](
-        x, weight, *([unused] * 5), eps, y, mean_part, m2_part, unused, m, h, w, c, ho, wo, gw, STRIDE=stride,
-        HAS_BIAS=False, EVAL_BN=False, RELU=False, STATS=True, SQUEEZE=False, PRECISION=dot_precision(x.dtype), BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn,
-        BLOCK_K=bk, num_warps=warps)
+    chunks = triton.cdiv(gw, bn)
+    _grouped_conv_fwd_kernel[(blocks, (c // gw) * chunks)](
+        x, wk, *([unused] * 5), eps, y, mean_part, m2_part, unused, m, h, w, c, ho, wo, gw, chunks, STRIDE=stride,
+        HAS_BIAS=False, EVAL_BN=False, RELU=False, STATS=True, SQUEEZE=False, PRECISION=dot_precision(x.dtype),
+        BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=GROUP_M, num_warps=warps)
     record(_grouped_conv_fwd_kernel)
     mean, var, invstd = bn_batch_stats(mean_part, m2_part, m, BLOCK_M_CONV, eps)
     out = bn_act_apply(y, mean, invstd, gamma, beta, relu)
@@ -382,33 +415,29 @@ def grouped_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tens
     dgamma_arg = dgamma if train else dbeta
 
     bn, bk, warps = grouped_conv_tiles(gw, x.dtype)
+    chunks = triton.cdiv(gw, bn)
+    groups_x_chunks = (c // gw) * chunks
     prec = dot_precision(x.dtype)
     grad_x = torch.empty((n, c, h, w), device=dev, dtype=x.dtype, memory_format=torch.channels_last)
-    _grouped_conv_bwd_data_kernel[(triton.cdiv(n * h * w, BLOCK_M_CONV), triton.cdiv(c, bn))](
-        grad_out, saved, weight, grad_x, mean, invstd, gamma, beta, dbeta, dgamma_arg, n * h * w, h, w, c, ho, wo,
-        gw, 1.0 / m_out, STRIDE=stride, TRAIN=train, RELU=relu, PRECISION=prec, BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn,
-        BLOCK_K=bk, num_warps=warps)
+    _grouped_conv_bwd_data_kernel[(triton.cdiv(n * h * w, BLOCK_M_CONV), groups_x_chunks)](
+        grad_out, saved, _weights_for_data_grad(weight), grad_x, mean, invstd, gamma, beta, dbeta, dgamma_arg,
+        n * h * w, h, w, c, ho, wo, gw, chunks, 1.0 / m_out, STRIDE=stride, TRAIN=train, RELU=relu, PRECISION=prec,
+        BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=GROUP_M, num_warps=DATA_GRAD_WARPS)
     record(_grouped_conv_bwd_data_kernel)
 
-    n_blocks = triton.cdiv(c, bn)
-    k_chunks = max(triton.cdiv(_span(i * bn, c, gw, bn), bk) for i in range(n_blocks))
-    split = _weight_grad_split(m_out, n_blocks * k_chunks * 9, dev.type == "cuda")
+    k_blocks = triton.cdiv(9 * gw, bk)
+    split = _weight_grad_split(m_out, groups_x_chunks * k_blocks, dev.type == "cuda")
     rows_per_split = triton.cdiv(triton.cdiv(m_out, split), BLOCK_M_CONV) * BLOCK_M_CONV
     split = triton.cdiv(m_out, rows_per_split)
-    gw_part = torch.zeros((split, c, gw, 9), **f32)
-    _grouped_conv_bwd_weight_kernel[(n_blocks, k_chunks, 9 * split)](
-        grad_out, saved, x, gw_part, mean, invstd, gamma, beta, dbeta, dgamma_arg, m_out, h, w, c, ho, wo, gw,
+    gw_part = torch.empty((split, c // gw, 9 * gw, gw), **f32)
+    _grouped_conv_bwd_weight_kernel[(groups_x_chunks, k_blocks, split)](
+        grad_out, saved, x, gw_part, mean, invstd, gamma, beta, dbeta, dgamma_arg, m_out, h, w, c, ho, wo, gw, chunks,
         1.0 / m_out, rows_per_split, split, STRIDE=stride, TRAIN=train, RELU=relu, PRECISION=prec,
         BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps)
     record(_grouped_conv_bwd_weight_kernel)
-    grad_w = gw_part.sum(0).reshape(c, gw, 3, 3).to(weight.dtype)
-    return grad_x, grad_w, dgamma, dbeta
-
-
-def _span(n0: int, c: int, gw: int, block_n: int) -> int:
-    """Host twin of _group_k_range: how many input channels the channel block starting at n0 reads."""
-    n_last = min(n0 + block_n, c) - 1
-    return min((n_last // gw + 1) * gw, c) - (n0 // gw) * gw
+    # (G, 9 * GW, GW) in the forward's layout back to (C, GW, 3, 3); the split partials summed in a fixed order
+    grad_w = gw_part.sum(0).reshape(c // gw, 9, gw, gw).permute(0, 3, 2, 1).reshape(c, gw, 3, 3)
+    return grad_x, grad_w.to(weight.dtype), dgamma, dbeta
 
 
 def kernel_variants(group_width: int, dtype: torch.dtype, stride: int) -> list[tuple]:
@@ -419,24 +448,25 @@ def kernel_variants(group_width: int, dtype: torch.dtype, stride: int) -> list[t
     prec = dot_precision(dtype)
     out = []
     for eval_mode in (True, False):
-        sig = {"X": ty, "Wt": ty, "Bias": "*fp32", "Gamma": "*fp32", "Beta": "*fp32", "Mean": "*fp32",
+        sig = {"X": ty, "Wk": ty, "Bias": "*fp32", "Gamma": "*fp32", "Beta": "*fp32", "Mean": "*fp32",
                "Var": "*fp32", "eps": "fp32", "Y": ty, "MeanPart": "*fp32", "M2Part": "*fp32", "SqPart": "*fp32",
-               "M": "i32", "H": "i32", "W": "i32", "C": "i32", "HO": "i32", "WO": "i32", "GW": "i32"}
+               "M": "i32", "H": "i32", "W": "i32", "C": "i32", "HO": "i32", "WO": "i32", "GW": "i32", "N_CHUNKS": "i32"}
         # eval: inference with the BN epilogue (with and without the SE squeeze), and the differentiable eval op
         # with a bias; train: the statistics epilogue
         modes = ((False, True, False), (False, True, True), (True, False, False)) if eval_mode else \
             ((False, False, False),)
         for has_bias, eval_bn, squeeze in modes:
             ce = dict(STRIDE=stride, HAS_BIAS=has_bias, EVAL_BN=eval_bn, RELU=eval_mode, STATS=not eval_mode,
-                      SQUEEZE=squeeze, PRECISION=prec, BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk)
+                      SQUEEZE=squeeze, PRECISION=prec, BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=GROUP_M)
             out.append((_grouped_conv_fwd_kernel, sig, ce, warps))
     vec = {k: "*fp32" for k in ("Mean", "Invstd", "Gamma", "Beta", "DBeta", "DGamma")}
-    dims = {"H": "i32", "W": "i32", "C": "i32", "HO": "i32", "WO": "i32", "GW": "i32", "inv_M": "fp32"}
+    dims = {"H": "i32", "W": "i32", "C": "i32", "HO": "i32", "WO": "i32", "GW": "i32", "N_CHUNKS": "i32",
+            "inv_M": "fp32"}
     for train in (False, True):
         common = dict(STRIDE=stride, TRAIN=train, RELU=True, PRECISION=prec, BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn,
                       BLOCK_K=bk)
-        sig = {"GO": ty, "S": ty, "Wt": ty, "GX": ty, **vec, "M": "i32", **dims}
-        out.append((_grouped_conv_bwd_data_kernel, sig, common, warps))
+        sig = {"GO": ty, "S": ty, "Wk": ty, "GX": ty, **vec, "M": "i32", **dims}
+        out.append((_grouped_conv_bwd_data_kernel, sig, {**common, "GROUP_M": GROUP_M}, DATA_GRAD_WARPS))
         sig = {"GO": ty, "S": ty, "X": ty, "GWPart": "*fp32", **vec, "M": "i32", **dims, "ROWS_PER_SPLIT": "i32",
                "SPLIT": "i32"}
         out.append((_grouped_conv_bwd_weight_kernel, sig, common, warps))

@@ -31,7 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import dot_precision, nhwc, pointer_type, record
+from ._launch import dot_precision, grouped_launch_order, nhwc, pointer_type, record
 from .batch_norm import _eval_bn_affine, _grad_y, _load_channel_vectors, _store_block_stats, bn_act_apply, \
     bn_act_bwd_reduce, bn_batch_stats
 from .relu import relu
@@ -80,9 +80,9 @@ def _pointwise_conv_kernel(
     BLOCK_M: tl.constexpr,  # rows per program
     BLOCK_N: tl.constexpr,  # output channels per program
     BLOCK_K: tl.constexpr,  # K step
+    GROUP_M: tl.constexpr,  # row blocks per launch-order group (L2 reuse)
 ):
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
+    pid_m, pid_n = grouped_launch_order(GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     m_ok = offs_m < M
@@ -148,10 +148,11 @@ def _pointwise_conv_bwd_data_kernel(
     BLOCK_M: tl.constexpr,  # input rows per program
     BLOCK_N: tl.constexpr,  # input channels per program
     BLOCK_K: tl.constexpr,  # output channels per K step
+    GROUP_M: tl.constexpr,  # row blocks per launch-order group (L2 reuse)
 ):
-    pid_m = tl.program_id(0)
+    pid_m, pid_n = grouped_launch_order(GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     m_ok = offs_m < MI
     n_ok = offs_n < K
     rows = offs_m.to(tl.int64)
@@ -254,6 +255,9 @@ def _pointwise_conv_bwd_weight_kernel(
 # 64x64 output tiles, K step 32. Not GPU-tuned (no GPU has been lent). From the AOT ptxas report: 16-bit storage
 # is spill-free on 4 warps; fp32 (ieee dot) spills up to 324 B on 4 warps and none on 8.
 BLOCK_M, BLOCK_N, BLOCK_K = 64, 64, 32
+# Launch-order grouping of row blocks for the forward and data-grad GEMMs (see _launch.grouped_launch_order): 8 row blocks
+# (512 rows) sweep all N blocks together, so their A rows stay in L2 across the sweep.
+GROUP_M = 8
 # Weight grad: a 64x64 (out x in channel) fp32 accumulator per program, 32 rows per step; with a gate the kernel
 # holds a second (per-image) accumulator, so its tile is 64x32.
 WGRAD_BLOCK_M = 32
@@ -337,7 +341,7 @@ def pointwise_conv_fwd(x: torch.Tensor, weight: torch.Tensor, bn, eps: float, re
         m, k, out_c, h * w, w, h, w, x2.shape[2] if x2 is not None else 1, x2.shape[3] if x2 is not None else 1,
         x2.shape[1] if x2 is not None else 1, STRIDE=1, HAS_GATE=gate is not None, HAS_X2=x2 is not None,
         STRIDE2=stride2, EVAL_BN=True, HAS_SHORTCUT=shortcut is not None, RELU=relu, STATS=False,
-        PRECISION=dot_precision(x.dtype), BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, num_warps=EVAL_WARPS)
+        PRECISION=dot_precision(x.dtype), BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, GROUP_M=GROUP_M, num_warps=EVAL_WARPS)
     record(_pointwise_conv_kernel)
     return y
 
@@ -366,7 +370,7 @@ def pointwise_conv_train_fwd(x: torch.Tensor, weight: torch.Tensor, gamma: torch
         *([unused] * 8), eps, eps, unused, y, mean_part, m2_part, m, k, out_c, ho * wo, wo, x.shape[2], x.shape[3], 1,
         1, 1, STRIDE=stride, HAS_GATE=gate is not None, HAS_X2=False, STRIDE2=1, EVAL_BN=False, HAS_SHORTCUT=False,
         RELU=False, STATS=True, PRECISION=dot_precision(x.dtype), BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K,
-        num_warps=_warps(x.dtype))
+        GROUP_M=GROUP_M, num_warps=_warps(x.dtype))
     record(_pointwise_conv_kernel)
     mean, var, invstd = bn_batch_stats(mean_part, m2_part, m, BLOCK_M, eps)
     out = bn_act_apply(y, mean, invstd, gamma, beta, relu, shortcut)
@@ -431,7 +435,7 @@ def pointwise_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Te
     _pointwise_conv_bwd_data_kernel[(triton.cdiv(mi, BLOCK_M), triton.cdiv(k, BLOCK_N))](
         grad_out, y, out, w2d, gate, g_pooled, grad_x, mean, invstd, gamma, beta, dbeta, dgamma, mi, k, out_c,
         x.shape[2], x.shape[3], ho, wo, 1.0 / m, 1.0 / (ho * wo), STRIDE=stride, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
-        BLOCK_K=BLOCK_K, num_warps=_bwd_warps(x.dtype), **common)
+        BLOCK_K=BLOCK_K, GROUP_M=GROUP_M, num_warps=_bwd_warps(x.dtype), **common)
     record(_pointwise_conv_bwd_data_kernel)
     return grad_x, grad_w, dgamma, dbeta, g_shortcut, se_grads
 
@@ -444,7 +448,7 @@ def pointwise_variants(dtype: torch.dtype) -> list[tuple]:
     sig = {"X": ty, "Wt": ty, "Gate": "*fp32", "X2": ty, "W2t": ty, **bn_vectors, "eps": "fp32", "eps2": "fp32",
            "Shortcut": ty, "Y": ty, "MeanPart": "*fp32", "M2Part": "*fp32", "M": "i32", "K": "i32", "N": "i32",
            "HW": "i32", "OW": "i32", "H_in": "i32", "W_in": "i32", "H2": "i32", "W2": "i32", "K2": "i32"}
-    tiles = dict(PRECISION=prec, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K)
+    tiles = dict(PRECISION=prec, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, GROUP_M=GROUP_M)
 
     def fwd(**ce):
         base = dict(STRIDE=1, HAS_GATE=False, HAS_X2=False, STRIDE2=1, EVAL_BN=True, HAS_SHORTCUT=False, RELU=True,
@@ -472,7 +476,8 @@ def pointwise_variants(dtype: torch.dtype) -> list[tuple]:
                                          (1, True, True, False), (1, True, True, True)):
         ce = dict(STRIDE=stride, RELU=relu, RESIDUAL=residual, HAS_GATE=gate, PRECISION=prec)
         out.append((_pointwise_conv_bwd_data_kernel, data_sig, {**ce, "BLOCK_M": BLOCK_M, "BLOCK_N": BLOCK_N,
-                                                                "BLOCK_K": BLOCK_K}, _bwd_warps(dtype)))
+                                                                "BLOCK_K": BLOCK_K, "GROUP_M": GROUP_M},
+                    _bwd_warps(dtype)))
         out.append((_pointwise_conv_bwd_weight_kernel, weight_sig,
                     {**ce, "BLOCK_M": WGRAD_BLOCK_M, "BLOCK_N": BLOCK_N, "BLOCK_K": _wgrad_block_k(gate)},
                     _bwd_warps(dtype, gate)))

@@ -115,14 +115,14 @@ def _torch_half_errors(x, weight, gamma, beta, bias, stride, groups, go, dtype):
 
 @pytest.mark.parametrize("gw", ZOO_GROUP_WIDTHS)
 def test_every_zoo_group_width_fp32(gw):
-    # two groups, so every channel block's K range and the block-diagonal weight mask are exercised
+    # two groups, so the group-aligned tiles' group offsets and the padded last N chunk and K step are exercised
     _check_all(2, 2 * gw, 5, 4, gw, stride=1)
 
 
 @pytest.mark.parametrize("n,c,h,w,gw,stride", [
-    (1, 48, 9, 7, 8, 2),     # batch 1, odd H/W with stride 2, 6 groups of 8 packed two per tile
+    (1, 48, 9, 7, 8, 2),     # batch 1, odd H/W with stride 2, 6 groups of 8 (N padded to 16)
     (3, 72, 7, 5, 24, 2),    # batch 3, non-power-of-two group width across tile boundaries
-    (2, 112, 11, 3, 56, 1),  # tall thin map; 56 masked inside a 64 tile
+    (2, 112, 11, 3, 56, 1),  # tall thin map; 56 channels in a 64-wide N tile
     (3, 40, 3, 3, 40, 2),    # a single group (groups=1), as the capped first stage of regnet_x_8gf
     (2, 96, 13, 12, 48, 1),  # more pixels than one 64-row block: exercises the cross-block statistics merge
 ])
@@ -151,6 +151,40 @@ def test_weight_grad_row_splits_sum_to_the_single_split_result(monkeypatch):
     assert gc.triton.cdiv(n * h * w, gc.BLOCK_M_CONV) == 4  # 198 rows: four splits of one 64-row block each
     assert_close(split[1], single[1], rtol=1e-5, atol=1e-6, name="grad_weight with 4 row splits")
     assert torch.equal(split[0], single[0])
+
+
+@pytest.mark.parametrize("gw", [8, 24, 56])
+def test_nan_in_one_group_stays_in_that_group(gw):
+    # Tiles never span groups, so a NaN input reaches exactly the outputs PyTorch's grouped conv makes NaN (a tile
+    # that masked across groups would compute 0 * NaN into its neighbours).
+    from fastregnet.kernels.grouped_conv import grouped_conv_fwd
+
+    torch.manual_seed(0)
+    c = 3 * gw
+    x = torch.randn(2, c, 6, 5)
+    x[0, gw + 1, 2, 3] = float("nan")  # group 1
+    x[1, 2 * gw, 0, 0] = float("inf")  # group 2
+    w = torch.randn(c, gw, 3, 3) * 0.1
+    bn = [torch.rand(c) + 0.5, torch.randn(c), torch.randn(c), torch.rand(c) + 0.5]
+    ours = grouped_conv_fwd(x, w, None, 1, 3, False, bn=bn, eps=1e-5)
+    ref = F.batch_norm(F.conv2d(x, w, padding=1, groups=3), bn[2], bn[3], bn[0], bn[1], False, 0.0, 1e-5)
+    assert torch.equal(torch.isnan(ours), torch.isnan(ref))
+    assert torch.isnan(ours[0, gw:2 * gw]).any() and not torch.isnan(ours[0, :gw]).any()
+    finite = torch.isfinite(ref)
+    assert_close(ours[finite], ref[finite], rtol=1e-4, atol=1e-5, name="finite outputs")
+
+
+def test_group_aligned_tiles_do_mostly_useful_mma_work():
+    # The issue's bound: >= 70% of the issued MMA work is useful for every zoo group width >= 16 (tl.dot's N
+    # minimum of 16 caps width 8 at 50%; the folded K pads it to 45%).
+    from fastregnet.kernels.grouped_conv import grouped_conv_tiles, useful_mma_fraction
+
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        for gw in ZOO_GROUP_WIDTHS:
+            bn, bk, warps = grouped_conv_tiles(gw, dtype)
+            frac = useful_mma_fraction(gw, bn, bk)
+            assert frac >= (0.7 if gw >= 16 else 0.45), (gw, dtype, bn, bk, frac)
+            assert min(bn, bk) >= 16 and warps in (4, 8)
 
 
 def test_bf16_is_refused_under_the_interpreter():
