@@ -23,7 +23,7 @@ import triton.language as tl
 from ._launch import nhwc, pointer_type, record
 from .relu import relu, relu_grad
 
-__all__ = ["bn_batch_stats", "bn_update_running_stats", "bn_act_apply", "bn_act_bwd_reduce", "batch_norm_variants"]
+__all__ = ["bn_batch_stats", "stats_merge_plan", "bn_update_running_stats", "bn_act_apply", "bn_act_bwd_reduce", "batch_norm_variants"]
 
 
 @triton.jit
@@ -58,26 +58,31 @@ def _store_block_stats(acc, Y, m_ok, n_ok, offs_n, MeanPart, M2Part, block, C):
 def _bn_stats_finalize_kernel(
     MeanPart,  # (num_blocks, C) fp32 per-block means
     M2Part,  # (num_blocks, C) fp32 per-block centred sums of squares
-    Mean,  # (C,) fp32 out: batch mean
-    Var,  # (C,) fp32 out: biased batch variance
-    Invstd,  # (C,) fp32 out: 1 / sqrt(var + eps)
-    num_blocks,  # row blocks written by the conv kernel
+    Mean,  # FINAL: (C,) fp32 out, the batch mean; else (parts, C) fp32 out, each part's mean
+    Var,  # FINAL: (C,) fp32 out, the biased batch variance; else (parts, C) fp32 out, each part's M2
+    Invstd,  # (C,) fp32 out: 1 / sqrt(var + eps), written when FINAL
+    num_blocks,  # row blocks written by the conv kernel (or parts of a first pass)
     M,  # total rows
-    ROWS_PER_BLOCK,  # rows per block (the conv's BLOCK_M); the last block may hold fewer
+    ROWS_PER_BLOCK,  # rows per block; the last block may hold fewer
     C,  # channels
     eps,  # BatchNorm epsilon
+    BLOCKS_PER_PART,  # blocks each program merges (its part of the column)
+    FINAL: tl.constexpr,  # one part: write mean / var / invstd; else write each part's (mean, M2)
     BLOCK_R: tl.constexpr,  # blocks merged per step
     BLOCK_C: tl.constexpr,  # channels per program
 ):
     pid = tl.program_id(0)
+    part = tl.program_id(1)
     offs_c = pid * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = offs_c < C
     n_a = tl.zeros((BLOCK_C,), dtype=tl.float32)
     mean_a = tl.zeros((BLOCK_C,), dtype=tl.float32)
     m2_a = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    for r0 in range(0, num_blocks, BLOCK_R):
+    first = part * BLOCKS_PER_PART
+    last = tl.minimum(first + BLOCKS_PER_PART, num_blocks)
+    for r0 in range(first, last, BLOCK_R):
         offs_r = r0 + tl.arange(0, BLOCK_R)
-        r_ok = offs_r < num_blocks
+        r_ok = offs_r < last
         cnt = tl.where(r_ok, tl.minimum(M - offs_r * ROWS_PER_BLOCK, ROWS_PER_BLOCK), 0).to(tl.float32)
         mask = r_ok[:, None] & c_ok[None, :]
         off = offs_r[:, None] * C + offs_c[None, :]
@@ -93,10 +98,14 @@ def _bn_stats_finalize_kernel(
         mean_a = mean_a + delta * (n_t / n)
         m2_a = m2_a + m2_t + delta * delta * (n_a * n_t / n)
         n_a = n
-    var = m2_a / n_a
-    tl.store(Mean + offs_c, mean_a, mask=c_ok)
-    tl.store(Var + offs_c, var, mask=c_ok)
-    tl.store(Invstd + offs_c, 1.0 / tl.sqrt(var + eps), mask=c_ok)
+    if FINAL:
+        var = m2_a / n_a
+        tl.store(Mean + offs_c, mean_a, mask=c_ok)
+        tl.store(Var + offs_c, var, mask=c_ok)
+        tl.store(Invstd + offs_c, 1.0 / tl.sqrt(var + eps), mask=c_ok)
+    else:
+        tl.store(Mean + part * C + offs_c, mean_a, mask=c_ok)
+        tl.store(Var + part * C + offs_c, m2_a, mask=c_ok)
 
 
 @triton.jit
@@ -234,12 +243,47 @@ BLOCK_M_ELEMENTWISE = 64
 BLOCK_C_ELEMENTWISE = 64
 
 
+# The statistics merge walks a column of per-block partials. One program per 64 channels walking all of them would be
+# a serial chain as long as the batch (50,176 blocks in regnet_y_1_6gf's stage 1 at batch 256: 1,568 dependent
+# steps); instead programs merge parts of at most MERGE_STEPS steps each, and a second pass merges the parts. The
+# split depends only on the number of blocks, so results are deterministic run to run.
+_MERGE_BLOCK_R, _MERGE_BLOCK_C, MERGE_STEPS = 32, 64, 16
+
+
+def stats_merge_plan(blocks: int, channels: int) -> list[tuple[tuple[int, int], int, int]]:
+    """The merge's passes as (grid, partial rows read, serial steps per program): one pass when the blocks fit in
+    MERGE_STEPS steps, else a first pass over parts and a second over the parts' results."""
+    per_part = _MERGE_BLOCK_R * MERGE_STEPS
+    c_progs = triton.cdiv(channels, _MERGE_BLOCK_C)
+    if blocks <= per_part:
+        return [((c_progs, 1), blocks, triton.cdiv(blocks, _MERGE_BLOCK_R))]
+    parts = triton.cdiv(blocks, per_part)
+    if parts > per_part:
+        per_part = triton.cdiv(blocks, per_part)  # a huge batch: longer parts rather than a third pass
+        per_part = triton.cdiv(per_part, _MERGE_BLOCK_R) * _MERGE_BLOCK_R
+        parts = triton.cdiv(blocks, per_part)
+    return [((c_progs, parts), blocks, per_part // _MERGE_BLOCK_R),
+            ((c_progs, 1), parts, triton.cdiv(parts, _MERGE_BLOCK_R))]
+
+
 def bn_batch_stats(mean_part: torch.Tensor, m2_part: torch.Tensor, m: int, rows_per_block: int, eps: float):
     """(mean, biased var, invstd), fp32 per channel, from a conv epilogue's per-row-block (mean, M2)."""
     blocks, c = mean_part.shape
-    mean, var, invstd = (torch.empty(c, device=mean_part.device, dtype=torch.float32) for _ in range(3))
-    _bn_stats_finalize_kernel[(triton.cdiv(c, 64),)](mean_part, m2_part, mean, var, invstd, blocks, m,
-                                                     rows_per_block, c, eps, BLOCK_R=32, BLOCK_C=64)
+    f32 = dict(device=mean_part.device, dtype=torch.float32)
+    mean, var, invstd = (torch.empty(c, **f32) for _ in range(3))
+    plan = stats_merge_plan(blocks, c)
+    if len(plan) == 2:  # first pass: each part's (mean, M2) over BLOCKS_PER_PART blocks of rows_per_block rows
+        (grid, _, steps), _ = plan
+        per_part = steps * _MERGE_BLOCK_R
+        part_mean, part_m2 = torch.empty((grid[1], c), **f32), torch.empty((grid[1], c), **f32)
+        _bn_stats_finalize_kernel[grid](mean_part, m2_part, part_mean, part_m2, invstd, blocks, m, rows_per_block,
+                                        c, eps, per_part, FINAL=False, BLOCK_R=_MERGE_BLOCK_R,
+                                        BLOCK_C=_MERGE_BLOCK_C)
+        record(_bn_stats_finalize_kernel)
+        mean_part, m2_part, blocks, rows_per_block = part_mean, part_m2, grid[1], rows_per_block * per_part
+    _bn_stats_finalize_kernel[(triton.cdiv(c, _MERGE_BLOCK_C), 1)](
+        mean_part, m2_part, mean, var, invstd, blocks, m, rows_per_block, c, eps, blocks, FINAL=True,
+        BLOCK_R=_MERGE_BLOCK_R, BLOCK_C=_MERGE_BLOCK_C)
     record(_bn_stats_finalize_kernel)
     return mean, var, invstd
 
@@ -294,10 +338,11 @@ def batch_norm_variants(dtype: torch.dtype) -> list[tuple]:
     ty = pointer_type(dtype)
     vec4 = {"Mean": "*fp32", "Invstd": "*fp32", "Gamma": "*fp32", "Beta": "*fp32"}
     tiles = dict(BLOCK_M=BLOCK_M_ELEMENTWISE, BLOCK_C=BLOCK_C_ELEMENTWISE)
-    out = [(_bn_stats_finalize_kernel,
-            {"MeanPart": "*fp32", "M2Part": "*fp32", "Mean": "*fp32", "Var": "*fp32", "Invstd": "*fp32",
-             "num_blocks": "i32", "M": "i32", "ROWS_PER_BLOCK": "i32", "C": "i32", "eps": "fp32"},
-            dict(BLOCK_R=32, BLOCK_C=64), 4)]
+    merge_sig = {"MeanPart": "*fp32", "M2Part": "*fp32", "Mean": "*fp32", "Var": "*fp32", "Invstd": "*fp32",
+                 "num_blocks": "i32", "M": "i32", "ROWS_PER_BLOCK": "i32", "C": "i32", "eps": "fp32",
+                 "BLOCKS_PER_PART": "i32"}
+    out = [(_bn_stats_finalize_kernel, merge_sig, dict(FINAL=final, BLOCK_R=_MERGE_BLOCK_R, BLOCK_C=_MERGE_BLOCK_C),
+            4) for final in (True, False)]
     out.append((_running_stats_update_kernel, {"RunningMean": ty, "RunningVar": ty, "Mean": "*fp32", "Var": "*fp32",
                                                 "C": "i32", "momentum": "fp32", "unbiased": "fp32"},
                 dict(BLOCK_C=256), 4))

@@ -220,3 +220,26 @@ def test_opcheck_running_stats_update():
     torch.ops.fastregnet.bn_update_running_stats(running_mean, running_var, mean, var, 12, 0.1)
     assert rel_err(running_mean, expected_mean) < 1e-6 and rel_err(running_var, expected_var) < 1e-6
     torch.library.opcheck(torch.ops.fastregnet.bn_update_running_stats, (running_mean, running_var, mean, var, 12, 0.1))
+
+
+def test_statistics_merge_in_two_passes_equals_batchnorm(monkeypatch):
+    # Large batches merge the per-block partials in two passes (parts of at most MERGE_STEPS steps, then the parts),
+    # so no program walks the whole batch; force it at a small size and compare with torch's batch statistics.
+    import fastregnet.kernels.batch_norm as bn
+
+    torch.manual_seed(0)
+    m, c, rows = 1000, 70, 8
+    y = torch.randn(m, c, dtype=torch.float64).mul(3).add(5).float()
+    blocks = y.split(rows)
+    mean_part = torch.stack([b.mean(0) for b in blocks])
+    m2_part = torch.stack([((b - b.mean(0)) ** 2).sum(0) for b in blocks])
+    monkeypatch.setattr(bn, "MERGE_STEPS", 1)
+    plan = bn.stats_merge_plan(len(blocks), c)
+    assert len(plan) == 2 and plan[0][0] == (2, 4) and all(steps == 1 for *_, steps in plan)  # 125 blocks: 4 parts
+    mean, var, invstd = bn.bn_batch_stats(mean_part, m2_part, m, rows, 1e-5)
+    ref_var, ref_mean = torch.var_mean(y.double(), dim=0, unbiased=False)
+    assert_close(mean, ref_mean, rtol=1e-5, atol=1e-5, name="mean")
+    assert_close(var, ref_var, rtol=1e-5, name="var")
+    assert_close(invstd, (ref_var + 1e-5).rsqrt(), rtol=1e-5, name="invstd")
+    monkeypatch.undo()
+    assert len(bn.stats_merge_plan(len(blocks), c)) == 1  # at the default, 125 blocks take one pass
