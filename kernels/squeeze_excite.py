@@ -10,7 +10,9 @@ and its backward, given grad_gate (computed inside conv c's weight-grad kernel, 
 
     g_pre2 = grad_gate * gate * (1 - gate),  g_pre1 = (W2^T @ g_pre2) * (hidden > 0),  g_pooled = W1^T @ g_pre1
                                                                                               (_se_excite_bwd_kernel)
-One program per image: the matrices are at most a few hundred wide, and every image is independent.
+Each program takes a block of up to 32 images and runs the two fc layers as small tl.dot GEMMs (fp32, IEEE), so the
+fc weights are read once per image block rather than once per image (regnet_y_16gf's last stage at batch 256: 8
+reads of its 9 MB of SE weights instead of 256).
 """
 
 from __future__ import annotations
@@ -22,20 +24,21 @@ import triton.language as tl
 from ._launch import nhwc, record
 from .relu import relu, relu_grad
 
-__all__ = ["se_squeeze", "se_excite", "se_excite_bwd", "squeeze_excite_variants", "SQUEEZE_BLOCK_M"]
+__all__ = ["se_squeeze", "se_excite", "se_excite_bwd", "squeeze_excite_variants", "excite_plan", "SQUEEZE_BLOCK_M"]
 
 
 @triton.jit
-def _matvec(Wt, Vec, offs_r, R, K, stride_r, stride_k, BLOCK_K: tl.constexpr):
-    """sum_k W[r, k] * vec[k] (fp32) for rows offs_r of an (R, K) matrix with strides (stride_r, stride_k): a
-    row-major matrix or, with the strides swapped, the transpose of one."""
-    acc = tl.zeros(offs_r.shape, dtype=tl.float32)
+def _rows_times_matrix(Rows, row_stride, offs_i, i_ok, Mat, mat_r, mat_k, offs_out, R, K, BLOCK_K: tl.constexpr):
+    """acc[i, r] = sum_k rows[i, k] * M[r, k] (fp32, IEEE) for images offs_i and outputs offs_out of an (R, K)
+    matrix with strides (mat_r, mat_k): one small GEMM per K step, so the matrix is read once per image block."""
+    acc = tl.zeros((offs_i.shape[0], offs_out.shape[0]), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
-        v = tl.load(Vec + offs_k, mask=offs_k < K, other=0.0)
-        w = tl.load(Wt + offs_r[:, None] * stride_r + offs_k[None, :] * stride_k,
-                    mask=(offs_r[:, None] < R) & (offs_k[None, :] < K), other=0.0)
-        acc += tl.sum(w * v[None, :], axis=1)
+        v = tl.load(Rows + offs_i[:, None] * row_stride + offs_k[None, :], mask=i_ok[:, None] & (offs_k < K)[None, :],
+                    other=0.0)
+        w = tl.load(Mat + offs_out[None, :] * mat_r + offs_k[:, None] * mat_k,
+                    mask=(offs_out < R)[None, :] & (offs_k < K)[:, None], other=0.0)
+        acc = tl.dot(v, w, acc, input_precision="ieee")
     return acc
 
 
@@ -65,34 +68,40 @@ def _se_excite_kernel(
     Pooled,  # (images, C) fp32 out: the mean over H*W (saved for backward)
     Hidden,  # (images, S) fp32 out: relu(fc1(pooled)) (saved for backward)
     Gate,  # (images, C) fp32 out: sigmoid(fc2(hidden))
-    C, S,  # channels, squeeze channels
+    images, C, S,  # images, channels, squeeze channels
     blocks_per_image,  # row blocks per image in SqPart
     inv_hw,  # 1 / (H * W)
+    BLOCK_I: tl.constexpr,  # images per program
     BLOCK_C: tl.constexpr,  # channels per step
     BLOCK_S: tl.constexpr,  # squeeze channels per step
 ):
-    img = tl.program_id(0)
-    # 1: pooled = sum of this image's row-block sums / HW
+    offs_i = tl.program_id(0) * BLOCK_I + tl.arange(0, BLOCK_I)
+    i_ok = offs_i < images
+    # 1: pooled = sum of each image's row-block sums / HW
     for c0 in range(0, C, BLOCK_C):
         offs_c = c0 + tl.arange(0, BLOCK_C)
-        total = tl.zeros((BLOCK_C,), dtype=tl.float32)
+        mask = i_ok[:, None] & (offs_c < C)[None, :]
+        total = tl.zeros((BLOCK_I, BLOCK_C), dtype=tl.float32)
         for j in range(0, blocks_per_image):
-            total += tl.load(SqPart + (img * blocks_per_image + j) * C + offs_c, mask=offs_c < C, other=0.0)
-        tl.store(Pooled + img * C + offs_c, total * inv_hw, mask=offs_c < C)
+            total += tl.load(SqPart + (offs_i[:, None] * blocks_per_image + j) * C + offs_c[None, :], mask=mask,
+                             other=0.0)
+        tl.store(Pooled + offs_i[:, None] * C + offs_c[None, :], total * inv_hw, mask=mask)
     tl.debug_barrier()
-    # 2: hidden = relu(W1 @ pooled + b1)
+    # 2: hidden = relu(pooled @ W1^T + b1)
     for s0 in range(0, S, BLOCK_S):
         offs_s = s0 + tl.arange(0, BLOCK_S)
-        acc = _matvec(W1, Pooled + img * C, offs_s, S, C, C, 1, BLOCK_C)
-        acc += tl.load(B1 + offs_s, mask=offs_s < S, other=0.0)
-        tl.store(Hidden + img * S + offs_s, relu(acc), mask=offs_s < S)
+        acc = _rows_times_matrix(Pooled, C, offs_i, i_ok, W1, C, 1, offs_s, S, C, BLOCK_C)
+        acc += tl.load(B1 + offs_s, mask=offs_s < S, other=0.0)[None, :]
+        tl.store(Hidden + offs_i[:, None] * S + offs_s[None, :], relu(acc),
+                 mask=i_ok[:, None] & (offs_s < S)[None, :])
     tl.debug_barrier()
-    # 3: gate = sigmoid(W2 @ hidden + b2)
+    # 3: gate = sigmoid(hidden @ W2^T + b2)
     for c0 in range(0, C, BLOCK_C):
         offs_c = c0 + tl.arange(0, BLOCK_C)
-        acc = _matvec(W2, Hidden + img * S, offs_c, C, S, S, 1, BLOCK_S)
-        acc += tl.load(B2 + offs_c, mask=offs_c < C, other=0.0)
-        tl.store(Gate + img * C + offs_c, 1.0 / (1.0 + tl.exp(-acc)), mask=offs_c < C)
+        acc = _rows_times_matrix(Hidden, S, offs_i, i_ok, W2, S, 1, offs_c, C, S, BLOCK_S)
+        acc += tl.load(B2 + offs_c, mask=offs_c < C, other=0.0)[None, :]
+        tl.store(Gate + offs_i[:, None] * C + offs_c[None, :], 1.0 / (1.0 + tl.exp(-acc)),
+                 mask=i_ok[:, None] & (offs_c < C)[None, :])
 
 
 @triton.jit
@@ -104,30 +113,34 @@ def _se_excite_bwd_kernel(
     GPre1,  # (images, S) fp32 out: grad of fc1's output (pre-ReLU)
     GPooled,  # (images, C) fp32 out: grad of the pooled mean
     C, S, parts, images,
+    BLOCK_I: tl.constexpr,  # images per program
     BLOCK_C: tl.constexpr,  # channels per step
     BLOCK_S: tl.constexpr,  # squeeze channels per step
 ):
-    img = tl.program_id(0)
+    offs_i = tl.program_id(0) * BLOCK_I + tl.arange(0, BLOCK_I)
+    i_ok = offs_i < images
     for c0 in range(0, C, BLOCK_C):
         offs_c = c0 + tl.arange(0, BLOCK_C)
-        c_ok = offs_c < C
-        g = tl.zeros((BLOCK_C,), dtype=tl.float32)
+        mask = i_ok[:, None] & (offs_c < C)[None, :]
+        off = offs_i[:, None] * C + offs_c[None, :]
+        g = tl.zeros((BLOCK_I, BLOCK_C), dtype=tl.float32)
         for p in range(0, parts):
-            g += tl.load(GGatePart + (p * images + img) * C + offs_c, mask=c_ok, other=0.0)
-        gate = tl.load(Gate + img * C + offs_c, mask=c_ok, other=0.0)
-        tl.store(GPre2 + img * C + offs_c, g * gate * (1.0 - gate), mask=c_ok)
+            g += tl.load(GGatePart + p * images * C + off, mask=mask, other=0.0)
+        gate = tl.load(Gate + off, mask=mask, other=0.0)
+        tl.store(GPre2 + off, g * gate * (1.0 - gate), mask=mask)
     tl.debug_barrier()
     for s0 in range(0, S, BLOCK_S):
         offs_s = s0 + tl.arange(0, BLOCK_S)
-        s_ok = offs_s < S
-        g_hidden = _matvec(W2, GPre2 + img * C, offs_s, S, C, 1, S, BLOCK_C)  # W2^T @ g_pre2
-        hidden = tl.load(Hidden + img * S + offs_s, mask=s_ok, other=0.0)
-        tl.store(GPre1 + img * S + offs_s, relu_grad(g_hidden, hidden), mask=s_ok)
+        mask = i_ok[:, None] & (offs_s < S)[None, :]
+        g_hidden = _rows_times_matrix(GPre2, C, offs_i, i_ok, W2, 1, S, offs_s, S, C, BLOCK_C)  # g_pre2 @ W2
+        hidden = tl.load(Hidden + offs_i[:, None] * S + offs_s[None, :], mask=mask, other=0.0)
+        tl.store(GPre1 + offs_i[:, None] * S + offs_s[None, :], relu_grad(g_hidden, hidden), mask=mask)
     tl.debug_barrier()
     for c0 in range(0, C, BLOCK_C):
         offs_c = c0 + tl.arange(0, BLOCK_C)
-        g_pooled = _matvec(W1, GPre1 + img * S, offs_c, C, S, 1, C, BLOCK_S)  # W1^T @ g_pre1
-        tl.store(GPooled + img * C + offs_c, g_pooled, mask=offs_c < C)
+        g_pooled = _rows_times_matrix(GPre1, S, offs_i, i_ok, W1, 1, C, offs_c, C, S, BLOCK_S)  # g_pre1 @ W1
+        tl.store(GPooled + offs_i[:, None] * C + offs_c[None, :], g_pooled,
+                 mask=i_ok[:, None] & (offs_c < C)[None, :])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -135,7 +148,27 @@ def _se_excite_bwd_kernel(
 # ----------------------------------------------------------------------------------------------------------------
 
 SQUEEZE_BLOCK_M = 64  # rows per squeeze block; the grouped conv's squeeze epilogue uses its own BLOCK_M
-_BLOCK_C, _BLOCK_S = 64, 32
+_BLOCK_C, _BLOCK_S = 32, 32
+# Images per excitation program: the fc weights are read once per image block (cdiv(images, 32) times per layer,
+# instead of once per image), and each step is an (images x 32) @ (32 x 32) tl.dot, fp32 IEEE. 16 is tl.dot's
+# minimum; 64-image blocks spill on sm_90 even on 8 warps (AOT report).
+_MAX_BLOCK_I = 32
+
+
+def _images_per_program(images: int) -> int:
+    return min(_MAX_BLOCK_I, max(16, triton.next_power_of_2(images)))
+
+
+def _excite_warps(block_i: int) -> int:
+    """8 warps for 32-image blocks: on 4, the fp32 (IEEE) dots spill on sm_90 (AOT report)."""
+    return 8 if block_i == 32 else 4
+
+
+def excite_plan(images: int, c: int, s: int, blocks_per_image: int, backward: bool = False) -> tuple[int, int, int]:
+    """(programs, reads of the fc weights, serial steps per program) of the excitation or its backward."""
+    programs = triton.cdiv(images, _images_per_program(images))
+    c_steps, s_steps = triton.cdiv(c, _BLOCK_C), triton.cdiv(s, _BLOCK_S)
+    return programs, programs, c_steps * blocks_per_image + 2 * c_steps * s_steps + (c_steps if backward else 0)
 
 
 def _f32(t: torch.Tensor, *shape) -> torch.Tensor:
@@ -163,9 +196,11 @@ def se_excite(sq_part: torch.Tensor, blocks_per_image: int, hw: int, fc1_weight:
     f32 = dict(device=sq_part.device, dtype=torch.float32)
     pooled, hidden, gate = torch.empty((images, c), **f32), torch.empty((images, s), **f32), torch.empty((images, c),
                                                                                                         **f32)
-    _se_excite_kernel[(images,)](sq_part, _f32(fc1_weight, s, c), _f32(fc1_bias, s), _f32(fc2_weight, c, s),
-                                 _f32(fc2_bias, c), pooled, hidden, gate, c, s, blocks_per_image, 1.0 / hw,
-                                 BLOCK_C=_BLOCK_C, BLOCK_S=_BLOCK_S, num_warps=4)
+    bi = _images_per_program(images)
+    _se_excite_kernel[(triton.cdiv(images, bi),)](
+        sq_part, _f32(fc1_weight, s, c), _f32(fc1_bias, s), _f32(fc2_weight, c, s), _f32(fc2_bias, c), pooled, hidden,
+        gate, images, c, s, blocks_per_image, 1.0 / hw, BLOCK_I=bi, BLOCK_C=_BLOCK_C, BLOCK_S=_BLOCK_S,
+        num_warps=_excite_warps(bi))
     record(_se_excite_kernel)
     return (gate, pooled, hidden) if saved else gate
 
@@ -179,9 +214,10 @@ def se_excite_bwd(g_gate_part: torch.Tensor, gate: torch.Tensor, pooled: torch.T
     f32 = dict(device=gate.device, dtype=torch.float32)
     g_pre2, g_pre1, g_pooled = torch.empty((images, c), **f32), torch.empty((images, s), **f32), torch.empty(
         (images, c), **f32)
-    _se_excite_bwd_kernel[(images,)](g_gate_part, gate, pooled, hidden, _f32(fc1_weight, s, c),
-                                     _f32(fc2_weight, c, s), g_pre2, g_pre1, g_pooled, c, s, parts, images,
-                                     BLOCK_C=_BLOCK_C, BLOCK_S=_BLOCK_S, num_warps=4)
+    bi = _images_per_program(images)
+    _se_excite_bwd_kernel[(triton.cdiv(images, bi),)](
+        g_gate_part, gate, pooled, hidden, _f32(fc1_weight, s, c), _f32(fc2_weight, c, s), g_pre2, g_pre1, g_pooled,
+        c, s, parts, images, BLOCK_I=bi, BLOCK_C=_BLOCK_C, BLOCK_S=_BLOCK_S, num_warps=_excite_warps(bi))
     record(_se_excite_bwd_kernel)
     # The fc weight grads are (images x C)^T (images x S) products, a few KB: one torch matmul each, not a kernel.
     g_fc1_w = (g_pre1.t() @ pooled).reshape(s, c, 1, 1)
@@ -191,15 +227,17 @@ def se_excite_bwd(g_gate_part: torch.Tensor, gate: torch.Tensor, pooled: torch.T
 
 def squeeze_excite_variants() -> list[tuple]:
     """(kernel, signature, constexprs, num_warps) of the SE kernels (all fp32 except the squeeze's input)."""
-    vecs = dict(BLOCK_C=_BLOCK_C, BLOCK_S=_BLOCK_S)
-    out = [(_se_excite_kernel,
-            {"SqPart": "*fp32", "W1": "*fp32", "B1": "*fp32", "W2": "*fp32", "B2": "*fp32", "Pooled": "*fp32",
-             "Hidden": "*fp32", "Gate": "*fp32", "C": "i32", "S": "i32", "blocks_per_image": "i32", "inv_hw": "fp32"},
-            vecs, 4),
-           (_se_excite_bwd_kernel,
-            {"GGatePart": "*fp32", "Gate": "*fp32", "Pooled": "*fp32", "Hidden": "*fp32", "W1": "*fp32",
-             "W2": "*fp32", "GPre2": "*fp32", "GPre1": "*fp32", "GPooled": "*fp32", "C": "i32", "S": "i32",
-             "parts": "i32", "images": "i32"}, vecs, 4)]
+    out = []
+    for bi in (16, 32):  # every images-per-program tile a batch size selects
+        vecs = dict(BLOCK_I=bi, BLOCK_C=_BLOCK_C, BLOCK_S=_BLOCK_S)
+        out += [(_se_excite_kernel,
+                 {"SqPart": "*fp32", "W1": "*fp32", "B1": "*fp32", "W2": "*fp32", "B2": "*fp32", "Pooled": "*fp32",
+                  "Hidden": "*fp32", "Gate": "*fp32", "images": "i32", "C": "i32", "S": "i32",
+                  "blocks_per_image": "i32", "inv_hw": "fp32"}, vecs, _excite_warps(bi)),
+                (_se_excite_bwd_kernel,
+                 {"GGatePart": "*fp32", "Gate": "*fp32", "Pooled": "*fp32", "Hidden": "*fp32", "W1": "*fp32",
+                  "W2": "*fp32", "GPre2": "*fp32", "GPre1": "*fp32", "GPooled": "*fp32", "C": "i32", "S": "i32",
+                  "parts": "i32", "images": "i32"}, vecs, _excite_warps(bi))]
     for ty in ("*fp32", "*fp16", "*bf16"):
         out.append((_se_squeeze_kernel, {"X": ty, "SqPart": "*fp32", "HW": "i32", "C": "i32"},
                     dict(BLOCK_M=SQUEEZE_BLOCK_M, BLOCK_C=_BLOCK_C), 4))
