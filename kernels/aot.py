@@ -21,12 +21,31 @@ def variant_name(kernel, constexprs: dict) -> str:
     return name + "[" + ",".join(f"{k}={v}" for k, v in constexprs.items()) + "]"
 
 
-def compile_variant(kernel, signature: dict, constexprs: dict, arch: int, num_warps: int = 4) -> dict:
-    """Compile one variant for sm_<arch>; returns registers, spill bytes, stack frame and shared memory.
+# Integer arguments that Triton's launcher specializes as multiples of 16 at the zoo's run-time shapes: row counts at
+# batch 256 (256 * H * W), and a grouped conv's channel count and group width when the width is a multiple of 16.
+# Channel counts of the 1x1 convs vary (48, 104, 208, 440...) and are left unspecialized: the report errs high.
+_ROW_ARGS = ("M", "MI")
 
-    Raises whatever the Triton compiler raises for code a real GPU would reject."""
+
+def run_time_divisibility(kernel, signature: dict, constexprs: dict, group_width: int | None = None) -> list[str]:
+    """The arguments the run-time launch would mark divisible by 16: every pointer (PyTorch allocations are
+    aligned), the row counts, and C / GW of a grouped conv whose group width is a multiple of 16."""
+    names = [k for k, v in signature.items() if v.startswith("*")]
+    names += [k for k in _ROW_ARGS if k in signature]
+    if group_width is not None and group_width % 16 == 0:
+        names += [k for k in ("C", "GW") if k in signature]
+    return names
+
+
+def compile_variant(kernel, signature: dict, constexprs: dict, arch: int, num_warps: int = 4,
+                    divisible: list[str] | None = None) -> dict:
+    """Compile one variant for sm_<arch>, with the `divisible` arguments specialized as multiples of 16 as Triton's
+    launcher does at run time (default: run_time_divisibility); returns registers, spill bytes, stack frame and
+    shared memory. Raises whatever the Triton compiler raises for code a real GPU would reject."""
     sig = {**signature, **{k: "constexpr" for k in constexprs}}
-    compiled = triton.compile(ASTSource(fn=kernel, signature=sig, constexprs=constexprs),
+    divisible = run_time_divisibility(kernel, signature, constexprs) if divisible is None else divisible
+    attrs = {(kernel.arg_names.index(name),): [["tt.divisibility", 16]] for name in divisible}
+    compiled = triton.compile(ASTSource(fn=kernel, signature=sig, constexprs=constexprs, attrs=attrs),
                               target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
     ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
     with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
@@ -42,14 +61,16 @@ def compile_variant(kernel, signature: dict, constexprs: dict, arch: int, num_wa
         found = re.findall(pattern, r.stderr)
         return max(int(v) for v in found) if found else 0
 
-    return {"kernel": variant_name(kernel, constexprs), "arch": arch, "registers": grab(r"Used (\d+) registers"),
+    return {"kernel": variant_name(kernel, constexprs), "arch": arch, "divisible_by_16": divisible,
+            "registers": grab(r"Used (\d+) registers"),
             "spill_store_bytes": grab(r"(\d+) bytes spill stores"), "spill_load_bytes": grab(r"(\d+) bytes spill loads"),
             "stack_frame_bytes": grab(r"(\d+) bytes stack frame"), "shared_bytes": compiled.metadata.shared}
 
 
 def zoo_variants(group_widths) -> list[tuple]:
-    """Every distinct (kernel, signature, constexprs, num_warps) launched for these group widths in fp32/fp16/bf16, stride 1
-    and 2. Variants depend on the tile (from the group width), dtype and stride, so many widths share one."""
+    """Every distinct (kernel, signature, constexprs, num_warps, group width or None) launched for these group widths
+    in fp32 (TF32 and IEEE) / fp16 / bf16, stride 1 and 2. Variants depend on the tile (from the group width), dtype
+    and stride, so many widths share one."""
     import torch
 
     from .batch_norm import batch_norm_variants
@@ -58,37 +79,56 @@ def zoo_variants(group_widths) -> list[tuple]:
     from .squeeze_excite import squeeze_excite_variants
 
     seen = {}
-    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+    tf32 = torch.backends.cudnn.allow_tf32
+    # fp32 compiles both ways PyTorch's TF32 policy can pick (kernels._launch.dot_precision)
+    for dtype, allow_tf32 in ((torch.float32, False), (torch.float32, True), (torch.float16, True),
+                              (torch.bfloat16, True)):
+        torch.backends.cudnn.allow_tf32 = allow_tf32
         for gw in group_widths:
             for stride in (1, 2):
                 for v in kernel_variants(gw, dtype, stride):
-                    seen.setdefault(variant_name(v[0], v[2]) + str(v[1]), v)
+                    # keyed with the divisibility too: widths sharing a tile may specialize differently
+                    seen.setdefault(variant_name(v[0], v[2]) + str(v[1]) + str(gw % 16 == 0), (*v, gw))
         for v in batch_norm_variants(dtype) + pointwise_variants(dtype):
-            seen.setdefault(variant_name(v[0], v[2]) + str(v[1]), v)
+            seen.setdefault(variant_name(v[0], v[2]) + str(v[1]), (*v, None))
+    torch.backends.cudnn.allow_tf32 = tf32
     for v in squeeze_excite_variants():
-        seen.setdefault(variant_name(v[0], v[2]) + str(v[1]), v)
+        seen.setdefault(variant_name(v[0], v[2]) + str(v[1]), (*v, None))
     return list(seen.values())
 
 
-def compile_all(group_widths, archs=(80, 90)) -> list[dict]:
-    """compile_variant for every zoo variant and arch; a variant that fails to compile gets an "error" entry."""
+def compile_all(group_widths, archs=(80, 90), fp32_archs=(80, 90)) -> list[dict]:
+    """compile_variant for every zoo variant and arch (fp32 variants only on `fp32_archs`); a variant that fails to
+    compile gets an "error" entry."""
     rows = []
     for arch in archs:
-        for kernel, sig, ce, warps in zoo_variants(group_widths):
-            base = {"kernel": variant_name(kernel, ce), "arch": arch, "dtype": next(iter(sig.values())),
-                    "num_warps": warps}
+        for kernel, sig, ce, warps, gw in zoo_variants(group_widths):
+            dtype = next(iter(sig.values()))
+            if dtype == "*fp32" and _has_storage_variants(kernel) and arch not in fp32_archs:
+                continue
+            base = {"kernel": variant_name(kernel, ce), "arch": arch, "dtype": dtype, "num_warps": warps}
             try:
-                rows.append(base | compile_variant(kernel, sig, ce, arch, num_warps=warps))
+                divisible = run_time_divisibility(kernel, sig, ce, gw)
+                rows.append(base | compile_variant(kernel, sig, ce, arch, num_warps=warps, divisible=divisible))
             except Exception as e:  # reported per variant, so one bad variant doesn't hide the others
                 rows.append(base | {"error": f"{type(e).__name__}: {e}"[:2000]})
     return rows
 
 
+def _has_storage_variants(kernel) -> bool:
+    """Whether the kernel comes in fp32 / fp16 / bf16 storage variants (the SE excitation and the statistics merge
+    are fp32 whatever the activations' dtype, so they are compiled on every arch)."""
+    return kernel.fn.__name__ not in ("_se_excite_kernel", "_se_excite_bwd_kernel", "_bn_stats_finalize_kernel")
+
+
 if __name__ == "__main__":
-    # python -m fastregnet.kernels.aot ARCH GW[,GW...]  -> JSON rows on stdout. Must run without TRITON_INTERPRET.
+    # python -m fastregnet.kernels.aot ARCHS GWS [FP32_ARCHS] -> JSON rows on stdout, e.g. 80,90 8,16,24 90.
+    # Must run without TRITON_INTERPRET.
     import json
     import sys
 
     if os.environ.get("TRITON_INTERPRET") == "1":
         sys.exit("unset TRITON_INTERPRET: interpreted kernels cannot be compiled for a GPU")
-    print(json.dumps(compile_all([int(g) for g in sys.argv[2].split(",")], archs=(int(sys.argv[1]),))))
+    archs = tuple(int(a) for a in sys.argv[1].split(","))
+    fp32_archs = tuple(int(a) for a in sys.argv[3].split(",")) if len(sys.argv) > 3 else archs
+    print(json.dumps(compile_all([int(g) for g in sys.argv[2].split(",")], archs=archs, fp32_archs=fp32_archs)))

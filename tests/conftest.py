@@ -5,6 +5,8 @@ imported (fastregnet imports its kernels lazily).
 """
 
 import os
+import subprocess
+import sys
 
 import torch
 
@@ -144,3 +146,40 @@ def torchvision_model(name: str, init: bool = True, **kwargs) -> torch.nn.Module
     noop = lambda t, *a, **k: t  # noqa: E731
     with unittest.mock.patch.multiple(torch.nn.init, normal_=noop, ones_=noop, zeros_=noop):
         return builder(**kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# ahead-of-time compilation (test_aot_compile.py): started in the background when the suite is collected, so the
+# minutes of compiling run beside the other tests; those tests are moved to the end and wait for the result.
+# ----------------------------------------------------------------------------------------------------------------
+
+_aot: dict = {}
+
+
+def _start_aot_compile() -> None:
+    if "proc" in _aot:
+        return
+    from fastregnet.design import MODEL_CONFIGS
+
+    widths = sorted({g for c in MODEL_CONFIGS.values() for g in c.params().group_widths})
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    _aot["proc"] = subprocess.Popen([sys.executable, "-m", "fastregnet.kernels.aot", "90,80",
+                                     ",".join(map(str, widths)), "90"], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, env=env)
+
+
+def aot_compile_result() -> tuple[int, str, str]:
+    """(returncode, stdout JSON rows, stderr) of the AOT compile for sm_90 and sm_80."""
+    _start_aot_compile()
+    if "result" not in _aot:
+        stdout, stderr = _aot["proc"].communicate()
+        _aot["result"] = (_aot["proc"].returncode, stdout, stderr)
+    return _aot["result"]
+
+
+def pytest_collection_modifyitems(session, config, items):
+    aot = [item for item in items if item.nodeid.startswith("tests/test_aot_compile.py")
+           or item.nodeid.startswith("test_aot_compile.py")]
+    if aot:
+        items[:] = [item for item in items if item not in aot] + aot
+        _start_aot_compile()
