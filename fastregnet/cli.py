@@ -1,4 +1,4 @@
-"""The `fastregnet` command: list, info, bench, sample, fit, edf, explore."""
+"""The `fastregnet` command: list, info, bench, sample, fit, edf, explore, gpu-campaign, cost."""
 
 from __future__ import annotations
 
@@ -196,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     from . import campaign as _campaign
 
     _campaign.add_parser(sub)
+    from . import cost as _cost
+
+    _cost.add_parser(sub)
     return parser
 
 

