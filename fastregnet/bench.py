@@ -67,7 +67,9 @@ CPU_DEFAULT = ("tv_nchw", "tv_channels_last", "fastregnet")
 
 def device_info(device: torch.device) -> dict:
     info = {"device": str(device), "torch": torch.__version__, "python": platform.python_version(),
-            "platform": platform.platform(), "cpu_threads": torch.get_num_threads()}
+            "platform": platform.platform(), "cpu_threads": torch.get_num_threads(),
+            # fp32 convolutions (cuDNN's and fastregnet's kernels alike) follow this flag: TF32 when on
+            "fp32_conv_precision": "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"}
     try:
         import triton
 

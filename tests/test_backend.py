@@ -8,6 +8,7 @@ import textwrap
 import threading
 
 import pytest
+import torch
 
 import fastregnet
 from fastregnet.backend import BackendError
@@ -156,3 +157,21 @@ def test_every_custom_op_launches_on_its_inputs_device(monkeypatch):
 
     assert ops._on_input_device(lambda t, k: k * 2)(CudaLike(), 21) == 42
     assert entered == [torch.device("cuda", 1)]
+
+
+def test_fp32_dot_precision_follows_pytorchs_tf32_policy():
+    # fp32 follows torch.backends.cudnn.allow_tf32 (PyTorch's default: on), read at every launch; 16-bit ignores it
+    from fastregnet.bench import device_info
+    from fastregnet.kernels._launch import dot_precision
+
+    prev = torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = True
+        assert dot_precision(torch.float32) == "tf32"
+        assert device_info(torch.device("cpu"))["fp32_conv_precision"] == "tf32"
+        torch.backends.cudnn.allow_tf32 = False
+        assert dot_precision(torch.float32) == "ieee"
+        assert device_info(torch.device("cpu"))["fp32_conv_precision"] == "ieee"
+        assert dot_precision(torch.bfloat16) == dot_precision(torch.float16) == "tf32"
+    finally:
+        torch.backends.cudnn.allow_tf32 = prev
