@@ -1,5 +1,6 @@
-"""Static cost of every kernel variant the zoo launches, compiled for sm_80 and sm_90 without a GPU:
-registers, spills, stack frame, shared memory (Triton's bundled ptxas). Run: python bench/aot_report.py [OUT.json]"""
+"""Static cost of every kernel variant the zoo launches and of every grouped-conv configuration in the tuning space,
+compiled for sm_80 and sm_90 without a GPU with the run-time divisibility specialization: registers, spills, stack
+frame, shared memory (Triton's bundled ptxas). Run: python bench/aot_report.py [OUT.json]"""
 
 import json
 import sys
@@ -10,7 +11,7 @@ from fastregnet.kernels.aot import compile_all
 
 def main() -> None:
     group_widths = sorted({g for c in MODEL_CONFIGS.values() for g in c.params().group_widths})
-    rows = compile_all(group_widths)
+    rows = compile_all(group_widths, candidates=True)
     print(f"{'arch':>4} {'regs':>4} {'spill':>5} {'stack':>5} {'smem':>6} {'dtype':<6} kernel")
     for r in rows:
         if "error" in r:

@@ -8,6 +8,9 @@ and appends every record to DIR/campaign.json as it is made, so a run cut off st
                grads, running statistics) at the zoo's stage-first block shapes; whole regnet_y_400mf and
                regnet_x_400mf vs torchvision in fp32 and bf16 autocast; CUDA-graph capture of inference and of a
                training step; one kernel on a tensor of more than 2^31 elements; bitwise determinism over two runs
+  tune         every grouped-conv tile configuration of the tuning space (kernels/grouped_conv.py) timed at each zoo
+               group width's stage shape, forward + backward; the fastest per (GPU, dtype, width) written to
+               DIR/tuned_configs.json, the table format kernels/tuned_configs.json ships (copy it there)
   microbench   f.b (grouped conv + BN + ReLU) and whole blocks, eval and train, against the torchvision modules
                they replace (cuDNN), with the fraction of the memory roofline each reaches
   models       whole-model bench (fastregnet.bench): regnet_y_400mf / 1_6gf / 16gf, bf16, channels_last, batch 256
@@ -19,7 +22,6 @@ recorded, so a reader can judge the margin.
 
 `--dry-run` runs every part on the CPU through the Triton interpreter at tiny shapes (checks that need CUDA are
 recorded as skipped, with the reason): a CI test runs it so that the campaign cannot rot.
-Not yet here: the tuning sweep (issue 12, item 1-2: the kernels have no tuning space yet).
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ import torch
 
 from . import roofline
 
-PARTS = ("env", "correctness", "microbench", "models")
-SHARES = {"env": 0.05, "correctness": 0.35, "microbench": 0.25, "models": 0.35}
+PARTS = ("env", "correctness", "tune", "microbench", "models")
+SHARES = {"env": 0.05, "correctness": 0.3, "tune": 0.15, "microbench": 0.2, "models": 0.3}
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 PRIORITY_MODELS = ("regnet_y_400mf", "regnet_x_400mf", "regnet_y_1_6gf", "regnet_y_16gf")
 
@@ -434,6 +436,72 @@ def part_correctness(c: Campaign) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# (c) tuning sweep
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _tune_cases(c: Campaign, table: dict):
+    from .design import MODEL_CONFIGS
+    from .kernels.grouped_conv import (grouped_conv_bwd, grouped_conv_candidates, grouped_conv_fwd,
+                                       grouped_conv_tiles, grouped_conv_train_fwd)
+    from .kernels.tuning import force, table_key
+    from .shapes import grouped_conv_shapes
+
+    dtype = torch.float32 if c.dry_run else torch.bfloat16
+    shapes = {}  # one stride-1 stage shape per group width, the priority models first
+    names = list(PRIORITY_MODELS) + sorted(n for n in MODEL_CONFIGS if n not in PRIORITY_MODELS)
+    for name in names:
+        for shape in grouped_conv_shapes(name):
+            if shape["stride"] == 1 or shape["group_width"] not in shapes:
+                shapes.setdefault(shape["group_width"], shape)
+                if shape["stride"] == 1:
+                    shapes[shape["group_width"]] = shape
+    if c.dry_run:
+        shapes = {16: {"channels": 32, "group_width": 16, "hw": 6, "stride": 1, "model": "tiny"}}  # 2 candidates
+    gpu = torch.cuda.get_device_name(c.device) if c.device.type == "cuda" else "cpu (dry run)"
+    batch = 2 if c.dry_run else 64
+    for gw, shape in shapes.items():
+        def run(gw=gw, shape=shape):
+            ch, hw, stride = shape["channels"], shape["hw"], shape["stride"]
+            gen = torch.Generator().manual_seed(0)
+            x = torch.randn(batch, ch, hw, hw, generator=gen).to(c.device, dtype).contiguous(
+                memory_format=torch.channels_last)
+            w = (torch.randn(ch, gw, 3, 3, generator=gen) * 0.1).to(c.device, dtype)
+            f32 = dict(device=c.device, dtype=torch.float32)
+            bn = [torch.rand(ch, **f32) + 0.5, torch.randn(ch, **f32), torch.randn(ch, **f32),
+                  torch.rand(ch, **f32) + 0.5]
+            groups = ch // gw
+            times = {}
+            for config in grouped_conv_candidates(gw, dtype):
+                def step(config=config):
+                    with force(config):
+                        grouped_conv_fwd(x, w, None, stride, groups, True, bn=bn, eps=1e-5)
+                        out, y, mean, _, invstd = grouped_conv_train_fwd(x, w, bn[0], bn[1], 1e-5, stride, groups,
+                                                                         True)
+                        grouped_conv_bwd(torch.ones_like(out), x, w, y, mean, invstd, bn[0], bn[1], stride, groups,
+                                         True, True)
+                times[str(list(config))] = _time(step, c)
+            best = min(times, key=times.get)
+            table.setdefault(gpu, {})[table_key("grouped_conv", dtype, f"gw={gw}")] = json.loads(best)
+            heuristic = str(list(grouped_conv_tiles(gw, dtype)))
+            return {"status": "ok", "gpu": gpu, "dtype": str(dtype), "shape": {**shape, "batch": batch},
+                    "seconds_per_config (eval fwd + train fwd + bwd)": times, "best": json.loads(best),
+                    "heuristic": json.loads(heuristic), "heuristic_over_best": times[heuristic] / times[best]}
+        yield f"tune grouped conv gw={gw} ({shape['model']} {shape['channels']} ch, {shape['hw']} px)", run
+
+
+def part_tune(c: Campaign) -> bool:
+    table: dict = {}
+    try:
+        return _each(c, "tune", _tune_cases(c, table))
+    finally:  # whatever was measured, even when the time box cut the sweep
+        path = os.path.join(os.path.dirname(c.path), "tuned_configs.json")
+        with open(path, "w") as f:
+            json.dump({"format": 1, "about": "written by fastregnet gpu-campaign --part tune; copy to "
+                                             "kernels/tuned_configs.json to ship", "gpus": table}, f, indent=1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # (d) per-op microbenchmarks
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -583,7 +651,8 @@ def part_models(c: Campaign) -> bool:
     return _each(c, "models", _model_bench_cases(c))
 
 
-RUNNERS = {"env": part_env, "correctness": part_correctness, "microbench": part_microbench, "models": part_models}
+RUNNERS = {"env": part_env, "correctness": part_correctness, "tune": part_tune, "microbench": part_microbench,
+           "models": part_models}
 
 
 def summary(doc: dict) -> str:

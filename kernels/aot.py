@@ -67,14 +67,15 @@ def compile_variant(kernel, signature: dict, constexprs: dict, arch: int, num_wa
             "stack_frame_bytes": grab(r"(\d+) bytes stack frame"), "shared_bytes": compiled.metadata.shared}
 
 
-def zoo_variants(group_widths) -> list[tuple]:
+def zoo_variants(group_widths, candidates: bool = False) -> list[tuple]:
     """Every distinct (kernel, signature, constexprs, num_warps, group width or None) launched for these group widths
     in fp32 (TF32 and IEEE) / fp16 / bf16, stride 1 and 2. Variants depend on the tile (from the group width), dtype
-    and stride, so many widths share one."""
+    and stride, so many widths share one. candidates=True: every grouped-conv configuration of the tuning space
+    (grouped_conv_candidates), not only the heuristic's pick."""
     import torch
 
     from .batch_norm import batch_norm_variants
-    from .grouped_conv import kernel_variants
+    from .grouped_conv import grouped_conv_candidates, grouped_conv_tiles, kernel_variants
     from .pointwise_conv import pointwise_variants
     from .squeeze_excite import squeeze_excite_variants
 
@@ -85,8 +86,9 @@ def zoo_variants(group_widths) -> list[tuple]:
                               (torch.bfloat16, True)):
         torch.backends.cudnn.allow_tf32 = allow_tf32
         for gw in group_widths:
-            for stride in (1, 2):
-                for v in kernel_variants(gw, dtype, stride):
+            configs = grouped_conv_candidates(gw, dtype) if candidates else [grouped_conv_tiles(gw, dtype)]
+            for stride, config in ((s, cfg) for s in (1, 2) for cfg in configs):
+                for v in kernel_variants(gw, dtype, stride, config):
                     # keyed with the divisibility too: widths sharing a tile may specialize differently
                     seen.setdefault(variant_name(v[0], v[2]) + str(v[1]) + str(gw % 16 == 0), (*v, gw))
         for v in batch_norm_variants(dtype) + pointwise_variants(dtype):
@@ -97,12 +99,12 @@ def zoo_variants(group_widths) -> list[tuple]:
     return list(seen.values())
 
 
-def compile_all(group_widths, archs=(80, 90), fp32_archs=(80, 90)) -> list[dict]:
-    """compile_variant for every zoo variant and arch (fp32 variants only on `fp32_archs`); a variant that fails to
-    compile gets an "error" entry."""
+def compile_all(group_widths, archs=(80, 90), fp32_archs=(80, 90), candidates: bool = False) -> list[dict]:
+    """compile_variant for every zoo variant and arch (fp32 variants only on `fp32_archs`; candidates=True: the
+    whole grouped-conv tuning space); a variant that fails to compile gets an "error" entry."""
     rows = []
     for arch in archs:
-        for kernel, sig, ce, warps, gw in zoo_variants(group_widths):
+        for kernel, sig, ce, warps, gw in zoo_variants(group_widths, candidates):
             dtype = next(iter(sig.values()))
             if dtype == "*fp32" and _has_storage_variants(kernel) and arch not in fp32_archs:
                 continue

@@ -40,8 +40,10 @@ from ._launch import dot_precision, grouped_launch_order, nhwc, pointer_type, re
 from .batch_norm import (_eval_bn_affine, _grad_y, _load_channel_vectors, _store_block_stats, bn_act_apply,
                          bn_act_bwd_reduce, bn_batch_stats)
 from .relu import relu
+from .tuning import select
 
 __all__ = ["grouped_conv_fwd", "grouped_conv_train_fwd", "grouped_conv_bwd", "grouped_conv_tiles",
+           "grouped_conv_candidates", "select_tiles",
            "squeeze_blocks_per_image", "kernel_variants", "useful_mma_fraction"]
 
 
@@ -285,6 +287,27 @@ def grouped_conv_tiles(group_width: int, dtype: torch.dtype) -> tuple[int, int, 
     return bn, bk, warps
 
 
+def grouped_conv_candidates(group_width: int, dtype: torch.dtype) -> list[tuple[int, int, int]]:
+    """The tuning space for a group width: every (BLOCK_N, BLOCK_K, num_warps) whose tile meets the heuristic's
+    useful-work floor, on 4 or 8 warps (8 only for fp32). The heuristic's pick is always among them."""
+    cap = 32 if dtype == torch.float32 else 64
+    sides = [t for t in _TILE_SIDES if t <= cap]
+    best = max(useful_mma_fraction(group_width, n, k) for n in sides for k in sides)
+    floor = max(0.85 * best, min(best, 0.7))
+    out = [(n, k, warps) for n in sides for k in sides for warps in ((8,) if dtype == torch.float32 else (4, 8))
+           if useful_mma_fraction(group_width, n, k) >= floor and not (n == 16 and k == 64)]
+    assert grouped_conv_tiles(group_width, dtype) in out
+    return out
+
+
+def select_tiles(group_width: int, x: torch.Tensor, run=None) -> tuple[int, int, int]:
+    """(BLOCK_N, BLOCK_K, num_warps) for a grouped conv on x: the tuned table, opt-in autotuning (`run` launches the
+    forward with a config), else grouped_conv_tiles (kernels/tuning.py). One configuration per (GPU, dtype, group
+    width) serves the forward and both backward kernels."""
+    return select("grouped_conv", x.dtype, f"gw={group_width}", grouped_conv_candidates(group_width, x.dtype),
+                  grouped_conv_tiles(group_width, x.dtype), x.device, run)
+
+
 def _weights_for_forward(weight: torch.Tensor) -> torch.Tensor:
     """(C, GW, 3, 3) -> (G, 9 * GW, GW) with [g, tap * GW + ci, co] = W[g * GW + co, ci, tap]: the B tiles of the
     forward and weight-grad kernels, read contiguously. Made on every call: no copy can go stale."""
@@ -341,19 +364,23 @@ def grouped_conv_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     x, wk = nhwc(x), _weights_for_forward(weight)
     y = torch.empty((n, c, ho, wo), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
     m = n * ho * wo
-    bn_, bk, warps = grouped_conv_tiles(gw, x.dtype)
-    chunks = triton.cdiv(gw, bn_)
     unused = torch.empty(1, device=x.device, dtype=torch.float32)  # pointer for arguments this mode never reads
     b = bias.float().contiguous() if bias is not None else unused
     bn_vectors = tuple(t.contiguous() for t in bn) if bn is not None else (unused,) * 4
     blocks_per_image = squeeze_blocks_per_image(ho, wo)
     row_blocks = n * blocks_per_image if squeeze else triton.cdiv(m, BLOCK_M_CONV)
     sq_part = torch.empty((row_blocks, c), device=x.device, dtype=torch.float32) if squeeze else unused
-    _grouped_conv_fwd_kernel[(row_blocks, (c // gw) * chunks)](
-        x, wk, b, *bn_vectors, eps, y, unused, unused, sq_part, m, h, w, c, ho, wo, gw, chunks, STRIDE=stride,
-        HAS_BIAS=bias is not None, EVAL_BN=bn is not None, RELU=relu, STATS=False, SQUEEZE=squeeze,
-        PRECISION=dot_precision(x.dtype), BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn_, BLOCK_K=bk, GROUP_M=GROUP_M,
-        num_warps=warps)
+
+    def launch(config):
+        bn_, bk, warps = config
+        chunks = triton.cdiv(gw, bn_)
+        _grouped_conv_fwd_kernel[(row_blocks, (c // gw) * chunks)](
+            x, wk, b, *bn_vectors, eps, y, unused, unused, sq_part, m, h, w, c, ho, wo, gw, chunks, STRIDE=stride,
+            HAS_BIAS=bias is not None, EVAL_BN=bn is not None, RELU=relu, STATS=False, SQUEEZE=squeeze,
+            PRECISION=dot_precision(x.dtype), BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn_, BLOCK_K=bk, GROUP_M=GROUP_M,
+            num_warps=warps)
+
+    launch(select_tiles(gw, x, launch))
     record(_grouped_conv_fwd_kernel)
     return (y, sq_part, blocks_per_image) if squeeze else y
 
@@ -374,12 +401,16 @@ def grouped_conv_train_fwd(x: torch.Tensor, weight: torch.Tensor, gamma: torch.T
     mean_part = torch.empty((blocks, c), device=x.device, dtype=torch.float32)
     m2_part = torch.empty_like(mean_part)
     unused = torch.empty(1, device=x.device, dtype=torch.float32)  # Bias and SqPart: never read in this mode
-    bn, bk, warps = grouped_conv_tiles(gw, x.dtype)
-    chunks = triton.cdiv(gw, bn)
-    _grouped_conv_fwd_kernel[(blocks, (c // gw) * chunks)](
-        x, wk, *([unused] * 5), eps, y, mean_part, m2_part, unused, m, h, w, c, ho, wo, gw, chunks, STRIDE=stride,
-        HAS_BIAS=False, EVAL_BN=False, RELU=False, STATS=True, SQUEEZE=False, PRECISION=dot_precision(x.dtype),
-        BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=GROUP_M, num_warps=warps)
+    def launch(config):
+        bn, bk, warps = config
+        chunks = triton.cdiv(gw, bn)
+        _grouped_conv_fwd_kernel[(blocks, (c // gw) * chunks)](
+            x, wk, *([unused] * 5), eps, y, mean_part, m2_part, unused, m, h, w, c, ho, wo, gw, chunks,
+            STRIDE=stride, HAS_BIAS=False, EVAL_BN=False, RELU=False, STATS=True, SQUEEZE=False,
+            PRECISION=dot_precision(x.dtype), BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=GROUP_M,
+            num_warps=warps)
+
+    launch(select_tiles(gw, x, launch))
     record(_grouped_conv_fwd_kernel)
     mean, var, invstd = bn_batch_stats(mean_part, m2_part, m, BLOCK_M_CONV, eps)
     out = bn_act_apply(y, mean, invstd, gamma, beta, relu)
@@ -414,7 +445,7 @@ def grouped_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tens
     dbeta, dgamma, _ = bn_act_bwd_reduce(grad_out, saved, mean, invstd, gamma, beta, train, relu)
     dgamma_arg = dgamma if train else dbeta
 
-    bn, bk, warps = grouped_conv_tiles(gw, x.dtype)
+    bn, bk, warps = select_tiles(gw, x)  # the forward's configuration (tuned there when autotuning)
     chunks = triton.cdiv(gw, bn)
     groups_x_chunks = (c // gw) * chunks
     prec = dot_precision(x.dtype)
@@ -440,11 +471,11 @@ def grouped_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tens
     return grad_x, grad_w.to(weight.dtype), dgamma, dbeta
 
 
-def kernel_variants(group_width: int, dtype: torch.dtype, stride: int) -> list[tuple]:
+def kernel_variants(group_width: int, dtype: torch.dtype, stride: int, config: tuple | None = None) -> list[tuple]:
     """(kernel, signature, constexprs, num_warps) of every kernel variant a conv of this group width, dtype and stride
-    launches, for ahead-of-time compilation (tests, bench/aot_report.py)."""
+    launches with `config` (default: the heuristic's), for ahead-of-time compilation (tests, bench/aot_report.py)."""
     ty = pointer_type(dtype)
-    bn, bk, warps = grouped_conv_tiles(group_width, dtype)
+    bn, bk, warps = config or grouped_conv_tiles(group_width, dtype)
     prec = dot_precision(dtype)
     out = []
     for eval_mode in (True, False):

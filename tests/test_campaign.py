@@ -26,7 +26,7 @@ def test_dry_run_runs_every_part_green(dry_run):
     doc = json.loads((out / "campaign.json").read_text())
     assert doc["campaign"]["dry_run"] is True
     assert list(doc["parts"]) == list(PARTS)
-    assert len(os.listdir(out)) <= 8
+    assert sorted(os.listdir(out)) == ["campaign.json", "tuned_configs.json"]
     for part, entry in doc["parts"].items():
         assert entry["status"] == "done", (part, entry)
         bad = [r for r in entry["records"] if r["status"] not in ("ok", "skipped")]
@@ -40,8 +40,12 @@ def test_dry_run_runs_every_part_green(dry_run):
     cases = " ".join(records)
     for expected in ("environment", "device rates bf16", "grouped conv on > 2^31 elements", "bitwise determinism",
                      "model tiny fp16 autocast train", "model tiny fp32 eval", "block regnet_y_400mf stage 1",
-                     "f.b eval", "block train", "model bench regnet_y_400mf"):
+                     "f.b eval", "block train", "model bench regnet_y_400mf", "tune grouped conv gw=16"):
         assert expected in cases, expected
+    tune = next(r for c, r in records.items() if c.startswith("tune grouped conv"))
+    assert len(tune["seconds_per_config (eval fwd + train fwd + bwd)"]) == 2  # every candidate timed
+    table = json.loads((out / "tuned_configs.json").read_text())
+    assert table["format"] == 1 and table["gpus"]["cpu (dry run)"]["grouped_conv|float32|gw=16"] == tune["best"]
     block = next(r for c, r in records.items() if c.startswith("block ") and c.endswith("fp32 train"))
     assert block["tensors_checked"] > 10  # output, input grad, every parameter grad, running statistics
     assert 0 < block["worst_error_over_bound"] <= 1

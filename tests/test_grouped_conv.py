@@ -239,3 +239,46 @@ def test_opcheck_every_custom_op():
     torch.library.opcheck(torch.ops.fastregnet.grouped_conv_bwd,
                           (torch.randn_like(out), x.detach(), w.detach(), y, mean, invstd, gamma.detach(),
                            beta.detach(), 1, 2, True, True))
+
+
+def test_every_tuning_candidate_computes_the_same_conv():
+    # The tuning space's configurations differ only in tiling: each must give the conv (forward, train forward and
+    # backward) within rounding of the heuristic's, so a tuned table or autotuning can never change the math.
+    from fastregnet.kernels import tuning
+    from fastregnet.kernels.grouped_conv import (grouped_conv_bwd, grouped_conv_candidates, grouped_conv_fwd,
+                                                 grouped_conv_train_fwd)
+
+    n, c, h, w, gw, stride = 2, 48, 5, 4, 24, 2
+    x, weight, gamma, beta, _ = _inputs(n, c, h, w, gw)
+    bn = [gamma, beta, torch.randn(c), torch.rand(c) + 0.5]
+    results = []
+    candidates = grouped_conv_candidates(gw, torch.float32)
+    assert len(candidates) >= 2
+    for config in candidates:
+        with tuning.force(config):
+            ev = grouped_conv_fwd(x, weight, None, stride, c // gw, True, bn=bn, eps=1e-5)
+            out, y, mean, _, invstd = grouped_conv_train_fwd(x, weight, gamma, beta, 1e-5, stride, c // gw, True)
+            grads = grouped_conv_bwd(torch.ones_like(out), x, weight, y, mean, invstd, gamma, beta, stride, c // gw,
+                                     True, True)
+        results.append((ev, out, *grads[:2]))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert_close(b, a, rtol=1e-5, atol=1e-5, name="candidate vs heuristic")
+    with pytest.raises(ValueError, match="not a candidate"), tuning.force((16, 64, 4)):
+        grouped_conv_fwd(x, weight, None, stride, c // gw, True, bn=bn, eps=1e-5)
+
+
+def test_tile_selection_order(monkeypatch, tmp_path):
+    # Off CUDA (and so under the interpreter) the heuristic always serves; the shipped table parses; the autotune
+    # cache is read from FASTREGNET_AUTOTUNE_CACHE.
+    from fastregnet.kernels import tuning
+    from fastregnet.kernels.grouped_conv import grouped_conv_tiles, select_tiles
+
+    x = torch.zeros(1, 48, 4, 4)
+    monkeypatch.setenv("FASTREGNET_AUTOTUNE", "1")
+    assert select_tiles(24, x) == grouped_conv_tiles(24, torch.float32)
+    assert isinstance(tuning.load_table(), dict)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": 2}')
+    with pytest.raises(ValueError, match="not a fastregnet tuned-config table"):
+        tuning.load_table(str(bad))
