@@ -141,7 +141,8 @@ def gemm_launch(step: _Step, kernel: str, layer: str, m: int, k: int, n: int, ti
 def grouped_conv_launch(step: _Step, kernel: str, layer: str, n: int, c: int, gw: int, h: int, stride: int,
                         squeeze: bool, stats: bool, transpose: bool = False) -> None:
     """The grouped 3x3 conv (forward or data grad): group-aligned tiles, K = 9 taps x GW folded."""
-    from .kernels.grouped_conv import BLOCK_M_CONV, GROUP_M, grouped_conv_tiles, squeeze_blocks_per_image
+    from .kernels.grouped_conv import (BLOCK_M_CONV, GROUP_M, data_grad_blocks_per_class, grouped_conv_tiles,
+                                       squeeze_blocks_per_image)
 
     e = step.e
     bn, bk, _ = grouped_conv_tiles(gw, _torch_dtype(step.dtype))
@@ -169,8 +170,19 @@ def grouped_conv_launch(step: _Step, kernel: str, layer: str, n: int, c: int, gw
     dram = a_dram + _reread_dram(w_bytes, row_blocks, step.gpu) + out + extra
     flops = 2.0 * m_out * c * 9 * gw
     issued = 2.0 * row_blocks * BLOCK_M_CONV * groups * chunks * bn * k_steps * bk
+    grid = (row_blocks, groups * chunks)
+    if transpose and stride == 2:  # decomposed by input parity: each class folds only its 1, 2 or 4 taps into K
+        per_class = data_grad_blocks_per_class(n, h, h, 2)
+        issued, k_steps = 0.0, 0
+        for ph in (0, 1):
+            for pw in (0, 1):
+                blocks = math.ceil(n * ((h - ph + 1) // 2) * ((h - pw + 1) // 2) / BLOCK_M_CONV)
+                steps = math.ceil((1 + ph) * (1 + pw) * gw / bk)
+                issued += 2.0 * blocks * BLOCK_M_CONV * groups * chunks * bn * steps * bk
+                k_steps = max(k_steps, steps)
+        grid = (4 * per_class, groups * chunks)
     minimum = a_tensor + w_bytes + out + extra
-    step.add(Launch(kernel, layer, (row_blocks, groups * chunks), tiled, dram, minimum, flops, issued, k_steps))
+    step.add(Launch(kernel, layer, grid, tiled, dram, minimum, flops, issued, k_steps))
 
 
 def grouped_wgrad_launch(step: _Step, layer: str, n: int, c: int, gw: int, h: int, stride: int) -> None:

@@ -140,10 +140,11 @@ def _grouped_conv_bwd_data_kernel(
     Wk,  # weight laid out (G, 9 * GW, GW): Wk[g, tap * GW + co, ci] = W[g * GW + co, ci, tap], dtype of X
     GX,  # out: grad wrt the input, NHWC (N, H, W, C)
     Mean, Invstd, Gamma, Beta, DBeta, DGamma,  # (C,) fp32, read when TRAIN
-    M,  # input pixels N*H*W
+    NB,  # images
     H, W, C, HO, WO,  # input height/width, channels, output height/width
     GW,  # group width
     N_CHUNKS,  # BLOCK_N chunks per group
+    BLOCKS_PER_CLASS,  # row blocks per parity class (stride 2: of the largest class, even rows and columns)
     inv_M,  # 1 / (N*HO*WO), for the BN mean terms
     STRIDE: tl.constexpr,  # forward stride, 1 or 2
     TRAIN: tl.constexpr,  # BN with batch statistics (else eval: gy = grad_out * relu mask)
@@ -154,40 +155,58 @@ def _grouped_conv_bwd_data_kernel(
     BLOCK_K: tl.constexpr,  # folded (tap, output channel) indices per K step
     GROUP_M: tl.constexpr,  # row blocks per launch-order group
 ):
+    # Stride 2 is decomposed by the parity (ph, pw) of the input pixel: output pixel (ho, wo) reads input
+    # (2 ho + kh - 1, 2 wo + kw - 1), so an input row of parity ph receives only taps kh = 1 (ph = 0) or kh in {0, 2}
+    # (ph = 1), and likewise for columns. Each program owns pixels of one class and folds only that class's 1, 2 or
+    # 4 taps into K: no MMA work on taps that cannot contribute (stride 1 is the single class of all 9 taps).
     pid_m, pid_n = grouped_launch_order(GROUP_M)
     g = pid_n // N_CHUNKS
     local_n = (pid_n % N_CHUNKS) * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    m_ok = offs_m < M
     n_ok = local_n < GW
-    wi = offs_m % W
-    hi = (offs_m // W) % H
-    nb = (offs_m // (W * H)).to(tl.int64)
-    K = 9 * GW
-    w_group = Wk + g.to(tl.int64) * K * GW
+    cls = pid_m // BLOCKS_PER_CLASS
+    ph = cls // STRIDE
+    pw = cls % STRIDE
+    hc = (H - ph + STRIDE - 1) // STRIDE  # rows / columns of this class
+    wc = (W - pw + STRIDE - 1) // STRIDE
+    local = (pid_m % BLOCKS_PER_CLASS) * BLOCK_M + tl.arange(0, BLOCK_M)
+    m_ok = local < NB * hc * wc
+    hi = ((local // wc) % hc) * STRIDE + ph
+    wi = (local % wc) * STRIDE + pw
+    nb = (local // (wc * hc)).to(tl.int64)
+    ntw = 3 if STRIDE == 1 else 1 + pw  # taps per kernel row / column for this class
+    nth = 3 if STRIDE == 1 else 1 + ph
+    # an empty class (e.g. odd rows of a 1-row map) or a block past the class's pixels runs no K steps
+    K = tl.where((pid_m % BLOCKS_PER_CLASS) * BLOCK_M < NB * hc * wc, nth * ntw * GW, 0)
+    w_group = Wk + g.to(tl.int64) * 9 * GW * GW
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         k_ok = offs_k < K
-        co, dh, dw = _tap_offsets(offs_k, GW)
-        # output pixel (ho, wo) reads input (ho*S + dh, wo*S + dw): invert for each k's tap
-        th = hi[:, None] - dh[None, :]
-        tw = wi[:, None] - dw[None, :]
+        t = offs_k // GW
+        co = offs_k - t * GW
+        if STRIDE == 1:
+            kh = t // 3
+            kw = t % 3
+        else:
+            kh = (1 - ph) + ph * 2 * (t // ntw)
+            kw = (1 - pw) + pw * 2 * (t % ntw)
+        # output pixel (ho, wo) reads input (ho*S + kh - 1, wo*S + kw - 1): invert for each k's tap
+        th = hi[:, None] + 1 - kh[None, :]
+        tw = wi[:, None] + 1 - kw[None, :]
         ho = th // STRIDE
         wo = tw // STRIDE
-        ok = (m_ok[:, None] & k_ok[None, :] & (th >= 0) & (tw >= 0) & (th % STRIDE == 0) & (tw % STRIDE == 0)
-              & (ho < HO) & (wo < WO))
+        ok = m_ok[:, None] & k_ok[None, :] & (th >= 0) & (tw >= 0) & (ho < HO) & (wo < WO)
         ch = g * GW + co
         mean, invstd, gamma, beta, dbeta_m, dgamma_m = _load_channel_vectors(
             Mean, Invstd, Gamma, Beta, DBeta, DGamma, ch, C, inv_M, TRAIN)
         gy = _grad_y(GO, S, S, ((nb[:, None] * HO + ho) * WO + wo) * C + ch[None, :], ok, mean, invstd, gamma, beta,
                      dbeta_m, dgamma_m, TRAIN, RELU, False)
-        b = tl.load(w_group + offs_k[:, None] * GW + local_n[None, :], mask=k_ok[:, None] & n_ok[None, :],
-                    other=0.0)
+        b = tl.load(w_group + ((kh * 3 + kw) * GW + co)[:, None] * GW + local_n[None, :],
+                    mask=k_ok[:, None] & n_ok[None, :], other=0.0)
         acc = tl.dot(gy.to(b.dtype), b, acc, input_precision=PRECISION)
 
-    x_off = offs_m.to(tl.int64)[:, None] * C + (g * GW + local_n)[None, :]
+    x_off = ((nb * H + hi) * W + wi)[:, None] * C + (g * GW + local_n)[None, :]
     tl.store(GX + x_off, acc.to(GX.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
 
 
@@ -450,10 +469,11 @@ def grouped_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tens
     groups_x_chunks = (c // gw) * chunks
     prec = dot_precision(x.dtype)
     grad_x = torch.empty((n, c, h, w), device=dev, dtype=x.dtype, memory_format=torch.channels_last)
-    _grouped_conv_bwd_data_kernel[(triton.cdiv(n * h * w, BLOCK_M_CONV), groups_x_chunks)](
+    per_class = data_grad_blocks_per_class(n, h, w, stride)
+    _grouped_conv_bwd_data_kernel[(stride * stride * per_class, groups_x_chunks)](
         grad_out, saved, _weights_for_data_grad(weight), grad_x, mean, invstd, gamma, beta, dbeta, dgamma_arg,
-        n * h * w, h, w, c, ho, wo, gw, chunks, 1.0 / m_out, STRIDE=stride, TRAIN=train, RELU=relu, PRECISION=prec,
-        BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=GROUP_M, num_warps=DATA_GRAD_WARPS)
+        n, h, w, c, ho, wo, gw, chunks, per_class, 1.0 / m_out, STRIDE=stride, TRAIN=train, RELU=relu,
+        PRECISION=prec, BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=GROUP_M, num_warps=DATA_GRAD_WARPS)
     record(_grouped_conv_bwd_data_kernel)
 
     k_blocks = triton.cdiv(9 * gw, bk)
@@ -469,6 +489,11 @@ def grouped_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tens
     # (G, 9 * GW, GW) in the forward's layout back to (C, GW, 3, 3); the split partials summed in a fixed order
     grad_w = gw_part.sum(0).reshape(c // gw, 9, gw, gw).permute(0, 3, 2, 1).reshape(c, gw, 3, 3)
     return grad_x, grad_w.to(weight.dtype), dgamma, dbeta
+
+
+def data_grad_blocks_per_class(n: int, h: int, w: int, stride: int) -> int:
+    """Row blocks of the data grad's largest parity class (stride 2: even rows and columns; stride 1: all)."""
+    return triton.cdiv(n * triton.cdiv(h, stride) * triton.cdiv(w, stride), BLOCK_M_CONV)
 
 
 def kernel_variants(group_width: int, dtype: torch.dtype, stride: int, config: tuple | None = None) -> list[tuple]:
@@ -496,7 +521,9 @@ def kernel_variants(group_width: int, dtype: torch.dtype, stride: int, config: t
     for train in (False, True):
         common = dict(STRIDE=stride, TRAIN=train, RELU=True, PRECISION=prec, BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn,
                       BLOCK_K=bk)
-        sig = {"GO": ty, "S": ty, "Wk": ty, "GX": ty, **vec, "M": "i32", **dims}
+        data_dims = {k: v for k, v in dims.items() if k != "inv_M"}
+        sig = {"GO": ty, "S": ty, "Wk": ty, "GX": ty, **vec, "NB": "i32", **data_dims, "BLOCKS_PER_CLASS": "i32",
+               "inv_M": "fp32"}
         out.append((_grouped_conv_bwd_data_kernel, sig, {**common, "GROUP_M": GROUP_M}, DATA_GRAD_WARPS))
         sig = {"GO": ty, "S": ty, "X": ty, "GWPart": "*fp32", **vec, "M": "i32", **dims, "ROWS_PER_SPLIT": "i32",
                "SPLIT": "i32"}

@@ -69,11 +69,11 @@ def _block_of(model: str, layer: str) -> tuple[int, int, int]:
 
 def test_grouped_conv_issues_mostly_useful_mma_work(launches):
     # The issue's bound: >= 70% useful MMA work for every zoo group width >= 16, the best achievable for 8 (45%:
-    # tl.dot's N minimum of 16 halves it). Two known shortfalls are held to what they are, not hidden:
-    # - inference with SE runs image-aligned 64-row blocks for the squeeze, padding rows at small maps (7x7: 49 of
-    #   64 rows), so those launches are held to the tile's share times the row occupancy;
-    # - the stride-2 data grad still runs all 9 taps under parity masks (a quarter of them useful per input
-    #   pixel): not yet decomposed by output parity.
+    # tl.dot's N minimum of 16 halves it). One known shortfall is held to what it is, not hidden: inference with SE
+    # runs image-aligned 64-row blocks for the squeeze, padding rows at small maps (7x7: 49 of 64 rows), so those
+    # launches are held to the tile's share times the row occupancy. The stride-2 data grad folds only each parity
+    # class's 1, 2 or 4 taps into K (from all 9 under masks, a quarter useful), so its short K pads more: at group
+    # width 24 a one-tap class pads 24 to 32, giving 63% overall; it is held to 60%.
     checked = 0
     for (model, mode), ls in launches.items():
         se = fastregnet.design.resolve_name(model).params().se_ratio
@@ -84,8 +84,8 @@ def test_grouped_conv_issues_mostly_useful_mma_work(launches):
             bound = 0.7 if gw >= 16 else 0.45
             if mode == "infer" and se:
                 bound *= h * h / (-(-h * h // 64) * 64)
-            if x.kernel == "_grouped_conv_bwd_data_kernel" and stride == 2:
-                bound /= 4
+            if x.kernel == "_grouped_conv_bwd_data_kernel" and stride == 2 and gw >= 16:
+                bound = 0.6
             assert x.useful_mma_fraction >= 0.99 * bound, (model, mode, gw, x)  # 1%: rows padded to splits
             checked += 1
     assert checked > 100
