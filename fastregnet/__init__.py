@@ -2,11 +2,10 @@
 
 from .backend import count_kernel_launches, get_backend, set_backend, use_backend
 from .complexity import count_complexity, stage_complexity
-from .convert import (StateDictMismatchError, check_state_dict, convert_pycls_state_dict, convert_timm_state_dict,
-                      from_torchvision)
+from .convert import StateDictMismatchError, check_state_dict, convert_pycls_state_dict, convert_timm_state_dict
 from .fusion import explain_fusion
 from .design import MODEL_CONFIGS, RegNetParams, generate_widths, regnet_params, resolve_name
-from .models import RegNet, RegNetX, RegNetY, create_model, list_models
+from .models import RegNet, RegNetX, RegNetY, create_model, from_torchvision, list_models
 from .zoo import *  # noqa: F401,F403  (the torchvision-named builders)
 from .zoo import __all__ as _builders
 

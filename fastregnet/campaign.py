@@ -291,7 +291,7 @@ def _model_pair(name: str):
     from torchvision.models.regnet import BlockParams
 
     from .bench import randomize_bn
-    from .convert import from_torchvision
+    from .models import from_torchvision
 
     torch.manual_seed(0)
     if name == "tiny":

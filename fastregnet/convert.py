@@ -1,5 +1,6 @@
 """State-dict compatibility: checking a state_dict against a model, and converting timm and pycls checkpoints to
-torchvision's (= fastregnet's) keys; `from_torchvision` builds the fastregnet twin of a torchvision RegNet."""
+torchvision's (= fastregnet's) keys, and the RegNetParams of a torchvision RegNet (`params_from_torchvision`, which
+`models.from_torchvision` builds from). Imports flow models -> weights -> convert, never back."""
 
 from __future__ import annotations
 
@@ -181,15 +182,3 @@ def params_from_torchvision(tv_model: nn.Module):
             raise ValueError("this torchvision model's SE widths do not follow one se_ratio; fastregnet cannot "
                              "rebuild it")
     return params
-
-
-def from_torchvision(tv_model: nn.Module):
-    """The fastregnet RegNet equal to a torchvision RegNet: same architecture, its weights and buffers loaded."""
-    from .models import RegNet
-
-    params = params_from_torchvision(tv_model)
-    model = RegNet(params, num_classes=tv_model.fc.out_features)
-    ref = next(tv_model.parameters())
-    model = model.to(device=ref.device, dtype=ref.dtype)
-    model.load_state_dict(tv_model.state_dict())
-    return model.train(tv_model.training)

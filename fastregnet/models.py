@@ -257,3 +257,15 @@ def create_model(name: str, weights: Any = None, progress: bool = True, **kwargs
     model.config_name = cfg.name
     return apply_weights(model, resolved, progress)
 
+
+def from_torchvision(tv_model: nn.Module) -> RegNet:
+    """The fastregnet RegNet equal to a torchvision RegNet: same architecture, its weights and buffers loaded, in
+    its device, dtype and train/eval mode."""
+    from .convert import params_from_torchvision
+
+    params = params_from_torchvision(tv_model)
+    model = RegNet(params, num_classes=tv_model.fc.out_features)
+    ref = next(tv_model.parameters())
+    model = model.to(device=ref.device, dtype=ref.dtype)
+    model.load_state_dict(tv_model.state_dict())
+    return model.train(tv_model.training)
