@@ -10,9 +10,9 @@ and its backward, given grad_gate (computed inside conv c's weight-grad kernel, 
 
     g_pre2 = grad_gate * gate * (1 - gate),  g_pre1 = (W2^T @ g_pre2) * (hidden > 0),  g_pooled = W1^T @ g_pre1
                                                                                               (_se_excite_bwd_kernel)
-Each program takes a block of up to 32 images and runs the two fc layers as small tl.dot GEMMs (fp32, IEEE), so the
-fc weights are read once per image block rather than once per image (regnet_y_16gf's last stage at batch 256: 8
-reads of its 9 MB of SE weights instead of 256).
+Each program takes a block of up to 16 images and runs the two fc layers as small tl.dot GEMMs (fp32, IEEE), so the
+fc weights are read once per image block rather than once per image (regnet_y_16gf's last stage at batch 256: 16
+reads of its 9 MB of SE weights instead of 256), with the same serial chain per program as one image had.
 """
 
 from __future__ import annotations
@@ -148,11 +148,12 @@ def _se_excite_bwd_kernel(
 # ----------------------------------------------------------------------------------------------------------------
 
 SQUEEZE_BLOCK_M = 64  # rows per squeeze block; the grouped conv's squeeze epilogue uses its own BLOCK_M
-_BLOCK_C, _BLOCK_S = 32, 32
-# Images per excitation program: the fc weights are read once per image block (cdiv(images, 32) times per layer,
-# instead of once per image), and each step is an (images x 32) @ (32 x 32) tl.dot, fp32 IEEE. 16 is tl.dot's
-# minimum; 64-image blocks spill on sm_90 even on 8 warps (AOT report).
-_MAX_BLOCK_I = 32
+_BLOCK_C, _BLOCK_S = 64, 32
+# Images per excitation program: the fc weights are read once per image block (cdiv(images, 16) times per layer,
+# instead of once per image), and each step is an (images x 64) @ (64 x 32) tl.dot, fp32 IEEE, so a program's
+# serial chain is as long as the old one-image program's. 16 is tl.dot's minimum; 32- and 64-image blocks spill on
+# sm_90 at these steps (AOT report), and narrower steps would lengthen the chain.
+_MAX_BLOCK_I = 16
 
 
 def _images_per_program(images: int) -> int:
@@ -160,8 +161,8 @@ def _images_per_program(images: int) -> int:
 
 
 def _excite_warps(block_i: int) -> int:
-    """8 warps for 32-image blocks: on 4, the fp32 (IEEE) dots spill on sm_90 (AOT report)."""
-    return 8 if block_i == 32 else 4
+    """4 warps (the AOT report shows no spills for 16-image blocks)."""
+    return 4
 
 
 def excite_plan(images: int, c: int, s: int, blocks_per_image: int, backward: bool = False) -> tuple[int, int, int]:
@@ -228,7 +229,7 @@ def se_excite_bwd(g_gate_part: torch.Tensor, gate: torch.Tensor, pooled: torch.T
 def squeeze_excite_variants() -> list[tuple]:
     """(kernel, signature, constexprs, num_warps) of the SE kernels (all fp32 except the squeeze's input)."""
     out = []
-    for bi in (16, 32):  # every images-per-program tile a batch size selects
+    for bi in (16,):  # every images-per-program tile a batch size selects
         vecs = dict(BLOCK_I=bi, BLOCK_C=_BLOCK_C, BLOCK_S=_BLOCK_S)
         out += [(_se_excite_kernel,
                  {"SqPart": "*fp32", "W1": "*fp32", "B1": "*fp32", "W2": "*fp32", "B2": "*fp32", "Pooled": "*fp32",

@@ -104,13 +104,13 @@ def test_statistics_merge_and_se_serial_chains_do_not_grow_with_the_batch(launch
                 assert x.serial_steps <= max(MERGE_STEPS, base[(x.kernel, x.layer)]), x
 
 
-def test_se_excitation_reads_its_weights_once_per_32_images(launches):
+def test_se_excitation_reads_its_weights_once_per_16_images(launches):
     checked = 0
     for (model, mode), ls in launches.items():
         for x in ls:
             if x.kernel in ("_se_excite_kernel", "_se_excite_bwd_kernel"):
-                assert x.grid == (8,)  # batch 256: 8 image blocks, so the fc weights are read 8 times, not 256
-                assert x.bytes <= x.min_bytes * 8
+                assert x.grid == (16,)  # batch 256: 16 image blocks, so the fc weights are read 16 times, not 256
+                assert x.bytes <= x.min_bytes * 16
                 checked += 1
     assert checked > 50
 
@@ -118,7 +118,7 @@ def test_se_excitation_reads_its_weights_once_per_32_images(launches):
 def test_whole_model_inference_stays_near_its_floor(launches):
     # A regression guard on the modelled totals (not yet the per-launch 1.5x bound, which the SE
     # excitation's serial chain and the 64x64 1x1-conv tiles still miss: see the closing note).
-    bound = {"regnet_y_400mf": 1.3, "regnet_y_1_6gf": 1.5, "regnet_y_16gf": 2.35, "regnet_x_400mf": 1.2}
+    bound = {"regnet_y_400mf": 1.2, "regnet_y_1_6gf": 1.4, "regnet_y_16gf": 2.25, "regnet_x_400mf": 1.15}
     for model in MODELS:
         s = summarize(launches[(model, "infer")])
         assert s["predicted_over_floor"] <= bound[model], (model, s)
