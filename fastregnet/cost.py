@@ -141,15 +141,18 @@ def gemm_launch(step: _Step, kernel: str, layer: str, m: int, k: int, n: int, ti
 def grouped_conv_launch(step: _Step, kernel: str, layer: str, n: int, c: int, gw: int, h: int, stride: int,
                         squeeze: bool, stats: bool, transpose: bool = False) -> None:
     """The grouped 3x3 conv (forward or data grad): group-aligned tiles, K = 9 taps x GW folded."""
-    from .kernels.grouped_conv import (BLOCK_M_CONV, GROUP_M, data_grad_blocks_per_class, grouped_conv_tiles,
-                                       squeeze_blocks_per_image)
+    from .kernels.grouped_conv import (BLOCK_M_CONV, DATA_GRAD_BLOCK_M, GROUP_M, data_grad_blocks_per_class,
+                                       data_grad_tiles, grouped_conv_tiles, squeeze_blocks_per_image)
 
     e = step.e
-    bn, bk, _ = grouped_conv_tiles(gw, _torch_dtype(step.dtype))
+    bn, bk, warps = grouped_conv_tiles(gw, _torch_dtype(step.dtype))
+    if transpose:
+        bn, bk, _ = data_grad_tiles((bn, bk, warps))
     ho = (h - 1) // stride + 1
     m_out, m_in = n * ho * ho, n * h * h
     rows = m_in if transpose else m_out  # the data grad's programs own input pixels
-    row_blocks = n * squeeze_blocks_per_image(ho, ho) if squeeze else math.ceil(rows / BLOCK_M_CONV)
+    block_m = DATA_GRAD_BLOCK_M if transpose else BLOCK_M_CONV
+    row_blocks = n * squeeze_blocks_per_image(ho, ho) if squeeze else math.ceil(rows / block_m)
     chunks = math.ceil(gw / bn)
     k_steps = math.ceil(9 * gw / bk)
     groups = c // gw
@@ -169,16 +172,16 @@ def grouped_conv_launch(step: _Step, kernel: str, layer: str, n: int, c: int, gw
     tiled = a_tiled + w_bytes * row_blocks + out + extra
     dram = a_dram + _reread_dram(w_bytes, row_blocks, step.gpu) + out + extra
     flops = 2.0 * m_out * c * 9 * gw
-    issued = 2.0 * row_blocks * BLOCK_M_CONV * groups * chunks * bn * k_steps * bk
+    issued = 2.0 * row_blocks * block_m * groups * chunks * bn * k_steps * bk
     grid = (row_blocks, groups * chunks)
     if transpose and stride == 2:  # decomposed by input parity: each class folds only its 1, 2 or 4 taps into K
         per_class = data_grad_blocks_per_class(n, h, h, 2)
         issued, k_steps = 0.0, 0
         for ph in (0, 1):
             for pw in (0, 1):
-                blocks = math.ceil(n * ((h - ph + 1) // 2) * ((h - pw + 1) // 2) / BLOCK_M_CONV)
+                blocks = math.ceil(n * ((h - ph + 1) // 2) * ((h - pw + 1) // 2) / block_m)
                 steps = math.ceil((1 + ph) * (1 + pw) * gw / bk)
-                issued += 2.0 * blocks * BLOCK_M_CONV * groups * chunks * bn * steps * bk
+                issued += 2.0 * blocks * block_m * groups * chunks * bn * steps * bk
                 k_steps = max(k_steps, steps)
         grid = (4 * per_class, groups * chunks)
     minimum = a_tensor + w_bytes + out + extra

@@ -274,9 +274,16 @@ _TILE_SIDES = (16, 32, 64)
 # Launch order: 8 row blocks at a time across every (group, N chunk), so the input rows all of a pixel block's
 # groups read stay in L2 while they are read (otherwise each group's N chunks re-sweep the whole input).
 GROUP_M = 8
-# The data grad recomputes gy for its gathered (tap, channel) tile in the prologue: on 4 warps the 16-wide tiles spill
-# 8 B at stride 2 on sm_80 (AOT report), so it always runs 8.
-DATA_GRAD_WARPS = 8
+# The data grad recomputes gy for its gathered (tap, channel) tile and works out each k's tap for its parity class:
+# on 64-row blocks it spilled 20-148 B on sm_80 and sm_90 (AOT report), so it runs 32-row blocks stepping K by at
+# most 32: on 4 warps for 32-deep steps, on 8 for 16-deep ones (a 32 x 16 tile spilled 24 B on 4 warps on sm_90).
+DATA_GRAD_BLOCK_M, DATA_GRAD_MAX_K = 32, 32
+
+
+def data_grad_tiles(config: tuple[int, int, int]) -> tuple[int, int, int]:
+    """(BLOCK_N, BLOCK_K, num_warps) of the data grad for a conv configuration (the same N tile)."""
+    bk = min(config[1], DATA_GRAD_MAX_K)
+    return config[0], bk, 4 if bk == 32 else 8
 
 
 def useful_mma_fraction(group_width: int, block_n: int, block_k: int) -> float:
@@ -307,16 +314,18 @@ def grouped_conv_tiles(group_width: int, dtype: torch.dtype) -> tuple[int, int, 
 
 
 def grouped_conv_candidates(group_width: int, dtype: torch.dtype) -> list[tuple[int, int, int]]:
-    """The tuning space for a group width: every (BLOCK_N, BLOCK_K, num_warps) whose tile meets the heuristic's
-    useful-work floor, on 4 or 8 warps (8 only for fp32). The heuristic's pick is always among them."""
+    """The tuning space for a group width: every (BLOCK_N, BLOCK_K) tile that meets the heuristic's useful-work
+    floor, on 8 warps, and the heuristic's own pick."""
     cap = 32 if dtype == torch.float32 else 64
     sides = [t for t in _TILE_SIDES if t <= cap]
     best = max(useful_mma_fraction(group_width, n, k) for n in sides for k in sides)
     floor = max(0.85 * best, min(best, 0.7))
-    out = [(n, k, warps) for n in sides for k in sides for warps in ((8,) if dtype == torch.float32 else (4, 8))
+    # 8 warps, plus the heuristic's own pick (4 warps for small 16-bit tiles): other tiles on 4 warps spilled in the
+    # forward or weight grad (AOT report)
+    out = [(n, k, 8) for n in sides for k in sides
            if useful_mma_fraction(group_width, n, k) >= floor and not (n == 16 and k == 64)]
-    assert grouped_conv_tiles(group_width, dtype) in out
-    return out
+    heuristic = grouped_conv_tiles(group_width, dtype)
+    return out if heuristic in out else [heuristic] + out
 
 
 def select_tiles(group_width: int, x: torch.Tensor, run=None) -> tuple[int, int, int]:
@@ -470,10 +479,12 @@ def grouped_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tens
     prec = dot_precision(x.dtype)
     grad_x = torch.empty((n, c, h, w), device=dev, dtype=x.dtype, memory_format=torch.channels_last)
     per_class = data_grad_blocks_per_class(n, h, w, stride)
+    _, data_bk, data_warps = data_grad_tiles((bn, bk, warps))
     _grouped_conv_bwd_data_kernel[(stride * stride * per_class, groups_x_chunks)](
         grad_out, saved, _weights_for_data_grad(weight), grad_x, mean, invstd, gamma, beta, dbeta, dgamma_arg,
         n, h, w, c, ho, wo, gw, chunks, per_class, 1.0 / m_out, STRIDE=stride, TRAIN=train, RELU=relu,
-        PRECISION=prec, BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=GROUP_M, num_warps=DATA_GRAD_WARPS)
+        PRECISION=prec, BLOCK_M=DATA_GRAD_BLOCK_M, BLOCK_N=bn, BLOCK_K=data_bk, GROUP_M=GROUP_M,
+        num_warps=data_warps)
     record(_grouped_conv_bwd_data_kernel)
 
     k_blocks = triton.cdiv(9 * gw, bk)
@@ -493,7 +504,7 @@ def grouped_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tens
 
 def data_grad_blocks_per_class(n: int, h: int, w: int, stride: int) -> int:
     """Row blocks of the data grad's largest parity class (stride 2: even rows and columns; stride 1: all)."""
-    return triton.cdiv(n * triton.cdiv(h, stride) * triton.cdiv(w, stride), BLOCK_M_CONV)
+    return triton.cdiv(n * triton.cdiv(h, stride) * triton.cdiv(w, stride), DATA_GRAD_BLOCK_M)
 
 
 def kernel_variants(group_width: int, dtype: torch.dtype, stride: int, config: tuple | None = None) -> list[tuple]:
@@ -524,7 +535,9 @@ def kernel_variants(group_width: int, dtype: torch.dtype, stride: int, config: t
         data_dims = {k: v for k, v in dims.items() if k != "inv_M"}
         sig = {"GO": ty, "S": ty, "Wk": ty, "GX": ty, **vec, "NB": "i32", **data_dims, "BLOCKS_PER_CLASS": "i32",
                "inv_M": "fp32"}
-        out.append((_grouped_conv_bwd_data_kernel, sig, {**common, "GROUP_M": GROUP_M}, DATA_GRAD_WARPS))
+        _, data_bk, data_warps = data_grad_tiles((bn, bk, warps))
+        out.append((_grouped_conv_bwd_data_kernel, sig, {**common, "BLOCK_M": DATA_GRAD_BLOCK_M, "BLOCK_K": data_bk,
+                                                         "GROUP_M": GROUP_M}, data_warps))
         sig = {"GO": ty, "S": ty, "X": ty, "GWPart": "*fp32", **vec, "M": "i32", **dims, "ROWS_PER_SPLIT": "i32",
                "SPLIT": "i32"}
         out.append((_grouped_conv_bwd_weight_kernel, sig, common, warps))

@@ -48,3 +48,29 @@ def test_every_zoo_variant_compiles_without_spills(arch, rows):
         precisions = {r["kernel"].split("PRECISION=")[1].split(",")[0] for r in rows
                       if r["dtype"] == "*fp32" and "PRECISION=" in r["kernel"]}
         assert precisions == {"ieee", "tf32"}  # both of PyTorch's fp32 policies
+
+
+def test_committed_report_covers_the_tuning_space_without_16bit_spills():
+    # bench/aot_report.py compiles the whole grouped-conv tuning space (every candidate configuration, both archs),
+    # too long to redo in CI; its committed output must cover exactly today's space, with no 16-bit spill, so a
+    # candidate that spills cannot be added without the report saying so.
+    import os
+
+    import torch
+
+    from fastregnet.design import MODEL_CONFIGS
+    from fastregnet.kernels.aot import variant_name, zoo_variants
+
+    path = os.path.join(os.path.dirname(__file__), "..", "bench", "results", "aot-static-report.json")
+    with open(path) as f:
+        report = json.load(f)
+    widths = sorted({g for c in MODEL_CONFIGS.values() for g in c.params().group_widths})
+    prev = torch.backends.cudnn.allow_tf32
+    space = {(variant_name(k, ce), next(iter(sig.values())), warps, arch)
+             for k, sig, ce, warps, _ in zoo_variants(widths, True) for arch in (80, 90)}
+    torch.backends.cudnn.allow_tf32 = prev
+    assert {(r["kernel"], r["dtype"], r["num_warps"], r["arch"]) for r in report} == space
+    assert not [r for r in report if "error" in r]
+    spills = [r for r in report if r["dtype"] != "*fp32" and (r["spill_store_bytes"] or r["spill_load_bytes"])]
+    assert not spills, [(r["kernel"], r["dtype"], r["arch"]) for r in spills]
+    assert all(r["dtype"] != "*fp32" or r["spill_store_bytes"] <= 64 for r in report)
