@@ -90,7 +90,8 @@ def zoo_variants(group_widths, candidates: bool = False) -> list[tuple]:
             for stride, config in ((s, cfg) for s in (1, 2) for cfg in configs):
                 for v in kernel_variants(gw, dtype, stride, config):
                     # keyed with the divisibility too: widths sharing a tile may specialize differently
-                    seen.setdefault(variant_name(v[0], v[2]) + str(v[1]) + str(gw % 16 == 0), (*v, gw))
+                    key = variant_name(v[0], v[2]) + str(v[1]) + f"warps={v[3]}" + str(gw % 16 == 0)
+                    seen.setdefault(key, (*v, gw))
         for v in batch_norm_variants(dtype) + pointwise_variants(dtype):
             seen.setdefault(variant_name(v[0], v[2]) + str(v[1]), (*v, None))
     torch.backends.cudnn.allow_tf32 = tf32

@@ -110,7 +110,9 @@ def select(family: str, dtype: torch.dtype, shape_key: str, candidates: list[tup
                              f"({str(dtype)}): {candidates}")
         return forced
     if device.type == "cuda":
-        gpu = torch.cuda.get_device_name(device)
+        names = _state.setdefault("names", {})  # per device index: this runs on every launch
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        gpu = names.get(index) or names.setdefault(index, torch.cuda.get_device_name(index))
         if "table" not in _state:
             _state["table"] = load_table()
         entry = _state["table"].get(gpu, {}).get(key)
