@@ -448,14 +448,15 @@ def _tune_cases(c: Campaign, table: dict):
     from .shapes import grouped_conv_shapes
 
     dtype = torch.float32 if c.dry_run else torch.bfloat16
-    shapes = {}  # one stride-1 stage shape per group width, the priority models first
+    # one stage shape per group width: the first stride-1 one (else the first one), the priority models first
+    first, first_stride1 = {}, {}
     names = list(PRIORITY_MODELS) + sorted(n for n in MODEL_CONFIGS if n not in PRIORITY_MODELS)
     for name in names:
         for shape in grouped_conv_shapes(name):
-            if shape["stride"] == 1 or shape["group_width"] not in shapes:
-                shapes.setdefault(shape["group_width"], shape)
-                if shape["stride"] == 1:
-                    shapes[shape["group_width"]] = shape
+            first.setdefault(shape["group_width"], shape)
+            if shape["stride"] == 1:
+                first_stride1.setdefault(shape["group_width"], shape)
+    shapes = {gw: first_stride1.get(gw, shape) for gw, shape in first.items()}
     if c.dry_run:
         shapes = {16: {"channels": 32, "group_width": 16, "hw": 6, "stride": 1, "model": "tiny"}}  # 2 candidates
     gpu = torch.cuda.get_device_name(c.device) if c.device.type == "cuda" else "cpu (dry run)"

@@ -321,7 +321,7 @@ def _pointwise_train_bwd(step: _Step, layer: str, n: int, h: int, k: int, c: int
         se_excite_launch(step, f"{layer}.se", n, k, gate, 1, backward=True)
         step.torch_op(f"{layer}.se", "fc grads", 4 * n * (k + gate) * 4, 2.0 * 2 * n * k * gate)
     gemm_launch(step, "_pointwise_conv_bwd_data_kernel", layer, mi, c, k, (BLOCK_M, BLOCK_N, BLOCK_K),
-                g_bytes / max(1, stride * stride) * stride * stride, extra_read=n * k * 8 if gate else 0)
+                g_bytes, extra_read=n * k * 8 if gate else 0)
 
 
 def _block_train(step: _Step, name: str, n: int, h: int, w_in: int, w_out: int, stride: int, gw: int,

@@ -293,37 +293,35 @@ def useful_mma_fraction(group_width: int, block_n: int, block_k: int) -> float:
     return gw / (block_n * triton.cdiv(gw, block_n)) * (9 * gw) / (block_k * triton.cdiv(9 * gw, block_k))
 
 
-def grouped_conv_tiles(group_width: int, dtype: torch.dtype) -> tuple[int, int, int]:
-    """(BLOCK_N, BLOCK_K, num_warps) for a group width.
-
-    Heuristic until a GPU tuning sweep fills a table: among tile sides 16/32/64 (32 at most for fp32, whose IEEE
-    dot holds its operands in registers), keep the tiles whose useful MMA fraction is within 85% of the best
-    achievable (and >= 70% where that is achievable), and take the widest N (fewer re-reads of the activation
-    tile), then the deepest K (at most 32 beside a 16-wide N). Every zoo group width >= 16 gets >= 72% useful work; width 8 gets 45% (tl.dot's N
-    minimum is 16). 8 warps once a tile side
-    reaches 64 or in fp32, where the AOT report shows 4 warps spilling."""
+def _floor_tiles(group_width: int, dtype: torch.dtype) -> list[tuple[int, int]]:
+    """(BLOCK_N, BLOCK_K) tiles from sides 16/32/64 (32 at most for fp32, whose IEEE dot holds its operands in
+    registers) whose useful MMA fraction is within 85% of the best achievable, and >= 70% where that is
+    achievable. 16 x 64 and 64 x 16 are left out: they spilled on sm_80 / sm_90 (AOT report)."""
     cap = 32 if dtype == torch.float32 else 64
     sides = [t for t in _TILE_SIDES if t <= cap]
     best = max(useful_mma_fraction(group_width, n, k) for n in sides for k in sides)
     floor = max(0.85 * best, min(best, 0.7))
-    # a 16-wide N tile takes K steps of at most 32: 64-deep ones spill 8 B on sm_80 (AOT report)
-    bn, bk = max((n, k) for n in sides for k in sides
-                 if useful_mma_fraction(group_width, n, k) >= floor and not (n == 16 and k == 64))
+    return [(n, k) for n in sides for k in sides
+            if useful_mma_fraction(group_width, n, k) >= floor and (n, k) not in ((16, 64), (64, 16))]
+
+
+def grouped_conv_tiles(group_width: int, dtype: torch.dtype) -> tuple[int, int, int]:
+    """(BLOCK_N, BLOCK_K, num_warps) for a group width.
+
+    Heuristic until a GPU tuning sweep fills a table: among the tiles meeting the useful-work floor (_floor_tiles),
+    take the widest N (fewer re-reads of the activation tile), then the deepest K. Every zoo group width >= 16 gets
+    >= 72% useful work; width 8 gets 45% (tl.dot's N minimum is 16). 8 warps once a tile side reaches 64 or in
+    fp32, where the AOT report shows 4 warps spilling."""
+    bn, bk = max(_floor_tiles(group_width, dtype))
     warps = 8 if dtype == torch.float32 or max(bn, bk) == 64 else 4
     return bn, bk, warps
 
 
 def grouped_conv_candidates(group_width: int, dtype: torch.dtype) -> list[tuple[int, int, int]]:
-    """The tuning space for a group width: every (BLOCK_N, BLOCK_K) tile that meets the heuristic's useful-work
-    floor, on 8 warps, and the heuristic's own pick."""
-    cap = 32 if dtype == torch.float32 else 64
-    sides = [t for t in _TILE_SIDES if t <= cap]
-    best = max(useful_mma_fraction(group_width, n, k) for n in sides for k in sides)
-    floor = max(0.85 * best, min(best, 0.7))
-    # 8 warps, plus the heuristic's own pick (4 warps for small 16-bit tiles): other tiles on 4 warps spilled in the
-    # forward or weight grad, and so did the 64 x 16 weight grad on 8 (AOT report)
-    out = [(n, k, 8) for n in sides for k in sides
-           if useful_mma_fraction(group_width, n, k) >= floor and (n, k) not in ((16, 64), (64, 16))]
+    """The tuning space for a group width: every tile meeting the heuristic's useful-work floor on 8 warps, and the
+    heuristic's own pick (4 warps for small 16-bit tiles: other tiles on 4 warps spilled in the forward or weight
+    grad, AOT report)."""
+    out = [(n, k, 8) for n, k in _floor_tiles(group_width, dtype)]
     heuristic = grouped_conv_tiles(group_width, dtype)
     return out if heuristic in out else [heuristic] + out
 

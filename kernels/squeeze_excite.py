@@ -152,22 +152,13 @@ _BLOCK_C, _BLOCK_S = 64, 32
 # Images per excitation program: the fc weights are read once per image block (cdiv(images, 16) times per layer,
 # instead of once per image), and each step is an (images x 64) @ (64 x 32) tl.dot, fp32 IEEE, so a program's
 # serial chain is as long as the old one-image program's. 16 is tl.dot's minimum; 32- and 64-image blocks spill on
-# sm_90 at these steps (AOT report), and narrower steps would lengthen the chain.
-_MAX_BLOCK_I = 16
-
-
-def _images_per_program(images: int) -> int:
-    return min(_MAX_BLOCK_I, max(16, triton.next_power_of_2(images)))
-
-
-def _excite_warps(block_i: int) -> int:
-    """4 warps (the AOT report shows no spills for 16-image blocks)."""
-    return 4
+# sm_90 at these steps (AOT report), and narrower steps would lengthen the chain. 4 warps: no spills.
+_BLOCK_I, _EXCITE_WARPS = 16, 4
 
 
 def excite_plan(images: int, c: int, s: int, blocks_per_image: int, backward: bool = False) -> tuple[int, int, int]:
     """(programs, reads of the fc weights, serial steps per program) of the excitation or its backward."""
-    programs = triton.cdiv(images, _images_per_program(images))
+    programs = triton.cdiv(images, _BLOCK_I)
     c_steps, s_steps = triton.cdiv(c, _BLOCK_C), triton.cdiv(s, _BLOCK_S)
     return programs, programs, c_steps * blocks_per_image + 2 * c_steps * s_steps + (c_steps if backward else 0)
 
@@ -197,11 +188,10 @@ def se_excite(sq_part: torch.Tensor, blocks_per_image: int, hw: int, fc1_weight:
     f32 = dict(device=sq_part.device, dtype=torch.float32)
     pooled, hidden, gate = torch.empty((images, c), **f32), torch.empty((images, s), **f32), torch.empty((images, c),
                                                                                                         **f32)
-    bi = _images_per_program(images)
-    _se_excite_kernel[(triton.cdiv(images, bi),)](
+    _se_excite_kernel[(triton.cdiv(images, _BLOCK_I),)](
         sq_part, _f32(fc1_weight, s, c), _f32(fc1_bias, s), _f32(fc2_weight, c, s), _f32(fc2_bias, c), pooled, hidden,
-        gate, images, c, s, blocks_per_image, 1.0 / hw, BLOCK_I=bi, BLOCK_C=_BLOCK_C, BLOCK_S=_BLOCK_S,
-        num_warps=_excite_warps(bi))
+        gate, images, c, s, blocks_per_image, 1.0 / hw, BLOCK_I=_BLOCK_I, BLOCK_C=_BLOCK_C,
+        BLOCK_S=_BLOCK_S, num_warps=_EXCITE_WARPS)
     record(_se_excite_kernel)
     return (gate, pooled, hidden) if saved else gate
 
@@ -215,10 +205,9 @@ def se_excite_bwd(g_gate_part: torch.Tensor, gate: torch.Tensor, pooled: torch.T
     f32 = dict(device=gate.device, dtype=torch.float32)
     g_pre2, g_pre1, g_pooled = torch.empty((images, c), **f32), torch.empty((images, s), **f32), torch.empty(
         (images, c), **f32)
-    bi = _images_per_program(images)
-    _se_excite_bwd_kernel[(triton.cdiv(images, bi),)](
+    _se_excite_bwd_kernel[(triton.cdiv(images, _BLOCK_I),)](
         g_gate_part, gate, pooled, hidden, _f32(fc1_weight, s, c), _f32(fc2_weight, c, s), g_pre2, g_pre1, g_pooled,
-        c, s, parts, images, BLOCK_I=bi, BLOCK_C=_BLOCK_C, BLOCK_S=_BLOCK_S, num_warps=_excite_warps(bi))
+        c, s, parts, images, BLOCK_I=_BLOCK_I, BLOCK_C=_BLOCK_C, BLOCK_S=_BLOCK_S, num_warps=_EXCITE_WARPS)
     record(_se_excite_bwd_kernel)
     # The fc weight grads are (images x C)^T (images x S) products, a few KB: one torch matmul each, not a kernel.
     g_fc1_w = (g_pre1.t() @ pooled).reshape(s, c, 1, 1)
@@ -228,17 +217,15 @@ def se_excite_bwd(g_gate_part: torch.Tensor, gate: torch.Tensor, pooled: torch.T
 
 def squeeze_excite_variants() -> list[tuple]:
     """(kernel, signature, constexprs, num_warps) of the SE kernels (all fp32 except the squeeze's input)."""
-    out = []
-    for bi in (16,):  # every images-per-program tile a batch size selects
-        vecs = dict(BLOCK_I=bi, BLOCK_C=_BLOCK_C, BLOCK_S=_BLOCK_S)
-        out += [(_se_excite_kernel,
-                 {"SqPart": "*fp32", "W1": "*fp32", "B1": "*fp32", "W2": "*fp32", "B2": "*fp32", "Pooled": "*fp32",
-                  "Hidden": "*fp32", "Gate": "*fp32", "images": "i32", "C": "i32", "S": "i32",
-                  "blocks_per_image": "i32", "inv_hw": "fp32"}, vecs, _excite_warps(bi)),
-                (_se_excite_bwd_kernel,
-                 {"GGatePart": "*fp32", "Gate": "*fp32", "Pooled": "*fp32", "Hidden": "*fp32", "W1": "*fp32",
-                  "W2": "*fp32", "GPre2": "*fp32", "GPre1": "*fp32", "GPooled": "*fp32", "C": "i32", "S": "i32",
-                  "parts": "i32", "images": "i32"}, vecs, _excite_warps(bi))]
+    vecs = dict(BLOCK_I=_BLOCK_I, BLOCK_C=_BLOCK_C, BLOCK_S=_BLOCK_S)
+    out = [(_se_excite_kernel,
+            {"SqPart": "*fp32", "W1": "*fp32", "B1": "*fp32", "W2": "*fp32", "B2": "*fp32", "Pooled": "*fp32",
+             "Hidden": "*fp32", "Gate": "*fp32", "images": "i32", "C": "i32", "S": "i32", "blocks_per_image": "i32",
+             "inv_hw": "fp32"}, vecs, _EXCITE_WARPS),
+           (_se_excite_bwd_kernel,
+            {"GGatePart": "*fp32", "Gate": "*fp32", "Pooled": "*fp32", "Hidden": "*fp32", "W1": "*fp32",
+             "W2": "*fp32", "GPre2": "*fp32", "GPre1": "*fp32", "GPooled": "*fp32", "C": "i32", "S": "i32",
+             "parts": "i32", "images": "i32"}, vecs, _EXCITE_WARPS)]
     for ty in ("*fp32", "*fp16", "*bf16"):
         out.append((_se_squeeze_kernel, {"X": ty, "SqPart": "*fp32", "HW": "i32", "C": "i32"},
                     dict(BLOCK_M=SQUEEZE_BLOCK_M, BLOCK_C=_BLOCK_C), 4))
