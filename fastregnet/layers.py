@@ -8,18 +8,43 @@ Every part keeps torchvision's children (so state_dict keys and forward hooks ar
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Sequence
 
 import torch
 from torch import nn
 
-from . import fusion, ops
+from . import fusion, ops, stochastic_depth
+from .checkpointing import checkpoint_block
 from .reference import fold_bn
 
 __all__ = ["ConvNormActivation", "SqueezeExcitation", "BottleneckTransform", "ResBottleneckBlock", "AnyStage",
-           "SimpleStemIN"]
+           "SimpleStemIN", "DropPath", "NotScriptable"]
+
+# Under torch.fx symbolic tracing the blocks trace their children (as torchvision's do), and a conv-norm-act part
+# or SE records itself as one call_module node: torchvision's feature-extraction tracer keeps its own
+# Conv2dNormActivation and SqueezeExcitation as leaves, so the node names are torchvision's ("...f.a", "...f.se",
+# "...add", "...activation"), and the traced graph calls these modules, which run fused.
 
 
-class ConvNormActivation(nn.Sequential):
+def _traced_leaf(module: nn.Module, x) -> torch.fx.Proxy | None:
+    """module(x) as one call_module node when x is an fx Proxy; None when module is the traced root itself."""
+    path = x.tracer.path_of_module(module)
+    if not path:
+        return None
+    return x.tracer.create_proxy("call_module", path, (x,), {})
+
+
+class NotScriptable:
+    """torch.jit.script calls __prepare_scriptable__ on every module first: refuse with one clear error."""
+
+    def __prepare_scriptable__(self):
+        raise RuntimeError(
+            f"fastregnet's {type(self).__name__} cannot be compiled by torch.jit.script: its fused paths choose, "
+            f"per call in Python, between Triton custom ops and the modules. Capture it with torch.export.export or "
+            f"torch.compile (both supported), or with torch.jit.trace.")
+
+
+class ConvNormActivation(NotScriptable, nn.Sequential):
     """conv (no bias) -> BatchNorm2d -> optional ReLU; children named 0, 1, 2 as torchvision's Conv2dNormActivation.
 
     When `fastregnet.fusion` allows it (plain children, no hooks), runs as one fused op: with batch statistics the
@@ -57,14 +82,16 @@ class ConvNormActivation(nn.Sequential):
         """None when this part runs as one fused op, else why it runs its children (see fastregnet.fusion)."""
         return fusion.global_hooks_reason() or fusion.conv_norm_act_reason(self)
 
-    def batch_momentum(self) -> float:
-        """The running-stat momentum for this batch; as nn.BatchNorm2d.forward, counts the batch when tracking, and
-        momentum=None means a cumulative moving average. 0 when the running stats are not updated."""
+    def running_update(self) -> tuple[torch.Tensor | None, torch.Tensor | None, float]:
+        """(running_mean, running_var, momentum) to update with this batch's statistics, as nn.BatchNorm2d.forward:
+        counts the batch when training and tracking, momentum=None means a cumulative moving average; otherwise
+        (None, None, 0.0), so nothing is written (not even a NaN batch mean times a zero momentum)."""
         bn = self[1]
-        if not (bn.training and bn.track_running_stats):
-            return 0.0
+        if not (bn.training and bn.track_running_stats) or bn.running_mean is None:
+            return None, None, 0.0
         bn.num_batches_tracked.add_(1)
-        return 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+        momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+        return bn.running_mean, bn.running_var, momentum
 
     def eval_bn(self) -> tuple:
         """(conv weight, (gamma, beta, running_mean, running_var), eps): what the fused inference ops read."""
@@ -77,21 +104,24 @@ class ConvNormActivation(nn.Sequential):
         return fold_bn(conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(x, torch.fx.Proxy):
+            leaf = _traced_leaf(self, x)
+            return super().forward(x) if leaf is None else leaf
         if self.fusion_reason() is not None or fusion.input_reason(x, self[0].weight) is not None:
             return super().forward(x)
         conv, bn = self[0], self[1]
         stride, groups = conv.stride[0], conv.groups
         if self.uses_batch_stats:
-            momentum = self.batch_momentum()
+            running_mean, running_var, momentum = self.running_update()
             train_op = ops.grouped_conv_bn_act_train if self.grouped3x3 else ops.conv_bn_act_train
-            return train_op(x, conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var, momentum, bn.eps,
+            return train_op(x, conv.weight, bn.weight, bn.bias, running_mean, running_var, momentum, bn.eps,
                             stride, groups, self.has_activation)
         weight, bias = self.folded()
         eval_op = ops.grouped_conv_bias_act if self.grouped3x3 else ops.conv_bias_act
         return eval_op(x, weight, bias, stride, groups, self.has_activation)
 
 
-class SqueezeExcitation(nn.Module):
+class SqueezeExcitation(NotScriptable, nn.Module):
     """torchvision.ops.SqueezeExcitation's modules and forward: avgpool, fc1 (C -> C_se, bias), activation (ReLU),
     fc2 (C_se -> C, bias), scale_activation (Sigmoid), then the channel scale. Only fc1/fc2 hold state.
 
@@ -118,10 +148,14 @@ class SqueezeExcitation(nn.Module):
         return self.scale_activation(scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(x, torch.fx.Proxy):
+            leaf = _traced_leaf(self, x)
+            if leaf is not None:
+                return leaf
         return self._scale(x) * x
 
 
-class BottleneckTransform(nn.Sequential):
+class BottleneckTransform(NotScriptable, nn.Sequential):
     """a: 1x1 conv-BN-ReLU, b: 3x3 grouped conv-BN-ReLU (stride), se: optional SE, c: 1x1 conv-BN."""
 
     def __init__(self, width_in: int, width_out: int, stride: int, group_width: int, bottleneck_multiplier: float,
@@ -139,9 +173,30 @@ class BottleneckTransform(nn.Sequential):
         super().__init__(layers)
 
 
-class ResBottleneckBlock(nn.Module):
+class DropPath(NotScriptable, nn.Module):
+    """Stochastic depth on a residual branch (timm's DropPath): in training, whole samples dropped with
+    probability `rate`, the kept ones scaled by 1 / (1 - rate); identity in eval (`fastregnet.stochastic_depth`).
+    One node under fx, so a traced graph follows .train() / .eval()."""
+
+    def __init__(self, rate: float):
+        super().__init__()
+        self.rate = rate
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(x, torch.fx.Proxy):
+            leaf = _traced_leaf(self, x)
+            if leaf is not None:
+                return leaf
+        return stochastic_depth.drop_path(x, self.rate, self.training)
+
+
+class ResBottleneckBlock(NotScriptable, nn.Module):
     """out = relu(proj(x) + f(x)) or relu(x + f(x)); proj is a 1x1 strided conv-BN when the width or resolution
-    changes.
+    changes. With drop_path_rate > 0 (timm's stochastic depth; torchvision has none), training drops whole samples'
+    f(x), scaling the kept ones by 1 / (1 - rate).
 
     With plain children and no hooks (`fastregnet.fusion.block_reason`), the block runs fused: in eval with
     gradients off as one op (4 Triton launches with SE); in training (`block_tail_reason`) with SE, conv c, BN, the
@@ -150,13 +205,20 @@ class ResBottleneckBlock(nn.Module):
     """
 
     def __init__(self, width_in: int, width_out: int, stride: int, group_width: int = 1,
-                 bottleneck_multiplier: float = 1.0, se_ratio: float | None = None):
+                 bottleneck_multiplier: float = 1.0, se_ratio: float | None = None, drop_path_rate: float = 0.0):
         super().__init__()
         self.proj = None
         if width_in != width_out or stride != 1:
             self.proj = ConvNormActivation(width_in, width_out, 1, stride=stride, activation=False)
         self.f = BottleneckTransform(width_in, width_out, stride, group_width, bottleneck_multiplier, se_ratio)
         self.activation = nn.ReLU(inplace=True)
+        if drop_path_rate > 0.0:  # only then: at 0 the module tree stays torchvision's
+            self.drop_path = DropPath(drop_path_rate)
+
+    @property
+    def drop_path_rate(self) -> float:
+        drop = self._modules.get("drop_path")
+        return drop.rate if drop is not None else 0.0
 
     def _se_params(self) -> tuple | None:
         """The SE's fc tensors as the fused ops take them, or None without SE."""
@@ -167,14 +229,18 @@ class ResBottleneckBlock(nn.Module):
         return fusion.block_reason(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(x, torch.fx.Proxy):
+            return self.forward_modules(x)  # fx: torchvision's graph, whose parts still run fused (see above)
         f = self.f
         if fusion.input_reason(x, f.a[0].weight) is not None:
             return self.forward_modules(x)
         parts = (f.a, f.b, f.c) if self.proj is None else (f.a, f.b, f.c, self.proj)
-        if (not torch.is_grad_enabled() and self.fusion_reason() is None
+        # (jit.trace checks its trace by re-tracing under no_grad: while tracing, the path must not follow grad mode)
+        if (not torch.is_grad_enabled() and not torch.jit.is_tracing() and self.fusion_reason() is None
                 and not any(p.uses_batch_stats for p in parts)):
             return self._forward_inference(x)
-        if fusion.block_tail_reason(self) is not None or not f.c.uses_batch_stats:
+        dropping = "drop_path" in self._modules and self.drop_path.training
+        if fusion.block_tail_reason(self) is not None or not f.c.uses_batch_stats or dropping:
             return self.forward_modules(x)
         # torchvision's order: the projection first, then f; f.a, f.b and proj are called as modules.
         shortcut = x if self.proj is None else self.proj(x)
@@ -182,16 +248,17 @@ class ResBottleneckBlock(nn.Module):
         # SE, conv c, BN, residual add and ReLU as one op (on Triton: one custom op, and one for its backward)
         se = self._se_params()
         conv, bn = f.c[0], f.c[1]
-        return ops.se_conv_bn_add_relu_train(y, se, conv.weight, bn.weight, bn.bias, bn.running_mean,
-                                             bn.running_var, f.c.batch_momentum(), bn.eps, shortcut)
+        running_mean, running_var, momentum = f.c.running_update()
+        return ops.se_conv_bn_add_relu_train(y, se, conv.weight, bn.weight, bn.bias, running_mean, running_var,
+                                             momentum, bn.eps, shortcut)
 
     def forward_modules(self, x: torch.Tensor) -> torch.Tensor:
         """torchvision's ResBottleneckBlock.forward: every child called through its own forward (and hooks)."""
-        if self.proj is not None:
-            x = self.proj(x) + self.f(x)
-        else:
-            x = x + self.f(x)
-        return self.activation(x)
+        shortcut = x if self.proj is None else self.proj(x)
+        branch = self.f(x)
+        if "drop_path" in self._modules:
+            branch = self.drop_path(branch)
+        return self.activation(shortcut + branch)
 
     def _forward_inference(self, x: torch.Tensor) -> torch.Tensor:
         """Eval with gradients off: the whole block as one op (4 Triton launches with SE), BN from the live tensors."""
@@ -203,16 +270,30 @@ class ResBottleneckBlock(nn.Module):
                                        f.c.eval_bn(), proj)
 
 
-class AnyStage(nn.Sequential):
-    """`depth` blocks named blockS-0 .. blockS-(depth-1); the first one changes width and stride."""
+class AnyStage(NotScriptable, nn.Sequential):
+    """`depth` blocks named blockS-0 .. blockS-(depth-1); the first one changes width and stride.
+
+    With `grad_checkpointing` on (RegNet.set_grad_checkpointing), training runs each block under
+    torch.utils.checkpoint: its activations are recomputed in backward, and BatchNorm running statistics are
+    updated once, by the first forward (`fastregnet.checkpointing`)."""
 
     def __init__(self, width_in: int, width_out: int, stride: int, depth: int, group_width: int,
-                 bottleneck_multiplier: float, se_ratio: float | None, stage_index: int):
+                 bottleneck_multiplier: float, se_ratio: float | None, stage_index: int,
+                 drop_path_rates: Sequence[float] | None = None):
         super().__init__()
+        rates = [0.0] * depth if drop_path_rates is None else list(drop_path_rates)
         for i in range(depth):
             block = ResBottleneckBlock(width_in if i == 0 else width_out, width_out, stride if i == 0 else 1,
-                                       group_width, bottleneck_multiplier, se_ratio)
+                                       group_width, bottleneck_multiplier, se_ratio, rates[i])
             self.add_module(f"block{stage_index}-{i}", block)
+        self.grad_checkpointing = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.grad_checkpointing or not torch.is_grad_enabled() or isinstance(x, torch.fx.Proxy):
+            return super().forward(x)
+        for block in self:
+            x = checkpoint_block(block, x)
+        return x
 
 
 class SimpleStemIN(ConvNormActivation):

@@ -9,8 +9,12 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from . import pooling
 from .design import RegNetParams, check_int, check_real, list_configs, regnet_params, resolve_name
-from .layers import AnyStage, ConvNormActivation, SimpleStemIN
+from .features import RegNetFeatures, feature_take_indices
+from .inputs import prepare_images
+from .layers import AnyStage, NotScriptable, SimpleStemIN
+from .stochastic_depth import drop_path_rates
 
 __all__ = ["RegNet", "RegNetY", "RegNetX", "create_model", "list_models"]
 
@@ -23,23 +27,26 @@ def _per_stage(value, n: int, name: str) -> tuple:
     return (value,) * n
 
 
-class RegNet(nn.Module):
+class RegNet(NotScriptable, nn.Module):
     """A RegNet / AnyNet: stem, stages of residual bottleneck blocks, global pool and a linear classifier.
 
     Build from a `RegNetParams` (as torchvision's `RegNet(block_params)`), or from per-stage lists:
     `RegNet(depths=[1, 3, 6, 6], widths=[48, 104, 208, 440], group_widths=8, se_ratio=0.25)`.
     Scalars for group_widths, bottleneck_multipliers and strides apply to every stage.
 
-    timm's training options: `drop_rate` is dropout on the pooled features before the classifier (training only);
-    `zero_init_last` starts every block's last BN gamma at 0, so each block begins as its shortcut. Both default
-    off, as torchvision's models have neither.
+    timm's options, all off by default (torchvision's models have none of them): `in_chans` input channels;
+    `global_pool` ("avg", "max", "avgmax", "catavgmax" or "" for none, `fastregnet.pooling`); `drop_rate`, dropout
+    on the pooled features before the classifier (training only); `drop_path_rate`, stochastic depth with timm's
+    linear rule over blocks; `zero_init_last`, every block's last BN gamma starts at 0, so each block begins as
+    its shortcut.
     """
 
     def __init__(self, block_params: RegNetParams | None = None, num_classes: int = 1000, *,
                  depths: Sequence[int] | None = None, widths: Sequence[int] | None = None,
                  group_widths: int | Sequence[int] = 1, bottleneck_multipliers: float | Sequence[float] = 1.0,
                  strides: int | Sequence[int] = 2, se_ratio: float | None = None, stem_width: int = 32,
-                 drop_rate: float = 0.0, zero_init_last: bool = False):
+                 in_chans: int = 3, global_pool: str = "avg", drop_rate: float = 0.0, drop_path_rate: float = 0.0,
+                 zero_init_last: bool = False):
         super().__init__()
         if block_params is None:
             if depths is None or widths is None:
@@ -52,25 +59,40 @@ class RegNet(nn.Module):
         elif not isinstance(block_params, RegNetParams):
             raise TypeError(f"block_params must be a fastregnet.RegNetParams, got {type(block_params).__name__}")
         check_int("num_classes", num_classes, minimum=0)
-        drop_rate = check_real("drop_rate", drop_rate, minimum=0.0)
-        if drop_rate >= 1.0:
-            raise ValueError(f"drop_rate must be < 1, got {drop_rate}")
-        self.drop_rate = drop_rate
+        self.drop_rate = _check_rate("drop_rate", drop_rate)
+        self.drop_path_rate = _check_rate("drop_path_rate", drop_path_rate)
         self.block_params = block_params
         self.num_classes = num_classes
-        self.in_channels = 3
+        self.in_channels = check_int("in_chans", in_chans, minimum=1)
         self.stem = SimpleStemIN(self.in_channels, block_params.stem_width)
         stages, width = [], block_params.stem_width
+        rates = drop_path_rates(self.drop_path_rate, block_params.depths)
         for i, (d, w, g, b, s) in enumerate(block_params.stage_params()):
-            stages.append((f"block{i + 1}", AnyStage(width, w, s, d, g, b, block_params.se_ratio, i + 1)))
+            stages.append((f"block{i + 1}", AnyStage(width, w, s, d, g, b, block_params.se_ratio, i + 1, rates[i])))
             width = w
         self.trunk_output = nn.Sequential(OrderedDict(stages))
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.num_features = width
-        self.fc = nn.Linear(width, num_classes) if num_classes > 0 else nn.Identity()
-        self.feature_info = [{"num_chs": w, "reduction": 2 ** (i + 2), "module": f"trunk_output.block{i + 1}"}
-                             for i, w in enumerate(block_params.widths)]
+        self.num_features = self.head_hidden_size = width
+        self.global_pool = _check_head(global_pool, num_classes)
+        self.avgpool = pooling.global_pool(global_pool)  # torchvision's name, whatever the pool type
+        self.fc = self._new_classifier(num_classes)
+        # timm's five feature levels: the stem (stride 2), then each stage
+        self.feature_info = [{"num_chs": block_params.stem_width, "reduction": 2, "module": "stem"}] + [
+            {"num_chs": w, "reduction": 2 * math.prod(block_params.strides[:i + 1]),
+             "module": f"trunk_output.block{i + 1}"} for i, w in enumerate(block_params.widths)]
+        self.pretrained_cfg = None  # set by create_model for a named model (timm's pretrained_cfg)
         self._init_weights(zero_init_last)
+
+    @property
+    def default_cfg(self) -> dict | None:
+        """timm's older name for pretrained_cfg."""
+        return self.pretrained_cfg
+
+    def _new_classifier(self, num_classes: int) -> nn.Module:
+        if num_classes == 0:
+            return nn.Identity()
+        ref = self.stem[0].weight
+        return nn.Linear(pooling.pooled_features(self.global_pool, self.num_features), num_classes,
+                         device=ref.device, dtype=ref.dtype)
 
     def _init_weights(self, zero_init_last: bool = False) -> None:
         # torchvision's (and pycls') ResNet-style init; fan_out ignores groups, as theirs does.
@@ -95,42 +117,8 @@ class RegNet(nn.Module):
         relying on padding. Smaller inputs (down to 1x1) run too, as in torchvision."""
         return 2 * math.prod(self.block_params.strides)
 
-    def _check_input(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
-        if x.dim() != 4:
-            raise ValueError(f"expected a 4-D input (N, {self.in_channels}, H, W), got shape {tuple(x.shape)}")
-        if x.shape[1] != self.in_channels:
-            raise ValueError(f"expected {self.in_channels} input channels, got {x.shape[1]} (shape {tuple(x.shape)});"
-                             f" images must be NCHW")
-        if not x.is_floating_point():
-            raise TypeError(f"expected a floating-point input, got {x.dtype}; convert images with x.float() / 255 "
-                            f"and normalize them")
-        if min(x.shape[-2:]) < 1:
-            raise ValueError(f"input has an empty spatial size {tuple(x.shape[-2:])}")
-        weight = self.stem[0].weight
-        if x.device != weight.device:
-            raise ValueError(f"input is on {x.device} but the model is on {weight.device}; move one with .to()")
-        if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
-            raise TypeError(f"input dtype {x.dtype} does not match the model's {weight.dtype}; cast one of them "
-                            f"or run under torch.autocast")
-        if self.training and x.shape[0] == 1 and math.prod(self._last_hw(x)) == 1:
-            raise ValueError("training with batch size 1 and a 1x1 last stage: BatchNorm needs more than one value "
-                             "per channel; use a larger batch or image")
-        return x
-
-    def _last_hw(self, x: torch.Tensor) -> tuple[int, int]:
-        h, w = x.shape[-2:]
-        for s in (2, *self.block_params.strides):
-            h, w = (h - 1) // s + 1, (w - 1) // s + 1
-        return h, w
-
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
-        x = self._check_input(x)
-        if x.is_cuda:
-            # The body runs NHWC (channels_last): the Triton kernels and cuDNN's fast grouped convs want it.
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
+        return prepare_images(x, self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last stage's feature map (N, num_features, H/32, W/32)."""
@@ -138,61 +126,81 @@ class RegNet(nn.Module):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Global pool, dropout (drop_rate, training only) and classifier; with pre_logits=True, the pooled
-        features only."""
-        x = torch.flatten(self.avgpool(x), 1)
+        features only. With global_pool="" the feature map passes unpooled."""
+        x = self.avgpool(x)
+        if self.global_pool:
+            x = torch.flatten(x, 1)
         if self.drop_rate > 0.0:  # functional, so the module tree (and its hooks) stays torchvision's
             x = nn.functional.dropout(x, self.drop_rate, self.training)
         return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
 
     def group_matcher(self, coarse: bool = False) -> dict:
         """timm's parameter groups (layer-wise LR decay): the stem, then each stage (coarse) or each block."""
         blocks = r"^trunk_output\.block(\d+)" if coarse else r"^trunk_output\.block(\d+)\.block\d+-(\d+)"
         return {"stem": r"^stem", "blocks": blocks}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def no_weight_decay(self) -> set[str]:
+        """timm's hook for parameters to exempt from weight decay beyond its default rule (1-D tensors: BN and
+        biases). RegNet has none (no position embeddings or tokens), as in timm's RegNet."""
+        return set()
 
-    def forward_intermediates(self, x: torch.Tensor, indices: int | Sequence[int] | None = None,
-                              stop_early: bool = False, intermediates_only: bool = False):
-        """timm-style: returns (final_features, [feature map of each selected stage]); `indices` selects stages
-        (0-based, negative from the end; an int n means the last n). With intermediates_only, just the list."""
-        n = len(self.trunk_output)
-        if indices is None:
-            wanted = list(range(n))
-        elif isinstance(indices, int) and not isinstance(indices, bool):
-            if not 0 < indices <= n:
-                raise ValueError(f"indices={indices}: this model has {n} stages, so an int must be in 1..{n}")
-            wanted = list(range(n - indices, n))
-        elif isinstance(indices, (list, tuple, range)):
-            wanted = []
-            for i in indices:
-                check_int("indices entry", i, minimum=-n)
-                if i >= n:
-                    raise ValueError(f"indices entry {i} is out of range: this model has {n} stages "
-                                     f"(valid: {-n}..{n - 1})")
-                wanted.append(i % n)
-            if not wanted:
-                raise ValueError("indices is empty")
-            wanted = sorted(set(wanted))
-        else:
-            raise TypeError(f"indices must be None, an int or a sequence of ints, got {type(indices).__name__}")
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Checkpoint every block in training (torch.utils.checkpoint, non-reentrant): activations are recomputed
+        in backward; BatchNorm running statistics are still updated once per forward (`fastregnet.checkpointing`)."""
+        for stage in self.trunk_output:
+            if isinstance(stage, AnyStage):
+                stage.grad_checkpointing = bool(enable)
+
+    @property
+    def grad_checkpointing(self) -> bool:
+        return any(getattr(stage, "grad_checkpointing", False) for stage in self.trunk_output)
+
+    def forward_intermediates(self, x: torch.Tensor, indices: int | Sequence[int] | None = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = "NCHW", intermediates_only: bool = False):
+        """timm's contract: returns (final features, [feature map of each selected level]). Levels are timm's
+        five (`feature_info`): 0 the stem, 1-4 the stages; `indices` None takes all, an int n the last n, a
+        sequence those levels (negative from the end). `norm` is accepted for the API (RegNet has no final norm);
+        output_fmt "NHWC" permutes the intermediates. stop_early runs no stage past the last selected level."""
+        if output_fmt not in ("NCHW", "NHWC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+        taken, last = feature_take_indices(len(self.feature_info), indices)
         x = self.stem(self._prepare(x))
-        feats = []
-        for i, stage in enumerate(self.trunk_output):
+        feats = [x] if 0 in taken else []
+        stages = list(self.trunk_output)
+        for level, stage in enumerate(stages[:last] if stop_early else stages, start=1):
             x = stage(x)
-            if i in wanted:
+            if level in taken:
                 feats.append(x)
-            if stop_early and i == max(wanted):
-                break
+        if output_fmt == "NHWC":
+            feats = [f.permute(0, 2, 3, 1) for f in feats]
         return feats if intermediates_only else (x, feats)
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier with a fresh one for `num_classes` (0 removes it)."""
+    def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """timm's contract: drop the stages after the last level `indices` selects (they become nn.Identity) and,
+        with prune_head, the classifier and pooling (reset_classifier(0, "")). Returns the selected levels."""
+        taken, last = feature_take_indices(len(self.feature_info), indices)
+        for name in list(self.trunk_output._modules)[last:]:
+            self.trunk_output._modules[name] = nn.Identity()
+        self.num_features = self.head_hidden_size = self.feature_info[last]["num_chs"]
+        if prune_head:
+            self.reset_classifier(0, "")
+        return taken
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A fresh classifier for `num_classes` (0 removes it), and optionally another global pool (timm's
+        names, `fastregnet.pooling`)."""
         num_classes = check_int("num_classes", num_classes, minimum=0)
+        if global_pool is not None:
+            self.global_pool = _check_head(global_pool, num_classes)
+            self.avgpool = pooling.global_pool(global_pool)
+        else:
+            _check_head(self.global_pool, num_classes)
         self.num_classes = num_classes
-        ref = self.fc.weight if isinstance(self.fc, nn.Linear) else self.stem[0].weight
-        self.fc = nn.Linear(self.num_features, num_classes, device=ref.device, dtype=ref.dtype) \
-            if num_classes > 0 else nn.Identity()
+        self.fc = self._new_classifier(num_classes)
         if num_classes > 0:
             nn.init.normal_(self.fc.weight, mean=0.0, std=0.01)
             nn.init.zeros_(self.fc.bias)
@@ -210,18 +218,34 @@ class RegNet(nn.Module):
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
 
+def _check_rate(name: str, value: float) -> float:
+    value = check_real(name, value, minimum=0.0)
+    if value >= 1.0:
+        raise ValueError(f"{name} must be < 1, got {value}")
+    return value
+
+
+def _check_head(pool_type: str, num_classes: int) -> str:
+    pooling.pooled_features(pool_type, 1)  # validates the name
+    if pool_type == "" and num_classes > 0:
+        raise ValueError('global_pool="" keeps the feature map unpooled, which a linear classifier cannot take; '
+                         'use num_classes=0 (features) or a pooling type')
+    return pool_type
+
+
 class RegNetY(RegNet):
     """RegNetY from its design parameters: depth, w0, wa, wm, group_width; SE ratio 0.25 by default.
 
     `rounding` picks how stage widths are made divisible by the group width: "pycls" (the paper's models) or
-    "torchvision" (torchvision's builders).
+    "torchvision" (torchvision's builders). Keyword options (in_chans, global_pool, drop_rate, drop_path_rate,
+    zero_init_last) as for `RegNet`.
     """
 
     def __init__(self, depth: int, w0: int, wa: float, wm: float, group_width: int, se_ratio: float | None = 0.25,
                  bottleneck_multiplier: float = 1.0, num_classes: int = 1000, rounding: str = "pycls",
-                 stem_width: int = 32, drop_rate: float = 0.0, zero_init_last: bool = False):
+                 stem_width: int = 32, **options: Any):
         params = regnet_params(depth, w0, wa, wm, group_width, bottleneck_multiplier, se_ratio, rounding, stem_width)
-        super().__init__(params, num_classes, drop_rate=drop_rate, zero_init_last=zero_init_last)
+        super().__init__(params, num_classes, **options)
 
 
 class RegNetX(RegNetY):
@@ -229,9 +253,9 @@ class RegNetX(RegNetY):
 
     def __init__(self, depth: int, w0: int, wa: float, wm: float, group_width: int,
                  bottleneck_multiplier: float = 1.0, num_classes: int = 1000, rounding: str = "pycls",
-                 stem_width: int = 32, drop_rate: float = 0.0, zero_init_last: bool = False):
+                 stem_width: int = 32, **options: Any):
         super().__init__(depth, w0, wa, wm, group_width, None, bottleneck_multiplier, num_classes, rounding,
-                         stem_width, drop_rate, zero_init_last)
+                         stem_width, **options)
 
 
 def list_models(pattern: str | None = None) -> list[str]:
@@ -239,23 +263,46 @@ def list_models(pattern: str | None = None) -> list[str]:
     return list_configs(pattern)
 
 
-def create_model(name: str, weights: Any = None, progress: bool = True, **kwargs) -> RegNet:
-    """Build a model by torchvision ("regnet_y_400mf"), pycls ("RegNetY-400MF") or timm ("regnety_004") name.
+def create_model(name: str, weights: Any = None, progress: bool = True, *, pretrained: bool = False,
+                 features_only: bool = False, out_indices: Sequence[int] = (0, 1, 2, 3, 4),
+                 **kwargs: Any) -> RegNet | RegNetFeatures:
+    """Build a model by torchvision ("regnet_y_400mf"), pycls ("RegNetY-400MF") or timm ("regnety_004", tagged
+    "regnety_004.tv2_in1k") name.
 
-    `weights` as for the builders (see `fastregnet.weights`); kwargs go to the constructor
-    (num_classes=...).
+    `weights` as for the builders (`fastregnet.weights`: strict, as torchvision); or timm's `pretrained=True`,
+    the weights of the name's tag (`fastregnet.pretrained`), with timm's rules: a different num_classes gets a
+    fresh classifier. Either way in_chans != 3 adapts the stem conv as timm does. `features_only=True` returns a
+    `RegNetFeatures` for `out_indices` (timm's five levels). Other kwargs go to the constructor (num_classes,
+    in_chans, global_pool, drop_rate, drop_path_rate, zero_init_last).
     """
-    cfg = resolve_name(name)
+    from .pretrained import pretrained_cfg, split_tag
+    from .weights import apply_weights, pretrained_weights, resolve_weights, weights_num_classes
+
+    base, _ = split_tag(name)
+    cfg = resolve_name(base)
     cls = RegNetY if cfg.se_ratio else RegNetX
     extra = {"se_ratio": cfg.se_ratio} if cls is RegNetY else {}
-    from .weights import apply_weights, resolve_weights, weights_num_classes
-
-    resolved = resolve_weights(cfg.name, weights)
-    num_classes = weights_num_classes(resolved, kwargs.pop("num_classes", None))
+    if pretrained and weights is not None:
+        raise ValueError("give either weights= (a checkpoint, state_dict or torchvision enum) or pretrained=True "
+                         "(the tag's weights), not both")
+    tag_cfg = pretrained_cfg(name)
+    if pretrained:
+        if tag_cfg["tag"] is None:
+            raise ValueError(f"{name} has no ImageNet-1k weights fastregnet can load")
+        resolved = ("state_dict", pretrained_weights(tag_cfg, progress))
+        num_classes = kwargs.pop("num_classes", 1000)
+    else:
+        resolved = resolve_weights(cfg.name, weights)
+        num_classes = weights_num_classes(resolved, kwargs.pop("num_classes", None))
     model = cls(cfg.depth, cfg.w0, cfg.wa, cfg.wm, cfg.group_width, num_classes=num_classes, rounding=cfg.rule,
                 **extra, **kwargs)
     model.config_name = cfg.name
-    return apply_weights(model, resolved, progress)
+    model.pretrained_cfg = {**tag_cfg, "num_classes": model.num_classes,
+                            "input_size": (model.in_channels, *tag_cfg["input_size"][1:])}
+    model = apply_weights(model, resolved, progress, fresh_classifier=pretrained)
+    if features_only:
+        return RegNetFeatures(model, out_indices)
+    return model
 
 
 def from_torchvision(tv_model: nn.Module) -> RegNet:

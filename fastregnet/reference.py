@@ -37,7 +37,8 @@ def conv_bias_act_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                       relu: bool) -> torch.Tensor:
     """Eval-mode conv + folded BN (+ ReLU): relu(conv2d(x, W', b', stride, padding=k//2, groups))."""
     y = F.conv2d(x, weight, bias, stride, weight.shape[-1] // 2, 1, groups)
-    return F.relu(y, inplace=not y.requires_grad) if relu else y
+    # in place when no graph needs y (not while jit-tracing: its check re-traces under no_grad)
+    return F.relu(y, inplace=not (y.requires_grad or torch.jit.is_tracing())) if relu else y
 
 
 def conv_bn_act_train_ref(x: torch.Tensor, weight: torch.Tensor, bn_weight: torch.Tensor, bn_bias: torch.Tensor,

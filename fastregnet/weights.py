@@ -17,7 +17,8 @@ import torch
 
 from .convert import to_fastregnet_state_dict
 
-__all__ = ["resolve_weights", "load_weights", "apply_weights", "weights_num_classes", "torchvision_weights_enum"]
+__all__ = ["resolve_weights", "load_weights", "apply_weights", "weights_num_classes", "torchvision_weights_enum",
+           "pretrained_weights", "adapt_input_conv"]
 
 
 def torchvision_weights_enum(config_name: str):
@@ -116,9 +117,51 @@ def load_weights(resolved: tuple[str, Any], progress: bool = True) -> dict[str, 
     return to_fastregnet_state_dict(value)
 
 
-def apply_weights(model, resolved: tuple[str, Any], progress: bool = True):
-    """Load resolved weights into `model` (strict: every key must match) and return the model."""
+def pretrained_weights(cfg: dict, progress: bool = True) -> dict[str, torch.Tensor]:
+    """The state_dict (fastregnet keys) of a pretrained_cfg's tag: torchvision's weights through torchvision, the
+    pycls weights through timm's hub loader (both need those packages and a network or their caches)."""
+    if "weights" in cfg:
+        enum_name, member = cfg["weights"].split(".")
+        state_dict = torchvision_weights_enum(cfg["torchvision_builder"])[member].get_state_dict(
+            progress=progress, check_hash=True)
+    else:
+        try:
+            import timm
+        except ImportError as e:
+            raise ImportError(f"the {cfg['tag']} weights of {cfg['architecture']} come from the Hugging Face hub "
+                              f"through timm; install timm, or pass weights= a saved checkpoint") from e
+        state_dict = timm.create_model(f"{cfg['architecture']}.{cfg['tag']}", pretrained=True).state_dict()
+    return to_fastregnet_state_dict(state_dict)
+
+
+def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """timm's rule for a 3-channel stem conv on in_chans channels: summed for 1, else the RGB filters tiled and
+    scaled by 3 / in_chans (so a constant image gives the same activations)."""
+    dtype = weight.dtype
+    weight = weight.float()
+    if in_chans == 1:
+        weight = weight.sum(dim=1, keepdim=True)
+    else:
+        repeat = -(-in_chans // 3)
+        weight = weight.repeat(1, repeat, 1, 1)[:, :in_chans] * (3.0 / in_chans)
+    return weight.to(dtype)
+
+
+def apply_weights(model, resolved: tuple[str, Any], progress: bool = True, fresh_classifier: bool = False):
+    """Load resolved weights into `model` (strict: every key must match) and return the model. A model with
+    in_chans != 3 gets the stem conv adapted (`adapt_input_conv`); with fresh_classifier (timm's pretrained=True)
+    a classifier of another shape keeps the model's own fresh one."""
     state_dict = load_weights(resolved, progress)
-    if state_dict is not None:
-        model.load_state_dict(state_dict)
+    if state_dict is None:
+        return model
+    state_dict = dict(state_dict)
+    stem = state_dict.get("stem.0.weight")
+    if stem is not None and stem.shape[1] == 3 and model.in_channels != 3:
+        state_dict["stem.0.weight"] = adapt_input_conv(stem, model.in_channels)
+    if fresh_classifier:
+        own = {k: v for k, v in model.state_dict().items() if k.startswith("fc.")}
+        theirs = {k: v for k, v in state_dict.items() if k.startswith("fc.")}
+        if {k: v.shape for k, v in own.items()} != {k: v.shape for k, v in theirs.items()}:
+            state_dict = {k: v for k, v in state_dict.items() if not k.startswith("fc.")} | own
+    model.load_state_dict(state_dict)
     return model

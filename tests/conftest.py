@@ -38,6 +38,28 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float, atol
             f"first at {idx}")
 
 
+TINY_SPEC = dict(depths=[1, 2], widths=[16, 24], group_widths=8, se_ratio=0.25, stem_width=8, num_classes=10)
+
+
+def torchvision_twins(se_ratio=0.25, seed=0):
+    """(torchvision model, fastregnet model): a tiny RegNet (TINY_SPEC) with identical weights and randomized BN
+    statistics, on DEVICE."""
+    from torchvision.models.regnet import BlockParams
+    from torchvision.models.regnet import RegNet as TorchvisionRegNet
+
+    import fastregnet
+
+    spec = dict(TINY_SPEC, se_ratio=se_ratio)
+    n = len(spec["depths"])
+    params = BlockParams(spec["depths"], spec["widths"], [spec["group_widths"]] * n, [1.0] * n, [2] * n, se_ratio)
+    torch.manual_seed(seed)
+    tv = TorchvisionRegNet(params, num_classes=spec["num_classes"], stem_width=spec["stem_width"])
+    randomize_bn(tv, seed)
+    ours = fastregnet.RegNet(**spec)
+    ours.load_state_dict(tv.state_dict())
+    return tv.to(DEVICE), ours.to(DEVICE)
+
+
 def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
     """max |actual - expected| / max |expected|, in float64."""
     a, e = actual.detach().double().cpu(), expected.detach().double().cpu()

@@ -41,11 +41,13 @@ def test_forward_intermediates_and_reset_classifier_reject_bad_arguments(model):
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert len(model.forward_intermediates(x, indices=[-1, 0], intermediates_only=True)) == 2
-        for bad in ([4], [0, 7], [-5]):
+        for bad in ([5], [0, 7], [-6]):
             with pytest.raises(ValueError, match="indices entry"):
                 model.forward_intermediates(x, indices=bad)
-        with pytest.raises(ValueError, match="indices=5: this model has 4 stages"):
-            model.forward_intermediates(x, indices=5)
+        with pytest.raises(ValueError, match="indices=6: there are 5 feature levels"):
+            model.forward_intermediates(x, indices=6)
+        with pytest.raises(ValueError, match="output_fmt must be 'NCHW' or 'NHWC'"):
+            model.forward_intermediates(x, output_fmt="NLC")
         with pytest.raises(TypeError, match="indices entry must be an integer"):
             model.forward_intermediates(x, indices=[1.0])
         with pytest.raises(TypeError, match="indices must be None, an int or a sequence of ints, got bool"):

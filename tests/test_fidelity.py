@@ -13,26 +13,10 @@ import torch
 from torch import nn
 
 import fastregnet
-from conftest import DEVICE, randomize_bn, rel_err
+from conftest import DEVICE, randomize_bn, rel_err, torchvision_twins
 
-SPEC = dict(depths=[1, 2], widths=[16, 24], group_widths=8, se_ratio=0.25, stem_width=8, num_classes=10)
 BACKENDS = ["auto", "triton"]
-
-
-def _twins(se_ratio=0.25, seed=0):
-    """(torchvision model, fastregnet model) with identical weights and randomized BN statistics."""
-    from torchvision.models.regnet import BlockParams
-    from torchvision.models.regnet import RegNet as TorchvisionRegNet
-
-    spec = dict(SPEC, se_ratio=se_ratio)
-    n = len(spec["depths"])
-    params = BlockParams(spec["depths"], spec["widths"], [spec["group_widths"]] * n, [1.0] * n, [2] * n, se_ratio)
-    torch.manual_seed(seed)
-    tv = TorchvisionRegNet(params, num_classes=spec["num_classes"], stem_width=spec["stem_width"])
-    randomize_bn(tv, seed)
-    ours = fastregnet.RegNet(**spec)
-    ours.load_state_dict(tv.state_dict())
-    return tv.to(DEVICE), ours.to(DEVICE)
+_twins = torchvision_twins
 
 
 def _blocks(model):

@@ -98,10 +98,11 @@ def test_timm_style_api():
         pooled = model.forward_head(feats, pre_logits=True)
         assert pooled.shape == (2, 440)
         assert torch.allclose(model.forward_head(feats), model(x), atol=1e-6)
-        final, inter = model.forward_intermediates(x)
-        assert [f.shape[1] for f in inter] == [48, 104, 208, 440]
-        assert [f.shape[-1] for f in inter] == [16, 8, 4, 2]
-        assert [i["num_chs"] for i in model.feature_info] == [48, 104, 208, 440]
+        final, inter = model.forward_intermediates(x)  # timm's five levels: the stem, then each stage
+        assert [f.shape[1] for f in inter] == [32, 48, 104, 208, 440]
+        assert [f.shape[-1] for f in inter] == [32, 16, 8, 4, 2]
+        assert [i["num_chs"] for i in model.feature_info] == [32, 48, 104, 208, 440]
+        assert [i["reduction"] for i in model.feature_info] == [2, 4, 8, 16, 32]
         assert torch.equal(final, feats)
         last2 = model.forward_intermediates(x, indices=2, intermediates_only=True)
         assert [f.shape[1] for f in last2] == [208, 440]
