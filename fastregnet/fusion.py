@@ -6,9 +6,9 @@ would. That is only the modules' computation when each child is *exactly* the ty
 implements and nothing observes the skipped calls. So a path is taken only if:
 
 - every module it skips is exactly nn.Conv2d (no bias, square kernel and stride, padding k // 2, dilation 1, zero
-  padding), nn.BatchNorm2d with affine parameters, nn.ReLU, nn.Sigmoid, nn.AdaptiveAvgPool2d(1), or one of
-  fastregnet's own containers (`fastregnet.layers`) -- a subclass, a parametrized conv, nn.SyncBatchNorm, a
-  frozen BN, GroupNorm, Identity, SiLU or any wrapper fails this;
+  padding), nn.BatchNorm2d with affine parameters or torchvision's FrozenBatchNorm2d (an eval BN in every mode),
+  nn.ReLU, nn.Sigmoid, nn.AdaptiveAvgPool2d(1), or one of fastregnet's own containers (`fastregnet.layers`) -- a
+  subclass, a parametrized conv, nn.SyncBatchNorm, GroupNorm, Identity, SiLU or any wrapper fails this;
 - none of them has a forward hook, forward pre-hook or backward hook, or a `forward` set on the instance, and no
   global module hook is registered (torch.nn.modules.module.register_module_forward_hook and friends);
 - the input's dtype matches the weights' (or autocast is on), and the input is not empty.
@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn.modules import module as _nn_module
 
-__all__ = ["explain_fusion", "conv_norm_act_reason", "squeeze_excitation_reason", "block_reason",
+__all__ = ["explain_fusion", "is_frozen_batch_norm", "conv_norm_act_reason", "squeeze_excitation_reason", "block_reason",
            "block_tail_reason", "input_reason", "global_hooks_reason"]
 
 _LAYERS_MODULE = __name__.rsplit(".", 1)[0] + ".layers"
@@ -58,6 +58,25 @@ def _own_container_reason(m: nn.Module, class_name: str, role: str) -> str | Non
     return None
 
 
+def is_frozen_batch_norm(m: nn.Module) -> bool:
+    """Exactly torchvision.ops.misc.FrozenBatchNorm2d (checked by name: torchvision need not be installed). Its
+    forward is x * scale + (bias - running_mean * scale), scale = weight * rsqrt(running_var + eps): the eval BN
+    the fused paths fold."""
+    cls = type(m)
+    return cls.__name__ == "FrozenBatchNorm2d" and cls.__module__ == "torchvision.ops.misc"
+
+
+def _norm_reason(bn: nn.Module) -> str | None:
+    if is_frozen_batch_norm(bn):
+        return "norm has hooks or an instance forward" if _observed(bn) else None
+    reason = _skip_reason(bn, nn.BatchNorm2d, "norm")
+    if reason is not None:
+        return reason
+    if bn.weight is None or bn.bias is None:
+        return "norm has no affine parameters (affine=False)"
+    return None
+
+
 def global_hooks_reason() -> str | None:
     if any(_GLOBAL_HOOK_DICTS):
         return "global module hooks are registered"
@@ -79,18 +98,17 @@ def _conv_reason(conv: nn.Module, role: str) -> str | None:
 
 
 def conv_norm_act_reason(part: nn.Sequential) -> str | None:
-    """Children of a conv-norm-act part: 0 a plain conv, 1 an affine nn.BatchNorm2d, optional 2 an nn.ReLU."""
+    """Children of a conv-norm-act part: 0 a plain conv, 1 an affine nn.BatchNorm2d or a FrozenBatchNorm2d,
+    optional 2 an nn.ReLU."""
     children = tuple(part._modules.values())  # (Sequential indexing walks an iterator: this runs every call)
     if len(children) not in (2, 3):
         return f"has {len(children)} children, not conv, norm[, ReLU]"
     conv, bn = children[0], children[1]
-    reason = _conv_reason(conv, "conv") or _skip_reason(bn, nn.BatchNorm2d, "norm")
+    reason = _conv_reason(conv, "conv") or _norm_reason(bn)
     if reason is not None:
         return reason
-    if bn.weight is None or bn.bias is None:
-        return "norm has no affine parameters (affine=False)"
-    if bn.num_features != conv.out_channels:
-        return f"norm has {bn.num_features} features for {conv.out_channels} conv channels"
+    if bn.weight.shape[0] != conv.out_channels:
+        return f"norm has {bn.weight.shape[0]} features for {conv.out_channels} conv channels"
     if len(children) == 3:
         return _skip_reason(children[2], nn.ReLU, "activation")
     return None

@@ -8,7 +8,7 @@ Every part keeps torchvision's children (so state_dict keys and forward hooks ar
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -44,22 +44,31 @@ class NotScriptable:
             f"torch.compile (both supported), or with torch.jit.trace.")
 
 
+def default_norm_layer(num_features: int) -> nn.Module:
+    """torchvision's RegNet norm: BatchNorm2d(eps=1e-5, momentum=0.1)."""
+    return nn.BatchNorm2d(num_features, eps=1e-5, momentum=0.1)
+
+
 class ConvNormActivation(NotScriptable, nn.Sequential):
-    """conv (no bias) -> BatchNorm2d -> optional ReLU; children named 0, 1, 2 as torchvision's Conv2dNormActivation.
+    """conv (no bias) -> norm -> optional activation; children named 0, 1, 2 as torchvision's
+    Conv2dNormActivation. The norm is `norm_layer(out_channels)` (BatchNorm2d by default) and the activation
+    `activation_layer(inplace=True)` (ReLU by default, None for none).
 
     When `fastregnet.fusion` allows it (plain children, no hooks), runs as one fused op: with batch statistics the
-    conv + BN (+ ReLU) training op; in eval the conv with BN folded into its weight and bias, folded afresh on every
-    call from the live parameters and running statistics (nothing cached, so nothing can go stale). Otherwise the
-    children's own forward, in order, as torchvision.
+    conv + BN (+ ReLU) training op; in eval, or with torchvision's FrozenBatchNorm2d in any mode, the conv with the
+    norm folded into its weight and bias, folded afresh on every call from the live tensors (nothing cached, so
+    nothing can go stale). Otherwise the children's own forward, in order, as torchvision.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1,
-                 activation: bool = True):
+                 activation_layer: Callable[..., nn.Module] | None = nn.ReLU,
+                 norm_layer: Callable[..., nn.Module] | None = None):
+        norm_layer = norm_layer or default_norm_layer
         layers = [nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, groups=groups,
                             bias=False),
-                  nn.BatchNorm2d(out_channels, eps=1e-5, momentum=0.1)]
-        if activation:
-            layers.append(nn.ReLU(inplace=True))
+                  norm_layer(out_channels)]
+        if activation_layer is not None:
+            layers.append(activation_layer(inplace=True))
         super().__init__(*layers)
 
     @property
@@ -74,8 +83,10 @@ class ConvNormActivation(NotScriptable, nn.Sequential):
 
     @property
     def uses_batch_stats(self) -> bool:
-        """nn.BatchNorm2d's rule for normalizing with batch statistics."""
+        """nn.BatchNorm2d's rule for normalizing with batch statistics (a frozen BN never does)."""
         bn = self[1]
+        if fusion.is_frozen_batch_norm(bn):
+            return False
         return bn.training or bn.running_mean is None
 
     def fusion_reason(self) -> str | None:
@@ -128,12 +139,13 @@ class SqueezeExcitation(NotScriptable, nn.Module):
     Called on its own it runs its children (the math is PyTorch's either way); the fused block paths read its fc
     weights when `fastregnet.fusion` allows."""
 
-    def __init__(self, input_channels: int, squeeze_channels: int):
+    def __init__(self, input_channels: int, squeeze_channels: int,
+                 activation: Callable[..., nn.Module] = nn.ReLU):
         super().__init__()
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc1 = nn.Conv2d(input_channels, squeeze_channels, 1)
         self.fc2 = nn.Conv2d(squeeze_channels, input_channels, 1)
-        self.activation = nn.ReLU()
+        self.activation = activation()
         self.scale_activation = nn.Sigmoid()
 
     def params(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -159,17 +171,19 @@ class BottleneckTransform(NotScriptable, nn.Sequential):
     """a: 1x1 conv-BN-ReLU, b: 3x3 grouped conv-BN-ReLU (stride), se: optional SE, c: 1x1 conv-BN."""
 
     def __init__(self, width_in: int, width_out: int, stride: int, group_width: int, bottleneck_multiplier: float,
-                 se_ratio: float | None):
+                 se_ratio: float | None, norm_layer: Callable[..., nn.Module] | None = None,
+                 activation_layer: Callable[..., nn.Module] = nn.ReLU):
         w_b = int(round(width_out * bottleneck_multiplier))
         if w_b % group_width:
             raise ValueError(f"bottleneck width {w_b} is not divisible by group width {group_width}")
         layers = OrderedDict()
-        layers["a"] = ConvNormActivation(width_in, w_b, 1)
-        layers["b"] = ConvNormActivation(w_b, w_b, 3, stride=stride, groups=w_b // group_width)
+        layers["a"] = ConvNormActivation(width_in, w_b, 1, activation_layer=activation_layer, norm_layer=norm_layer)
+        layers["b"] = ConvNormActivation(w_b, w_b, 3, stride=stride, groups=w_b // group_width,
+                                         activation_layer=activation_layer, norm_layer=norm_layer)
         if se_ratio:
             # SE width from the block's INPUT width, as pycls, torchvision and timm do.
-            layers["se"] = SqueezeExcitation(w_b, int(round(se_ratio * width_in)))
-        layers["c"] = ConvNormActivation(w_b, width_out, 1, activation=False)
+            layers["se"] = SqueezeExcitation(w_b, int(round(se_ratio * width_in)), activation_layer)
+        layers["c"] = ConvNormActivation(w_b, width_out, 1, activation_layer=None, norm_layer=norm_layer)
         super().__init__(layers)
 
 
@@ -205,13 +219,17 @@ class ResBottleneckBlock(NotScriptable, nn.Module):
     """
 
     def __init__(self, width_in: int, width_out: int, stride: int, group_width: int = 1,
-                 bottleneck_multiplier: float = 1.0, se_ratio: float | None = None, drop_path_rate: float = 0.0):
+                 bottleneck_multiplier: float = 1.0, se_ratio: float | None = None, drop_path_rate: float = 0.0,
+                 norm_layer: Callable[..., nn.Module] | None = None,
+                 activation_layer: Callable[..., nn.Module] = nn.ReLU):
         super().__init__()
         self.proj = None
         if width_in != width_out or stride != 1:
-            self.proj = ConvNormActivation(width_in, width_out, 1, stride=stride, activation=False)
-        self.f = BottleneckTransform(width_in, width_out, stride, group_width, bottleneck_multiplier, se_ratio)
-        self.activation = nn.ReLU(inplace=True)
+            self.proj = ConvNormActivation(width_in, width_out, 1, stride=stride, activation_layer=None,
+                                           norm_layer=norm_layer)
+        self.f = BottleneckTransform(width_in, width_out, stride, group_width, bottleneck_multiplier, se_ratio,
+                                     norm_layer, activation_layer)
+        self.activation = activation_layer(inplace=True)
         if drop_path_rate > 0.0:  # only then: at 0 the module tree stays torchvision's
             self.drop_path = DropPath(drop_path_rate)
 
@@ -279,12 +297,14 @@ class AnyStage(NotScriptable, nn.Sequential):
 
     def __init__(self, width_in: int, width_out: int, stride: int, depth: int, group_width: int,
                  bottleneck_multiplier: float, se_ratio: float | None, stage_index: int,
-                 drop_path_rates: Sequence[float] | None = None):
+                 drop_path_rates: Sequence[float] | None = None, norm_layer: Callable[..., nn.Module] | None = None,
+                 activation_layer: Callable[..., nn.Module] = nn.ReLU):
         super().__init__()
         rates = [0.0] * depth if drop_path_rates is None else list(drop_path_rates)
         for i in range(depth):
             block = ResBottleneckBlock(width_in if i == 0 else width_out, width_out, stride if i == 0 else 1,
-                                       group_width, bottleneck_multiplier, se_ratio, rates[i])
+                                       group_width, bottleneck_multiplier, se_ratio, rates[i], norm_layer,
+                                       activation_layer)
             self.add_module(f"block{stage_index}-{i}", block)
         self.grad_checkpointing = False
 
@@ -297,7 +317,8 @@ class AnyStage(NotScriptable, nn.Sequential):
 
 
 class SimpleStemIN(ConvNormActivation):
-    """The stem: 3x3 stride-2 conv, BN, ReLU."""
+    """The stem: 3x3 stride-2 conv, norm, activation."""
 
-    def __init__(self, width_in: int, width_out: int):
-        super().__init__(width_in, width_out, 3, stride=2)
+    def __init__(self, width_in: int, width_out: int, norm_layer: Callable[..., nn.Module] | None = None,
+                 activation_layer: Callable[..., nn.Module] = nn.ReLU):
+        super().__init__(width_in, width_out, 3, stride=2, activation_layer=activation_layer, norm_layer=norm_layer)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -39,6 +39,10 @@ class RegNet(NotScriptable, nn.Module):
     on the pooled features before the classifier (training only); `drop_path_rate`, stochastic depth with timm's
     linear rule over blocks; `zero_init_last`, every block's last BN gamma starts at 0, so each block begins as
     its shortcut.
+
+    torchvision's `norm_layer` (default BatchNorm2d(eps=1e-5, momentum=0.1); e.g. nn.SyncBatchNorm, or
+    torchvision.ops.misc.FrozenBatchNorm2d, which runs fused as an eval BN in every mode) and `activation`
+    (default nn.ReLU) build every norm and activation, as in torchvision's RegNet.
     """
 
     def __init__(self, block_params: RegNetParams | None = None, num_classes: int = 1000, *,
@@ -46,7 +50,8 @@ class RegNet(NotScriptable, nn.Module):
                  group_widths: int | Sequence[int] = 1, bottleneck_multipliers: float | Sequence[float] = 1.0,
                  strides: int | Sequence[int] = 2, se_ratio: float | None = None, stem_width: int = 32,
                  in_chans: int = 3, global_pool: str = "avg", drop_rate: float = 0.0, drop_path_rate: float = 0.0,
-                 zero_init_last: bool = False):
+                 zero_init_last: bool = False, norm_layer: Callable[..., nn.Module] | None = None,
+                 activation: Callable[..., nn.Module] | None = None):
         super().__init__()
         if block_params is None:
             if depths is None or widths is None:
@@ -64,11 +69,13 @@ class RegNet(NotScriptable, nn.Module):
         self.block_params = block_params
         self.num_classes = num_classes
         self.in_channels = check_int("in_chans", in_chans, minimum=1)
-        self.stem = SimpleStemIN(self.in_channels, block_params.stem_width)
+        activation = activation or nn.ReLU
+        self.stem = SimpleStemIN(self.in_channels, block_params.stem_width, norm_layer, activation)
         stages, width = [], block_params.stem_width
         rates = drop_path_rates(self.drop_path_rate, block_params.depths)
         for i, (d, w, g, b, s) in enumerate(block_params.stage_params()):
-            stages.append((f"block{i + 1}", AnyStage(width, w, s, d, g, b, block_params.se_ratio, i + 1, rates[i])))
+            stages.append((f"block{i + 1}", AnyStage(width, w, s, d, g, b, block_params.se_ratio, i + 1, rates[i],
+                                                     norm_layer, activation)))
             width = w
         self.trunk_output = nn.Sequential(OrderedDict(stages))
         self.num_features = self.head_hidden_size = width
@@ -100,7 +107,7 @@ class RegNet(NotScriptable, nn.Module):
             if isinstance(m, nn.Conv2d):
                 fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
                 nn.init.normal_(m.weight, mean=0.0, std=math.sqrt(2.0 / fan_out))
-            elif isinstance(m, nn.BatchNorm2d):
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):  # torchvision's list
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):
