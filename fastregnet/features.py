@@ -81,9 +81,9 @@ class RegNetFeatures(nn.Module):
     state_dict is the classifier's without the head and the stages after the last selected level; the blocks run
     fused exactly as in the full model."""
 
-    def __init__(self, model: nn.Module, out_indices: Sequence[int] = (0, 1, 2, 3, 4)):
+    def __init__(self, model: nn.Module, out_indices: int | Sequence[int] = (0, 1, 2, 3, 4)):
         super().__init__()
-        taken, last = feature_take_indices(len(model.feature_info), list(out_indices))
+        taken, last = feature_take_indices(len(model.feature_info), out_indices)
         self.out_indices = tuple(taken)
         self.in_channels = model.in_channels
         self.block_params = model.block_params
@@ -93,6 +93,7 @@ class RegNetFeatures(nn.Module):
         for name, stage in list(model.trunk_output.named_children())[:last]:
             self.trunk_output.add_module(name, stage)
         self.feature_info = FeatureInfo(model.feature_info, self.out_indices)
+        self.pretrained_cfg = self.default_cfg = model.pretrained_cfg
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(prepare_images(x, self))

@@ -106,6 +106,8 @@ def test_features_only(name):
     assert [o.shape[1] for o in outs] == feat.feature_info.channels()
     for o, e in zip(outs, expected):
         assert torch.equal(o, e)
+    assert feat.pretrained_cfg["architecture"] == name
+    assert fastregnet.create_model(name, features_only=True, out_indices=2).out_indices == (3, 4)  # the last 2
     some = fastregnet.create_model(name, features_only=True, out_indices=(1, 3))
     assert some.feature_info.channels() == [full.feature_info[1]["num_chs"], full.feature_info[3]["num_chs"]]
     assert len(some.trunk_output) == 3  # stage 4 is not built into the body
