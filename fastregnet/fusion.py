@@ -132,8 +132,8 @@ def squeeze_excitation_reason(se: nn.Module) -> str | None:
 
 
 def block_tail_reason(block: nn.Module) -> str | None:
-    """What the block's training path skips: f's own forward, SE, conv c's part and the final ReLU (f.a, f.b and
-    the projection it still calls as modules, so each of those decides for itself)."""
+    """What the block's training path skips: f's own forward, SE, conv c's part, the drop path and the final ReLU
+    (f.a, f.b and the projection it still calls as modules, so each of those decides for itself)."""
     reason = global_hooks_reason() or _skip_reason(block.activation, nn.ReLU, "activation")
     if reason is not None:
         return reason
@@ -145,6 +145,8 @@ def block_tail_reason(block: nn.Module) -> str | None:
     if names not in (("a", "b", "se", "c"), ("a", "b", "c")):
         return f"f has children {names}, not a, b, [se,] c"
     reason = _part_reason(f.c, "f.c", activation=False, kernel=1)
+    if reason is None and "drop_path" in block._modules:
+        reason = _own_container_reason(block.drop_path, "DropPath", "drop_path")
     if reason is None and "se" in f._modules:
         reason = _own_container_reason(f.se, "SqueezeExcitation", "f.se") or squeeze_excitation_reason(f.se)
     return reason

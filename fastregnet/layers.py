@@ -210,7 +210,8 @@ class DropPath(NotScriptable, nn.Module):
 class ResBottleneckBlock(NotScriptable, nn.Module):
     """out = relu(proj(x) + f(x)) or relu(x + f(x)); proj is a 1x1 strided conv-BN when the width or resolution
     changes. With drop_path_rate > 0 (timm's stochastic depth; torchvision has none), training drops whole samples'
-    f(x), scaling the kept ones by 1 / (1 - rate).
+    f(x), scaling the kept ones by 1 / (1 - rate); the fused training path applies the factors in conv c's BN
+    epilogue and backward.
 
     With plain children and no hooks (`fastregnet.fusion.block_reason`), the block runs fused: in eval with
     gradients off as one op (4 Triton launches with SE); in training (`block_tail_reason`) with SE, conv c, BN, the
@@ -257,18 +258,23 @@ class ResBottleneckBlock(NotScriptable, nn.Module):
         if (not torch.is_grad_enabled() and not torch.jit.is_tracing() and self.fusion_reason() is None
                 and not any(p.uses_batch_stats for p in parts)):
             return self._forward_inference(x)
-        dropping = "drop_path" in self._modules and self.drop_path.training
-        if fusion.block_tail_reason(self) is not None or not f.c.uses_batch_stats or dropping:
+        if fusion.block_tail_reason(self) is not None or not f.c.uses_batch_stats:
             return self.forward_modules(x)
         # torchvision's order: the projection first, then f; f.a, f.b and proj are called as modules.
         shortcut = x if self.proj is None else self.proj(x)
         y = f.b(f.a(x))
-        # SE, conv c, BN, residual add and ReLU as one op (on Triton: one custom op, and one for its backward)
+        # SE, conv c, BN, drop path, residual add and ReLU as one op (on Triton: one custom op, and one for its
+        # backward). The drop-path factors are drawn where the module path draws them (after f), so a seed gives
+        # both paths the same mask.
+        drop = self._modules.get("drop_path")
+        sample_scale = None
+        if drop is not None and drop.training:
+            sample_scale = stochastic_depth.keep_scale(y.shape[0], drop.rate, y)
         se = self._se_params()
         conv, bn = f.c[0], f.c[1]
         running_mean, running_var, momentum = f.c.running_update()
         return ops.se_conv_bn_add_relu_train(y, se, conv.weight, bn.weight, bn.bias, running_mean, running_var,
-                                             momentum, bn.eps, shortcut)
+                                             momentum, bn.eps, shortcut, sample_scale)
 
     def forward_modules(self, x: torch.Tensor) -> torch.Tensor:
         """torchvision's ResBottleneckBlock.forward: every child called through its own forward (and hooks)."""

@@ -232,11 +232,12 @@ def _(x, weight, bn, eps, relu, gate, shortcut, x2, weight2, bn2, eps2, stride2)
 def _pointwise_conv_bn_train_op(x: Tensor, weight: Tensor, gamma: Tensor, beta: Tensor, eps: float, stride: int,
                                 relu: bool, shortcut: Optional[Tensor], fc1_weight: Optional[Tensor],
                                 fc1_bias: Optional[Tensor], fc2_weight: Optional[Tensor],
-                                fc2_bias: Optional[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
-                                                                     Tensor, Tensor]:
-    """(out, y, mean, var, invstd, gate, pooled, hidden) of out = act(bn(conv1x1(x * gate, stride)) + shortcut),
-    BN with batch statistics. gate = SE(x) when the fc weights are given (pooled and hidden are its saved
-    intermediates), else the last three are empty."""
+                                fc2_bias: Optional[Tensor], sample_scale: Optional[Tensor] = None
+                                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(out, y, mean, var, invstd, gate, pooled, hidden) of out = act(bn(conv1x1(x * gate, stride)) * s + shortcut),
+    BN with batch statistics, s the per-image stochastic-depth factors (sample_scale, with a shortcut) or 1. gate =
+    SE(x) when the fc weights are given (pooled and hidden are its saved intermediates), else the last three are
+    empty."""
     from .kernels.pointwise_conv import pointwise_conv_train_fwd
     from .kernels.squeeze_excite import se_excite, se_squeeze
 
@@ -245,12 +246,14 @@ def _pointwise_conv_bn_train_op(x: Tensor, weight: Tensor, gamma: Tensor, beta: 
         sq_part, blocks_per_image = se_squeeze(x)
         gate, pooled, hidden = se_excite(sq_part, blocks_per_image, x.shape[2] * x.shape[3], fc1_weight, fc1_bias,
                                          fc2_weight, fc2_bias, saved=True)
-    out, y, mean, var, invstd = pointwise_conv_train_fwd(x, weight, gamma, beta, eps, stride, relu, gate, shortcut)
+    out, y, mean, var, invstd = pointwise_conv_train_fwd(x, weight, gamma, beta, eps, stride, relu, gate, shortcut,
+                                                         sample_scale)
     return out, y, mean, var, invstd, *(t if t is not None else _absent(x) for t in (gate, pooled, hidden))
 
 
 @_pointwise_conv_bn_train_op.register_fake
-def _(x, weight, gamma, beta, eps, stride, relu, shortcut, fc1_weight, fc1_bias, fc2_weight, fc2_bias):
+def _(x, weight, gamma, beta, eps, stride, relu, shortcut, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
+      sample_scale=None):
     n, _, ho, wo = _out_shape(x, stride)
     c = weight.shape[0]
     vec = [x.new_empty(c, dtype=torch.float32) for _ in range(3)]
@@ -268,7 +271,8 @@ def _(x, weight, gamma, beta, eps, stride, relu, shortcut, fc1_weight, fc1_bias,
 def _pointwise_conv_bn_bwd_op(grad_out: Tensor, x: Tensor, weight: Tensor, y: Tensor, out: Optional[Tensor],
                               mean: Tensor, invstd: Tensor, gamma: Tensor, beta: Tensor, stride: int, relu: bool,
                               gate: Optional[Tensor], pooled: Optional[Tensor], hidden: Optional[Tensor],
-                              fc1_weight: Optional[Tensor], fc2_weight: Optional[Tensor]
+                              fc1_weight: Optional[Tensor], fc2_weight: Optional[Tensor],
+                              sample_scale: Optional[Tensor] = None
                               ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(grad_x, grad_weight, grad_gamma, grad_beta, grad_shortcut, grad fc1 weight, fc1 bias, fc2 weight, fc2 bias);
     `out` is given when the forward had a shortcut, the SE tensors when it had SE; absent grads are empty."""
@@ -276,14 +280,14 @@ def _pointwise_conv_bn_bwd_op(grad_out: Tensor, x: Tensor, weight: Tensor, y: Te
 
     se = (pooled, hidden, fc1_weight, fc2_weight) if gate is not None else None
     gx, gw, dgamma, dbeta, g_shortcut, se_grads = pointwise_conv_bwd(grad_out, x, weight, y, out, mean, invstd, gamma,
-                                                                     beta, stride, relu, gate, se)
+                                                                     beta, stride, relu, gate, se, sample_scale)
     se_grads = se_grads if se_grads is not None else [_absent(x) for _ in range(4)]
     return gx, gw, dgamma, dbeta, g_shortcut if g_shortcut is not None else _absent(x), *se_grads
 
 
 @_pointwise_conv_bn_bwd_op.register_fake
 def _(grad_out, x, weight, y, out, mean, invstd, gamma, beta, stride, relu, gate, pooled, hidden, fc1_weight,
-      fc2_weight):
+      fc2_weight, sample_scale=None):
     c = weight.shape[0]
     f32 = dict(dtype=torch.float32)
     g_shortcut = _empty_nhwc(y.shape, y) if out is not None else _absent(x)
@@ -297,27 +301,28 @@ def _(grad_out, x, weight, y, out, mean, invstd, gamma, beta, stride, relu, gate
 
 
 def _pointwise_train_setup(ctx, inputs, output):
-    x, weight, gamma, beta, eps, stride, relu, shortcut, fc1_weight, fc1_bias, fc2_weight, fc2_bias = inputs
+    x, weight, gamma, beta, eps, stride, relu, shortcut, fc1_weight, fc1_bias, fc2_weight, fc2_bias, sample_scale = inputs
     out, y, mean, var, invstd, gate, pooled, hidden = output
     ctx.mark_non_differentiable(y, mean, var, invstd, gate, pooled, hidden)
     has_se = fc1_weight is not None
     # Saved: the input, weight, pre-BN y and per-channel statistics; the output only when a shortcut makes it the
     # ReLU mask (it is the next block's input, kept alive anyway); the SE's per-image vectors.
     ctx.save_for_backward(x, weight, y, out if shortcut is not None else None, mean, invstd, gamma, beta,
-                          *((gate, pooled, hidden, fc1_weight, fc2_weight) if has_se else (None,) * 5))
+                          *((gate, pooled, hidden, fc1_weight, fc2_weight) if has_se else (None,) * 5), sample_scale)
     ctx.conf = (stride, relu, shortcut is not None, has_se,
                 tuple(t.dtype for t in (fc1_weight, fc1_bias, fc2_weight, fc2_bias)) if has_se else None)
 
 
 def _pointwise_train_backward(ctx, grad_out, *_unused):
-    x, weight, y, out, mean, invstd, gamma, beta, gate, pooled, hidden, fc1_weight, fc2_weight = ctx.saved_tensors
+    (x, weight, y, out, mean, invstd, gamma, beta, gate, pooled, hidden, fc1_weight, fc2_weight,
+     sample_scale) = ctx.saved_tensors
     stride, relu, residual, has_se, se_dtypes = ctx.conf
     gx, gw, dgamma, dbeta, g_shortcut, *se_grads = torch.ops.fastregnet.pointwise_conv_bn_bwd(
         grad_out, x, weight, y, out, mean, invstd, gamma, beta, stride, relu, gate, pooled, hidden, fc1_weight,
-        fc2_weight)
+        fc2_weight, sample_scale)
     se_grads = [g.to(dt) for g, dt in zip(se_grads, se_dtypes)] if has_se else [None] * 4
     return (gx, gw, dgamma.to(gamma.dtype), dbeta.to(beta.dtype), None, None, None,
-            g_shortcut if residual else None, *se_grads)
+            g_shortcut if residual else None, *se_grads, None)
 
 
 _pointwise_conv_bn_train_op.register_autograd(_pointwise_train_backward, setup_context=_pointwise_train_setup)
@@ -443,9 +448,11 @@ def conv_bn_act_train(x: Tensor, weight: Tensor, bn_weight: Tensor, bn_bias: Ten
 
 def se_conv_bn_add_relu_train(x: Tensor, se: tuple | None, weight: Tensor, bn_weight: Tensor, bn_bias: Tensor,
                               running_mean: Optional[Tensor], running_var: Optional[Tensor], momentum: float,
-                              eps: float, shortcut: Tensor) -> Tensor:
-    """The tail of a residual block in training: relu(bn(conv1x1(SE(x))) + shortcut), BN with batch statistics
-    (running stats updated in place), se = (fc1_w, fc1_b, fc2_w, fc2_b) or None.
+                              eps: float, shortcut: Tensor, sample_scale: Optional[Tensor] = None) -> Tensor:
+    """The tail of a residual block in training: relu(bn(conv1x1(SE(x))) * s + shortcut), BN with batch statistics
+    (running stats updated in place), se = (fc1_w, fc1_b, fc2_w, fc2_b) or None, s the per-image stochastic-depth
+    factors `sample_scale` (N,) or 1 (timm's DropPath on the branch; on Triton applied in the BN epilogue and its
+    backward kernels, no extra pass).
 
     On the Triton path one op: SE squeeze and excitation, the GEMM with the gate applied to its input tiles and the
     statistics epilogue, and BN + residual + ReLU in one pass; its backward runs the SE backward between conv c's
@@ -453,12 +460,15 @@ def se_conv_bn_add_relu_train(x: Tensor, se: tuple | None, weight: Tensor, bn_we
     if use_triton(x, *_pointwise_supported(x, weight, 1)):
         x, weight = _autocast(x, weight)
         out, _, mean, var, *_ = torch.ops.fastregnet.pointwise_conv_bn_train(
-            x, weight, bn_weight, bn_bias, eps, 1, True, shortcut.to(x.dtype), *(se if se is not None else [None] * 4))
+            x, weight, bn_weight, bn_bias, eps, 1, True, shortcut.to(x.dtype), *(se if se is not None else [None] * 4),
+            sample_scale)
         _update_running(running_mean, running_var, mean, var, out, momentum)
         return out
     if se is not None:
         x = ref.squeeze_excite_ref(x, *se)
     y = ref.conv_bn_act_train_ref(x, weight, bn_weight, bn_bias, running_mean, running_var, momentum, eps, 1, 1, False)
+    if sample_scale is not None:
+        y = y * sample_scale.to(y.dtype).view(-1, 1, 1, 1)
     return ref.add_relu_ref(y, shortcut)
 
 

@@ -100,12 +100,16 @@ def zoo_variants(group_widths, candidates: bool = False) -> list[tuple]:
     return list(seen.values())
 
 
-def compile_all(group_widths, archs=(80, 90), fp32_archs=(80, 90), candidates: bool = False) -> list[dict]:
+def compile_all(group_widths, archs=(80, 90), fp32_archs=(80, 90), candidates: bool = False,
+                kernels: tuple[str, ...] | None = None) -> list[dict]:
     """compile_variant for every zoo variant and arch (fp32 variants only on `fp32_archs`; candidates=True: the
-    whole grouped-conv tuning space); a variant that fails to compile gets an "error" entry."""
+    whole grouped-conv tuning space; `kernels`: only the kernels of those function names); a variant that fails
+    to compile gets an "error" entry."""
     rows = []
     for arch in archs:
         for kernel, sig, ce, warps, gw in zoo_variants(group_widths, candidates):
+            if kernels is not None and kernel.fn.__name__ not in kernels:
+                continue
             dtype = next(iter(sig.values()))
             if dtype == "*fp32" and _has_storage_variants(kernel) and arch not in fp32_archs:
                 continue

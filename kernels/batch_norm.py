@@ -133,20 +133,25 @@ def _bn_act_apply_kernel(
     Out,  # (M, C) out: relu(gamma * (y - mean) * invstd + beta [+ shortcut])
     Shortcut,  # (M, C) residual added before the ReLU, read when HAS_SHORTCUT
     Mean, Invstd, Gamma, Beta,  # (C,) fp32 per-channel statistics and affine parameters
-    M, C,  # rows, channels
+    SampleScale,  # (images,) fp32 stochastic-depth factors on bn(y) (0 or 1 / keep), read when DROP_PATH
+    M, C, HW,  # rows, channels, rows per image
     HAS_SHORTCUT: tl.constexpr,  # add the residual (the block's last BN: out = relu(bn(y) + shortcut))
     RELU: tl.constexpr,  # apply ReLU
+    DROP_PATH: tl.constexpr,  # scale each image's bn(y) before the shortcut add (timm's drop_path)
     BLOCK_M: tl.constexpr,  # rows per program
     BLOCK_C: tl.constexpr,  # channels per program
 ):
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = offs_c < C
-    mask = (offs_m < M)[:, None] & c_ok[None, :]
+    m_ok = offs_m < M
+    mask = m_ok[:, None] & c_ok[None, :]
     off = offs_m.to(tl.int64)[:, None] * C + offs_c[None, :]
     scale = tl.load(Gamma + offs_c, mask=c_ok, other=0.0) * tl.load(Invstd + offs_c, mask=c_ok, other=0.0)
     shift = tl.load(Beta + offs_c, mask=c_ok, other=0.0) - tl.load(Mean + offs_c, mask=c_ok, other=0.0) * scale
     z = tl.load(Y + off, mask=mask, other=0.0).to(tl.float32) * scale[None, :] + shift[None, :]
+    if DROP_PATH:
+        z *= tl.load(SampleScale + offs_m // HW, mask=m_ok, other=0.0)[:, None]
     if HAS_SHORTCUT:
         z += tl.load(Shortcut + off, mask=mask, other=0.0).to(tl.float32)
     if RELU:
@@ -156,18 +161,19 @@ def _bn_act_apply_kernel(
 
 @triton.jit
 def _grad_y(GO, S, Out, off, mask, mean, invstd, gamma, beta, dbeta_m, dgamma_m, TRAIN: tl.constexpr,
-            RELU: tl.constexpr, RESIDUAL: tl.constexpr):
+            RELU: tl.constexpr, RESIDUAL: tl.constexpr, row_scale):
     """gy (fp32) for a tile: grad of the conv output, from grad_out and the saved tensor S.
 
     TRAIN: S is the pre-BN y; gy = gamma*invstd*(gz - dbeta/M - xhat*dgamma/M), gz = go*(z>0) (dbeta_m, dgamma_m
-    are dbeta/M and dgamma/M); with RESIDUAL the ReLU mask is (Out > 0), since z also held the shortcut.
+    are dbeta/M and dgamma/M); with RESIDUAL the ReLU mask is (Out > 0), since z also held the shortcut, and gz is
+    multiplied by row_scale, each row's stochastic-depth factor ((BLOCK_M, 1), or 1.0 without drop path).
     Eval: S is the activation out; gy = go * (out > 0)."""
     go = tl.load(GO + off, mask=mask, other=0.0).to(tl.float32)
     s = tl.load(S + off, mask=mask, other=0.0).to(tl.float32)
     if TRAIN:
         xhat = (s - mean[None, :]) * invstd[None, :]
         if RESIDUAL:
-            go = relu_grad(go, tl.load(Out + off, mask=mask, other=0.0))
+            go = relu_grad(go, tl.load(Out + off, mask=mask, other=0.0)) * row_scale
         elif RELU:
             go = relu_grad(go, xhat * gamma[None, :] + beta[None, :])
         gy = (gamma * invstd)[None, :] * (go - dbeta_m[None, :] - xhat * dgamma_m[None, :])
@@ -202,10 +208,12 @@ def _bn_act_bwd_reduce_kernel(
     Mean, Invstd, Gamma, Beta,  # (C,) fp32, read when TRAIN
     DBetaPart,  # (num_row_blocks, C) fp32 out: per-block sum of gz (the bias / beta grad)
     DGammaPart,  # (num_row_blocks, C) fp32 out: per-block sum of gz * xhat, written when TRAIN
-    M, C,  # rows, channels
+    SampleScale,  # (images,) fp32 stochastic-depth factors the forward applied to bn(y), read when DROP_PATH
+    M, C, HW,  # rows, channels, rows per image
     TRAIN: tl.constexpr,  # BN with batch statistics (else folded eval BN)
     RELU: tl.constexpr,  # the op applied ReLU
     RESIDUAL: tl.constexpr,  # the op added a shortcut before its ReLU (TRAIN only)
+    DROP_PATH: tl.constexpr,  # bn(y) was scaled per image before the shortcut add (RESIDUAL only)
     BLOCK_M: tl.constexpr,  # rows per program
     BLOCK_C: tl.constexpr,  # channels per program
 ):
@@ -213,7 +221,8 @@ def _bn_act_bwd_reduce_kernel(
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_ok = offs_c < C
-    mask = (offs_m < M)[:, None] & c_ok[None, :]
+    m_ok = offs_m < M
+    mask = m_ok[:, None] & c_ok[None, :]
     off = offs_m.to(tl.int64)[:, None] * C + offs_c[None, :]
     go = tl.load(GO + off, mask=mask, other=0.0).to(tl.float32)
     s = tl.load(S + off, mask=mask, other=0.0).to(tl.float32)
@@ -224,6 +233,8 @@ def _bn_act_bwd_reduce_kernel(
         if RESIDUAL:
             go = relu_grad(go, tl.load(Out + off, mask=mask, other=0.0))
             tl.store(GShortcut + off, go.to(GShortcut.dtype.element_ty), mask=mask)
+            if DROP_PATH:  # the shortcut's grad is gz; the BN's is gz times the image's factor
+                go *= tl.load(SampleScale + offs_m // HW, mask=m_ok, other=0.0)[:, None]
         elif RELU:
             gamma = tl.load(Gamma + offs_c, mask=c_ok, other=0.0)
             beta = tl.load(Beta + offs_c, mask=c_ok, other=0.0)
@@ -299,24 +310,30 @@ def bn_update_running_stats(running_mean: torch.Tensor, running_var: torch.Tenso
 
 
 def bn_act_apply(y: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
-                 relu: bool, shortcut: torch.Tensor | None = None) -> torch.Tensor:
-    """relu(gamma * (y - mean) * invstd + beta [+ shortcut]) for a channels_last (N, C, H, W) y."""
+                 relu: bool, shortcut: torch.Tensor | None = None,
+                 sample_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """relu(gamma * (y - mean) * invstd + beta [+ shortcut]) for a channels_last (N, C, H, W) y; with
+    sample_scale (N,) (stochastic depth, with a shortcut only) relu(scale[n] * bn(y) + shortcut)."""
     n, c, h, w = y.shape
     m = n * h * w
+    if sample_scale is not None and (shortcut is None or tuple(sample_scale.shape) != (n,)):
+        raise ValueError(f"bn_act_apply: sample_scale must be ({n},) and come with a shortcut")
     out = torch.empty_like(y, memory_format=torch.channels_last)
     grid = (triton.cdiv(m, BLOCK_M_ELEMENTWISE), triton.cdiv(c, BLOCK_C_ELEMENTWISE))
     _bn_act_apply_kernel[grid](y, out, nhwc(shortcut) if shortcut is not None else y, mean, invstd,
-                               gamma.float().contiguous(), beta.float().contiguous(), m, c,
-                               HAS_SHORTCUT=shortcut is not None, RELU=relu, BLOCK_M=BLOCK_M_ELEMENTWISE,
-                               BLOCK_C=BLOCK_C_ELEMENTWISE)
+                               gamma.float().contiguous(), beta.float().contiguous(),
+                               sample_scale.float().contiguous() if sample_scale is not None else mean, m, c, h * w,
+                               HAS_SHORTCUT=shortcut is not None, RELU=relu, DROP_PATH=sample_scale is not None,
+                               BLOCK_M=BLOCK_M_ELEMENTWISE, BLOCK_C=BLOCK_C_ELEMENTWISE)
     record(_bn_act_apply_kernel)
     return out
 
 
 def bn_act_bwd_reduce(grad_out: torch.Tensor, saved: torch.Tensor, mean, invstd, gamma, beta, train: bool,
-                      relu: bool, out: torch.Tensor | None = None):
+                      relu: bool, out: torch.Tensor | None = None, sample_scale: torch.Tensor | None = None):
     """(dbeta, dgamma or None, grad_shortcut or None): the per-channel sums of the BN backward (fp32). With `out`
-    (the op's output, TRAIN only) the op added a shortcut before its ReLU, and gz is also returned as its grad."""
+    (the op's output, TRAIN only) the op added a shortcut before its ReLU, and gz is also returned as its grad;
+    sample_scale (stochastic depth, with out only) scales each image's gz on the BN side."""
     n, c, h, w = saved.shape
     m = n * h * w
     f32 = dict(device=saved.device, dtype=torch.float32)
@@ -327,7 +344,9 @@ def bn_act_bwd_reduce(grad_out: torch.Tensor, saved: torch.Tensor, mean, invstd,
     g_shortcut = torch.empty_like(saved, memory_format=torch.channels_last) if residual else None
     _bn_act_bwd_reduce_kernel[(blocks, triton.cdiv(c, BLOCK_C_ELEMENTWISE))](
         grad_out, saved, out if residual else saved, g_shortcut if residual else saved, mean, invstd, gamma, beta,
-        dbeta_part, dgamma_part, m, c, TRAIN=train, RELU=relu, RESIDUAL=residual, BLOCK_M=BLOCK_M_ELEMENTWISE,
+        dbeta_part, dgamma_part, sample_scale.float().contiguous() if sample_scale is not None else mean, m, c,
+        h * w, TRAIN=train,
+        RELU=relu, RESIDUAL=residual, DROP_PATH=sample_scale is not None, BLOCK_M=BLOCK_M_ELEMENTWISE,
         BLOCK_C=BLOCK_C_ELEMENTWISE)
     record(_bn_act_bwd_reduce_kernel)
     return dbeta_part.sum(0), dgamma_part.sum(0) if train else None, g_shortcut
@@ -346,13 +365,18 @@ def batch_norm_variants(dtype: torch.dtype) -> list[tuple]:
     out.append((_running_stats_update_kernel, {"RunningMean": ty, "RunningVar": ty, "Mean": "*fp32", "Var": "*fp32",
                                                 "C": "i32", "momentum": "fp32", "unbiased": "fp32"},
                 dict(BLOCK_C=256), 4))
-    apply_sig = {"Y": ty, "Out": ty, "Shortcut": ty, **vec4, "M": "i32", "C": "i32"}
-    for shortcut, relu in ((False, True), (False, False), (True, True)):  # a/b, proj, c + residual
-        out.append((_bn_act_apply_kernel, apply_sig, dict(HAS_SHORTCUT=shortcut, RELU=relu, **tiles), 4))
+    apply_sig = {"Y": ty, "Out": ty, "Shortcut": ty, **vec4, "SampleScale": "*fp32", "M": "i32", "C": "i32",
+                 "HW": "i32"}
+    # a/b, proj, c + residual, c + residual + drop path
+    for shortcut, relu, drop in ((False, True, False), (False, False, False), (True, True, False), (True, True, True)):
+        out.append((_bn_act_apply_kernel, apply_sig, dict(HAS_SHORTCUT=shortcut, RELU=relu, DROP_PATH=drop, **tiles),
+                    4))
     reduce_sig = {"GO": ty, "S": ty, "Out": ty, "GShortcut": ty, **vec4, "DBetaPart": "*fp32", "DGammaPart": "*fp32",
-                  "M": "i32", "C": "i32"}
-    for train, relu, residual in ((False, True, False), (True, True, False), (True, False, False),
-                                  (True, True, True)):
-        out.append((_bn_act_bwd_reduce_kernel, reduce_sig, dict(TRAIN=train, RELU=relu, RESIDUAL=residual, **tiles),
+                  "SampleScale": "*fp32", "M": "i32", "C": "i32", "HW": "i32"}
+    for train, relu, residual, drop in ((False, True, False, False), (True, True, False, False),
+                                        (True, False, False, False), (True, True, True, False),
+                                        (True, True, True, True)):
+        out.append((_bn_act_bwd_reduce_kernel, reduce_sig, dict(TRAIN=train, RELU=relu, RESIDUAL=residual,
+                                                                DROP_PATH=drop, **tiles),
                     4))
     return out

@@ -201,7 +201,7 @@ def _grouped_conv_bwd_data_kernel(
         mean, invstd, gamma, beta, dbeta_m, dgamma_m = _load_channel_vectors(
             Mean, Invstd, Gamma, Beta, DBeta, DGamma, ch, C, inv_M, TRAIN)
         gy = _grad_y(GO, S, S, ((nb[:, None] * HO + ho) * WO + wo) * C + ch[None, :], ok, mean, invstd, gamma, beta,
-                     dbeta_m, dgamma_m, TRAIN, RELU, False)
+                     dbeta_m, dgamma_m, TRAIN, RELU, False, 1.0)
         b = tl.load(w_group + ((kh * 3 + kw) * GW + co)[:, None] * GW + local_n[None, :],
                     mask=k_ok[:, None] & n_ok[None, :], other=0.0)
         acc = tl.dot(gy.to(b.dtype), b, acc, input_precision=PRECISION)
@@ -256,7 +256,7 @@ def _grouped_conv_bwd_weight_kernel(
         ok = m_ok[:, None] & k_ok[None, :] & (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
         a = tl.load(X + ((nb[:, None] * H + hi) * W + wi) * C + (g * GW + ci)[None, :], mask=ok, other=0.0)
         gy = _grad_y(GO, S, S, offs_m.to(tl.int64)[:, None] * C + offs_n[None, :], m_ok[:, None] & n_ok[None, :],
-                     mean, invstd, gamma, beta, dbeta_m, dgamma_m, TRAIN, RELU, False)
+                     mean, invstd, gamma, beta, dbeta_m, dgamma_m, TRAIN, RELU, False, 1.0)
         acc = tl.dot(tl.trans(a), gy.to(a.dtype), acc, input_precision=PRECISION)
     out = GWPart + (split.to(tl.int64) * C + g * GW) * K
     tl.store(out + offs_k[:, None] * GW + local_n[None, :], acc, mask=k_ok[:, None] & n_ok[None, :])

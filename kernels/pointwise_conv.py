@@ -136,6 +136,7 @@ def _pointwise_conv_bwd_data_kernel(
     GPooled,  # (images, K) fp32 grad of the SE's pooled mean, added (/ HW) when HAS_GATE
     GX,  # out: grad of the input, (MI, K) rows
     Mean, Invstd, Gamma, Beta, DBeta, DGamma,  # (N,) fp32 BN vectors
+    SampleScale,  # (images,) fp32 stochastic-depth factors on bn(y), read when DROP_PATH
     MI, K, N,  # input rows, input channels, output channels
     H, W, HO, WO,  # input and output height/width
     inv_M,  # 1 / output rows, for the BN mean terms
@@ -143,6 +144,7 @@ def _pointwise_conv_bwd_data_kernel(
     STRIDE: tl.constexpr,  # forward stride; input pixels off the stride grid get zero grad
     RELU: tl.constexpr,  # the op applied ReLU
     RESIDUAL: tl.constexpr,  # the op added a shortcut before its ReLU
+    DROP_PATH: tl.constexpr,  # bn(y) was scaled per image before the shortcut add (RESIDUAL only)
     HAS_GATE: tl.constexpr,  # the input was gated (SE)
     PRECISION: tl.constexpr,  # tl.dot input precision
     BLOCK_M: tl.constexpr,  # input rows per program
@@ -165,13 +167,16 @@ def _pointwise_conv_bwd_data_kernel(
         wi = rows % W
         o_ok = m_ok & (hi % STRIDE == 0) & (wi % STRIDE == 0)
         orow = (img * HO + hi // STRIDE) * WO + wi // STRIDE
+    row_scale = 1.0
+    if DROP_PATH:
+        row_scale = tl.load(SampleScale + img, mask=m_ok, other=0.0)[:, None]
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for j0 in range(0, N, BLOCK_K):
         offs_j = j0 + tl.arange(0, BLOCK_K)
         mean, invstd, gamma, beta, dbeta_m, dgamma_m = _load_channel_vectors(
             Mean, Invstd, Gamma, Beta, DBeta, DGamma, offs_j, N, inv_M, True)
         gy = _grad_y(GO, S, Out, orow[:, None] * N + offs_j[None, :], o_ok[:, None] & (offs_j < N)[None, :], mean,
-                     invstd, gamma, beta, dbeta_m, dgamma_m, True, RELU, RESIDUAL)
+                     invstd, gamma, beta, dbeta_m, dgamma_m, True, RELU, RESIDUAL, row_scale)
         b = tl.load(Wt + offs_j[:, None] * K + offs_n[None, :], mask=(offs_j < N)[:, None] & n_ok[None, :],
                     other=0.0)
         acc = tl.dot(gy.to(b.dtype), b, acc, input_precision=PRECISION)
@@ -192,6 +197,7 @@ def _pointwise_conv_bwd_weight_kernel(
     GWPart,  # out: (SPLIT, N, K) fp32 partial weight grads
     GGatePart,  # out: (n blocks, images, K) fp32 partial gate grads, written when HAS_GATE
     Mean, Invstd, Gamma, Beta, DBeta, DGamma,  # (N,) fp32 BN vectors
+    SampleScale,  # (images,) fp32 stochastic-depth factors on bn(y), read when DROP_PATH
     M, K, N,  # output rows, input channels, output channels
     HW, OW, H_in, W_in,  # output pixels per image, output width, input height/width
     inv_M,  # 1 / M
@@ -199,6 +205,7 @@ def _pointwise_conv_bwd_weight_kernel(
     STRIDE: tl.constexpr,  # forward stride of X
     RELU: tl.constexpr,  # the op applied ReLU
     RESIDUAL: tl.constexpr,  # the op added a shortcut before its ReLU
+    DROP_PATH: tl.constexpr,  # bn(y) was scaled per image before the shortcut add (RESIDUAL only)
     HAS_GATE: tl.constexpr,  # the input was gated (SE): walk whole images, write the gate's grad
     PRECISION: tl.constexpr,  # tl.dot input precision
     BLOCK_M: tl.constexpr,  # rows per reduction step
@@ -220,12 +227,15 @@ def _pointwise_conv_bwd_weight_kernel(
     if HAS_GATE:
         for img in range(m_start // HW, m_end // HW):
             p = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+            image_scale = 1.0
+            if DROP_PATH:
+                image_scale = tl.load(SampleScale + img)
             for r0 in range(0, HW, BLOCK_M):
                 local = r0 + tl.arange(0, BLOCK_M)
                 r_ok = local < HW
                 rows = local.to(tl.int64) + img * HW  # img * HW < M fits in int32
                 gy = _grad_y(GO, S, Out, rows[:, None] * N + offs_n[None, :], r_ok[:, None] & n_ok[None, :], mean,
-                             invstd, gamma, beta, dbeta_m, dgamma_m, True, RELU, RESIDUAL)
+                             invstd, gamma, beta, dbeta_m, dgamma_m, True, RELU, RESIDUAL, image_scale)
                 a = tl.load(X + rows[:, None] * K + offs_k[None, :], mask=r_ok[:, None] & k_ok[None, :], other=0.0)
                 p = tl.dot(tl.trans(gy.to(a.dtype)), a, p, input_precision=PRECISION)
             gate_off = img * K + offs_k
@@ -240,8 +250,11 @@ def _pointwise_conv_bwd_weight_kernel(
             m_ok = offs_m < m_end
             rows = offs_m.to(tl.int64)
             src = _source_rows(rows, HW, OW, H_in, W_in, STRIDE)
+            row_scale = 1.0
+            if DROP_PATH:
+                row_scale = tl.load(SampleScale + rows // HW, mask=m_ok, other=0.0)[:, None]
             gy = _grad_y(GO, S, Out, rows[:, None] * N + offs_n[None, :], m_ok[:, None] & n_ok[None, :], mean,
-                         invstd, gamma, beta, dbeta_m, dgamma_m, True, RELU, RESIDUAL)
+                         invstd, gamma, beta, dbeta_m, dgamma_m, True, RELU, RESIDUAL, row_scale)
             a = tl.load(X + src[:, None] * K + offs_k[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
             acc = tl.dot(tl.trans(gy.to(a.dtype)), a, acc, input_precision=PRECISION)
     tl.store(GWPart + split.to(tl.int64) * N * K + offs_n[:, None] * K + offs_k[None, :], acc,
@@ -348,9 +361,10 @@ def pointwise_conv_fwd(x: torch.Tensor, weight: torch.Tensor, bn, eps: float, re
 
 def pointwise_conv_train_fwd(x: torch.Tensor, weight: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
                              eps: float, stride: int, relu: bool, gate: torch.Tensor | None = None,
-                             shortcut: torch.Tensor | None = None):
-    """Train 1x1 conv of stride `stride` on (x * gate), BN with batch statistics, + shortcut, ReLU.
-    Returns (out, y, mean, var, invstd): y the pre-BN output (saved for backward), var biased (fp32)."""
+                             shortcut: torch.Tensor | None = None, sample_scale: torch.Tensor | None = None):
+    """Train 1x1 conv of stride `stride` on (x * gate), BN with batch statistics, [* sample_scale per image,]
+    + shortcut, ReLU. Returns (out, y, mean, var, invstd): y the pre-BN output (saved for backward), var biased
+    (fp32). The statistics are the whole batch's, dropped samples included, as timm's DropPath after the BN."""
     n, k, ho, wo, out_c, m = _check(x, weight, stride)
     _check_gate(gate, x, stride)
     if m < 2:
@@ -373,7 +387,7 @@ def pointwise_conv_train_fwd(x: torch.Tensor, weight: torch.Tensor, gamma: torch
         GROUP_M=GROUP_M, num_warps=_warps(x.dtype))
     record(_pointwise_conv_kernel)
     mean, var, invstd = bn_batch_stats(mean_part, m2_part, m, BLOCK_M, eps)
-    out = bn_act_apply(y, mean, invstd, gamma, beta, relu, shortcut)
+    out = bn_act_apply(y, mean, invstd, gamma, beta, relu, shortcut, sample_scale)
     return out, y, mean, var, invstd
 
 
@@ -390,10 +404,10 @@ def _weight_grad_split(m: int, hw: int, programs: int, on_gpu: bool, whole_image
 def pointwise_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, y: torch.Tensor,
                        out: torch.Tensor | None, mean: torch.Tensor, invstd: torch.Tensor, gamma: torch.Tensor,
                        beta: torch.Tensor, stride: int, relu: bool, gate: torch.Tensor | None = None,
-                       se: tuple | None = None):
+                       se: tuple | None = None, sample_scale: torch.Tensor | None = None):
     """Backward of pointwise_conv_train_fwd. `out` is given when the forward added a shortcut (its output is the
     ReLU mask); `se` = (pooled, hidden, fc1_weight, fc2_weight) when `gate` came from SE, whose backward then runs
-    here too. Returns (grad_x, grad_weight, grad_gamma, grad_beta, grad_shortcut or None, SE grads or None),
+    here too; sample_scale as the forward's (each kernel scales its image's gz on the BN side: no extra pass). Returns (grad_x, grad_weight, grad_gamma, grad_beta, grad_shortcut or None, SE grads or None),
     SE grads being (grad fc1 weight, fc1 bias, fc2 weight, fc2 bias)."""
     n, k, ho, wo, out_c, m = _check(x, weight, stride)
     x, y, grad_out = nhwc(x), nhwc(y), nhwc(grad_out.to(x.dtype))
@@ -408,9 +422,13 @@ def pointwise_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Te
         raise ValueError("pointwise_conv_bwd: a gate comes from SE; pass both gate and se, or neither")
     gate = gate.float().contiguous() if has_gate else mean  # mean: a pointer the kernels never read here
 
+    drop = sample_scale is not None
+    if drop and not residual:
+        raise ValueError("pointwise_conv_bwd: sample_scale comes with a shortcut (out)")
+    scale = sample_scale.float().contiguous() if drop else mean  # mean: a pointer the kernels never read here
     dbeta, dgamma, g_shortcut = bn_act_bwd_reduce(grad_out, y, mean, invstd, gamma, beta, True, relu,
-                                                  out if residual else None)
-    common = dict(RELU=relu, RESIDUAL=residual, HAS_GATE=has_gate, PRECISION=dot_precision(x.dtype))
+                                                  out if residual else None, scale if drop else None)
+    common = dict(RELU=relu, RESIDUAL=residual, DROP_PATH=drop, HAS_GATE=has_gate, PRECISION=dot_precision(x.dtype))
 
     # weight grad first: with a gate it also yields the gate's grad, which the data grad's epilogue needs
     wgrad_k = _wgrad_block_k(has_gate)
@@ -420,7 +438,8 @@ def pointwise_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Te
     gw_part = torch.empty((split, out_c, k), **f32)
     g_gate_part = torch.empty((n_blocks, n, k), **f32) if has_gate else gw_part
     _pointwise_conv_bwd_weight_kernel[(n_blocks, k_blocks, split)](
-        grad_out, y, out, x, gate, w2d, gw_part, g_gate_part, mean, invstd, gamma, beta, dbeta, dgamma, m, k, out_c,
+        grad_out, y, out, x, gate, w2d, gw_part, g_gate_part, mean, invstd, gamma, beta, dbeta, dgamma, scale, m, k,
+        out_c,
         ho * wo, wo, x.shape[2], x.shape[3], 1.0 / m, rows_per_split, STRIDE=stride, BLOCK_M=WGRAD_BLOCK_M,
         BLOCK_N=BLOCK_N, BLOCK_K=wgrad_k, num_warps=_bwd_warps(x.dtype, has_gate), **common)
     record(_pointwise_conv_bwd_weight_kernel)
@@ -433,7 +452,7 @@ def pointwise_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Te
     mi = x.shape[0] * x.shape[2] * x.shape[3]
     grad_x = torch.empty(x.shape, device=dev, dtype=x.dtype, memory_format=torch.channels_last)
     _pointwise_conv_bwd_data_kernel[(triton.cdiv(mi, BLOCK_M), triton.cdiv(k, BLOCK_N))](
-        grad_out, y, out, w2d, gate, g_pooled, grad_x, mean, invstd, gamma, beta, dbeta, dgamma, mi, k, out_c,
+        grad_out, y, out, w2d, gate, g_pooled, grad_x, mean, invstd, gamma, beta, dbeta, dgamma, scale, mi, k, out_c,
         x.shape[2], x.shape[3], ho, wo, 1.0 / m, 1.0 / (ho * wo), STRIDE=stride, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
         BLOCK_K=BLOCK_K, GROUP_M=GROUP_M, num_warps=_bwd_warps(x.dtype), **common)
     record(_pointwise_conv_bwd_data_kernel)
@@ -466,15 +485,18 @@ def pointwise_variants(dtype: torch.dtype) -> list[tuple]:
 
     vec = {k: "*fp32" for k in ("Mean", "Invstd", "Gamma", "Beta", "DBeta", "DGamma")}
     data_sig = {"GO": ty, "S": ty, "Out": ty, "Wt": ty, "Gate": "*fp32", "GPooled": "*fp32", "GX": ty, **vec,
-                "MI": "i32", "K": "i32", "N": "i32", "H": "i32", "W": "i32", "HO": "i32", "WO": "i32",
+                "SampleScale": "*fp32", "MI": "i32", "K": "i32", "N": "i32", "H": "i32", "W": "i32", "HO": "i32", "WO": "i32",
                 "inv_M": "fp32", "inv_hw": "fp32"}
     weight_sig = {"GO": ty, "S": ty, "Out": ty, "X": ty, "Gate": "*fp32", "Wt": ty, "GWPart": "*fp32",
-                  "GGatePart": "*fp32", **vec, "M": "i32", "K": "i32", "N": "i32", "HW": "i32", "OW": "i32",
+                  "GGatePart": "*fp32", **vec, "SampleScale": "*fp32", "M": "i32", "K": "i32", "N": "i32", "HW": "i32", "OW": "i32",
                   "H_in": "i32", "W_in": "i32", "inv_M": "fp32", "ROWS_PER_SPLIT": "i32"}
-    # (stride, relu, residual, gate): conv a, projection at stride 1 / 2, conv c with and without SE
-    for stride, relu, residual, gate in ((1, True, False, False), (1, False, False, False), (2, False, False, False),
-                                         (1, True, True, False), (1, True, True, True)):
-        ce = dict(STRIDE=stride, RELU=relu, RESIDUAL=residual, HAS_GATE=gate, PRECISION=prec)
+    # (stride, relu, residual, gate, drop path): conv a, projection at stride 1 / 2, conv c with and without SE,
+    # with and without stochastic depth
+    for stride, relu, residual, gate, drop in ((1, True, False, False, False), (1, False, False, False, False),
+                                               (2, False, False, False, False), (1, True, True, False, False),
+                                               (1, True, True, True, False), (1, True, True, False, True),
+                                               (1, True, True, True, True)):
+        ce = dict(STRIDE=stride, RELU=relu, RESIDUAL=residual, DROP_PATH=drop, HAS_GATE=gate, PRECISION=prec)
         out.append((_pointwise_conv_bwd_data_kernel, data_sig, {**ce, "BLOCK_M": BLOCK_M, "BLOCK_N": BLOCK_N,
                                                                 "BLOCK_K": BLOCK_K, "GROUP_M": GROUP_M},
                     _bwd_warps(dtype)))

@@ -96,8 +96,9 @@ def _nhwc(*shape, seed):
     return torch.randn(*shape, generator=g).to(DEVICE).contiguous(memory_format=torch.channels_last)
 
 
-@pytest.mark.parametrize("stride,shortcut,se", [(1, False, False), (2, False, False), (1, True, True)])
-def test_opcheck_pointwise_train_ops(stride, shortcut, se):
+@pytest.mark.parametrize("stride,shortcut,se,drop", [(1, False, False, False), (2, False, False, False),
+                                                     (1, True, True, False), (1, True, True, True)])
+def test_opcheck_pointwise_train_ops(stride, shortcut, se, drop):
     g = torch.Generator().manual_seed(0)
     x = _nhwc(2, 16, 5, 6, seed=1)
     w = (torch.randn(24, 16, 1, 1, generator=g) * 0.3).to(DEVICE)
@@ -107,7 +108,8 @@ def test_opcheck_pointwise_train_ops(stride, shortcut, se):
     fc = [t.to(DEVICE) for t in (torch.randn(4, 16, 1, 1, generator=g), torch.randn(4, generator=g),
                                  torch.randn(16, 4, 1, 1, generator=g), torch.randn(16, generator=g))] if se else \
         [None] * 4
-    args = (x, w, gamma, beta, 1e-5, stride, shortcut, sc, *fc)
+    scale = torch.tensor([0.0, 1.25], device=DEVICE) if drop else None  # stochastic depth: one dropped, one kept
+    args = (x, w, gamma, beta, 1e-5, stride, shortcut, sc, *fc, scale)
     torch.library.opcheck(torch.ops.fastregnet.pointwise_conv_bn_train, args)
     leaves = [t.clone().requires_grad_() if isinstance(t, torch.Tensor) and t.is_floating_point() else t
               for t in args]
@@ -116,7 +118,7 @@ def test_opcheck_pointwise_train_ops(stride, shortcut, se):
     se_saved = (gate, pooled, hidden, fc[0], fc[2]) if se else (None,) * 5
     torch.library.opcheck(torch.ops.fastregnet.pointwise_conv_bn_bwd,
                           (torch.randn_like(out), x, w, y, out if shortcut else None, mean, invstd, gamma, beta,
-                           stride, shortcut, *se_saved))
+                           stride, shortcut, *se_saved, scale))
 
 
 def test_bad_gate_and_shortcut_shapes_are_reported():

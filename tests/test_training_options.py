@@ -99,3 +99,43 @@ def test_grad_checkpointing_is_off_without_grad_and_under_no_grad():
         model(x)
     tracked = {int(m.num_batches_tracked) for m in model.modules() if isinstance(m, nn.BatchNorm2d)}
     assert tracked == {1}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("se_ratio", [0.25, None])
+def test_fused_drop_path_equals_the_module_path_for_the_same_mask(backend, se_ratio):
+    fused_model = _model(drop_path_rate=0.6, se_ratio=se_ratio).train()
+    modules_model = copy.deepcopy(fused_model)
+    block_f, block_m = fused_model.trunk_output.block2[1], modules_model.trunk_output.block2[1]
+    assert fastregnet.fusion.block_tail_reason(block_f) is None
+    x = torch.randn(6, 24, 4, 4, device=DEVICE).relu()
+    results = []
+    for block, run in ((block_f, block_f.forward), (block_m, block_m.forward_modules)):
+        xi = x.clone().requires_grad_()
+        torch.manual_seed(7)  # the same draw: this seed drops some of the 6 samples and keeps others
+        with fastregnet.use_backend(backend), fastregnet.count_kernel_launches() as launches:
+            out = run(xi)
+            out.square().mean().backward()
+        results.append((out, xi.grad, {n: p.grad for n, p in block.named_parameters()}, _bn_state(block), launches))
+    (out_f, gx_f, grads_f, bufs_f, launches_f), (out_m, gx_m, grads_m, bufs_m, _) = results
+    assert rel_err(out_f, out_m) < 1e-5 and rel_err(gx_f, gx_m) < 1e-5
+    for name in grads_m:
+        assert rel_err(grads_f[name], grads_m[name]) < 1e-4, name
+    for name in bufs_m:
+        assert rel_err(bufs_f[name].float(), bufs_m[name].float()) < 1e-6, name
+    if backend == "triton":
+        # the factors ride in the tail's existing kernels: the same launches as a block without drop path
+        plain = _model(se_ratio=se_ratio).train().trunk_output.block2[1]
+        with fastregnet.use_backend(backend), fastregnet.count_kernel_launches() as plain_launches:
+            plain(x.clone().requires_grad_()).square().mean().backward()
+        assert launches_f == plain_launches, (launches_f, plain_launches)
+
+
+def test_a_hooked_drop_path_sends_the_tail_to_the_modules():
+    model = _model(drop_path_rate=0.5).train()
+    block = model.trunk_output.block2[1]
+    calls = []
+    block.drop_path.register_forward_hook(lambda m, i, o: calls.append(1))
+    assert "drop_path has hooks" in fastregnet.fusion.block_tail_reason(block)
+    block(torch.randn(2, 24, 4, 4, device=DEVICE))
+    assert calls == [1]
