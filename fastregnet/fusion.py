@@ -6,9 +6,9 @@ would. That is only the modules' computation when each child is *exactly* the ty
 implements and nothing observes the skipped calls. So a path is taken only if:
 
 - every module it skips is exactly nn.Conv2d (no bias, square kernel and stride, padding k // 2, dilation 1, zero
-  padding), nn.BatchNorm2d with affine parameters or torchvision's FrozenBatchNorm2d (an eval BN in every mode),
-  nn.ReLU, nn.Sigmoid, nn.AdaptiveAvgPool2d(1), or one of fastregnet's own containers (`fastregnet.layers`) -- a
-  subclass, a parametrized conv, nn.SyncBatchNorm, GroupNorm, Identity, SiLU or any wrapper fails this;
+  padding), nn.BatchNorm2d or nn.SyncBatchNorm with affine parameters, torchvision's FrozenBatchNorm2d (an eval
+  BN in every mode), nn.ReLU, nn.Sigmoid, nn.AdaptiveAvgPool2d(1), or one of fastregnet's own containers
+  (`fastregnet.layers`) -- a subclass, a parametrized conv, GroupNorm, Identity, SiLU or any wrapper fails this;
 - none of them has a forward hook, forward pre-hook or backward hook, or a `forward` set on the instance, and no
   global module hook is registered (torch.nn.modules.module.register_module_forward_hook and friends);
 - the input's dtype matches the weights' (or autocast is on), and the input is not empty.
@@ -69,7 +69,9 @@ def is_frozen_batch_norm(m: nn.Module) -> bool:
 def _norm_reason(bn: nn.Module) -> str | None:
     if is_frozen_batch_norm(bn):
         return "norm has hooks or an instance forward" if _observed(bn) else None
-    reason = _skip_reason(bn, nn.BatchNorm2d, "norm")
+    # nn.SyncBatchNorm is BatchNorm2d's computation, over every rank's batch when it synchronizes (the part then
+    # runs fastregnet.sync_batch_norm, see ConvNormActivation.forward)
+    reason = _skip_reason(bn, nn.SyncBatchNorm if type(bn) is nn.SyncBatchNorm else nn.BatchNorm2d, "norm")
     if reason is not None:
         return reason
     if bn.weight is None or bn.bias is None:
@@ -98,8 +100,8 @@ def _conv_reason(conv: nn.Module, role: str) -> str | None:
 
 
 def conv_norm_act_reason(part: nn.Sequential) -> str | None:
-    """Children of a conv-norm-act part: 0 a plain conv, 1 an affine nn.BatchNorm2d or a FrozenBatchNorm2d,
-    optional 2 an nn.ReLU."""
+    """Children of a conv-norm-act part: 0 a plain conv, 1 an affine nn.BatchNorm2d / nn.SyncBatchNorm or a
+    FrozenBatchNorm2d, optional 2 an nn.ReLU."""
     children = tuple(part._modules.values())  # (Sequential indexing walks an iterator: this runs every call)
     if len(children) not in (2, 3):
         return f"has {len(children)} children, not conv, norm[, ReLU]"

@@ -16,6 +16,7 @@ from torch import nn
 from . import fusion, ops, stochastic_depth
 from .checkpointing import checkpoint_block
 from .reference import fold_bn
+from .sync_batch_norm import sync_needed
 
 __all__ = ["ConvNormActivation", "SqueezeExcitation", "BottleneckTransform", "ResBottleneckBlock", "AnyStage",
            "SimpleStemIN", "DropPath", "NotScriptable"]
@@ -93,6 +94,11 @@ class ConvNormActivation(NotScriptable, nn.Sequential):
         """None when this part runs as one fused op, else why it runs its children (see fastregnet.fusion)."""
         return fusion.global_hooks_reason() or fusion.conv_norm_act_reason(self)
 
+    @property
+    def needs_sync(self) -> bool:
+        """An nn.SyncBatchNorm that synchronizes on this call (training, torch.distributed up, > 1 rank)."""
+        return sync_needed(self[1])
+
     def running_update(self) -> tuple[torch.Tensor | None, torch.Tensor | None, float]:
         """(running_mean, running_var, momentum) to update with this batch's statistics, as nn.BatchNorm2d.forward:
         counts the batch when training and tracking, momentum=None means a cumulative moving average; otherwise
@@ -122,6 +128,10 @@ class ConvNormActivation(NotScriptable, nn.Sequential):
             return super().forward(x)
         conv, bn = self[0], self[1]
         stride, groups = conv.stride[0], conv.groups
+        if self.uses_batch_stats and self.needs_sync:
+            running_mean, running_var, momentum = self.running_update()
+            return ops.conv_sync_bn_act_train(x, conv.weight, bn.weight, bn.bias, running_mean, running_var,
+                                              momentum, bn.eps, stride, groups, self.has_activation, bn.process_group)
         if self.uses_batch_stats:
             running_mean, running_var, momentum = self.running_update()
             train_op = ops.grouped_conv_bn_act_train if self.grouped3x3 else ops.conv_bn_act_train
@@ -258,7 +268,7 @@ class ResBottleneckBlock(NotScriptable, nn.Module):
         if (not torch.is_grad_enabled() and not torch.jit.is_tracing() and self.fusion_reason() is None
                 and not any(p.uses_batch_stats for p in parts)):
             return self._forward_inference(x)
-        if fusion.block_tail_reason(self) is not None or not f.c.uses_batch_stats:
+        if fusion.block_tail_reason(self) is not None or not f.c.uses_batch_stats or f.c.needs_sync:
             return self.forward_modules(x)
         # torchvision's order: the projection first, then f; f.a, f.b and proj are called as modules.
         shortcut = x if self.proj is None else self.proj(x)

@@ -31,8 +31,8 @@ from torch import Tensor
 from . import reference as ref
 from .backend import triton_interpreting, use_triton
 
-__all__ = ["conv_bias_act", "conv_bn_act_train", "grouped_conv_bias_act", "grouped_conv_bn_act_train",
-           "residual_block_eval", "se_conv_bn_add_relu_train", "grouped_conv_supported"]
+__all__ = ["conv_bias_act", "conv_bn_act_train", "conv_sync_bn_act_train", "grouped_conv_bias_act",
+           "grouped_conv_bn_act_train", "residual_block_eval", "se_conv_bn_add_relu_train", "grouped_conv_supported"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -470,6 +470,19 @@ def se_conv_bn_add_relu_train(x: Tensor, se: tuple | None, weight: Tensor, bn_we
     if sample_scale is not None:
         y = y * sample_scale.to(y.dtype).view(-1, 1, 1, 1)
     return ref.add_relu_ref(y, shortcut)
+
+
+def conv_sync_bn_act_train(x: Tensor, weight: Tensor, bn_weight: Tensor, bn_bias: Tensor,
+                           running_mean: Optional[Tensor], running_var: Optional[Tensor], momentum: float, eps: float,
+                           stride: int, groups: int, relu: bool, process_group=None) -> Tensor:
+    """Train-mode conv + BatchNorm synchronized across the ranks of process_group (nn.SyncBatchNorm's math) +
+    optional ReLU, on every backend: the conv is PyTorch's, the statistics fastregnet.sync_batch_norm's (one
+    all_gather forward, one all_reduce backward). Not fused into the Triton epilogues yet."""
+    from .sync_batch_norm import sync_batch_norm
+
+    y = torch.nn.functional.conv2d(x, weight, None, stride, weight.shape[-1] // 2, 1, groups)
+    y = sync_batch_norm(y, bn_weight, bn_bias, running_mean, running_var, momentum, eps, process_group)
+    return torch.relu(y) if relu else y
 
 
 def residual_block_eval(x: Tensor, a: tuple, b: tuple, se: tuple | None, c: tuple, proj: tuple | None) -> Tensor:
