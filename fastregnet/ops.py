@@ -475,11 +475,21 @@ def se_conv_bn_add_relu_train(x: Tensor, se: tuple | None, weight: Tensor, bn_we
 def conv_sync_bn_act_train(x: Tensor, weight: Tensor, bn_weight: Tensor, bn_bias: Tensor,
                            running_mean: Optional[Tensor], running_var: Optional[Tensor], momentum: float, eps: float,
                            stride: int, groups: int, relu: bool, process_group=None) -> Tensor:
-    """Train-mode conv + BatchNorm synchronized across the ranks of process_group (nn.SyncBatchNorm's math) +
-    optional ReLU, on every backend: the conv is PyTorch's, the statistics fastregnet.sync_batch_norm's (one
-    all_gather forward, one all_reduce backward). Not fused into the Triton epilogues yet."""
-    from .sync_batch_norm import sync_batch_norm
+    """Train-mode conv + BatchNorm synchronized across the ranks of process_group (nn.SyncBatchNorm's math, one
+    all_gather forward and one all_reduce backward, `fastregnet.sync_batch_norm`) + optional ReLU. On Triton (1x1
+    convs and the grouped 3x3) the exchange sits between the conv epilogue's statistics and the BN apply, and
+    between the backward's reduction and its grads; otherwise PyTorch's conv, then the synchronized BN."""
+    from .sync_batch_norm import TritonSyncConvBN, sync_batch_norm
 
+    pointwise = weight.shape[-2:] == (1, 1) and groups == 1
+    grouped = weight.shape[-2:] == (3, 3) and x.shape[1] == weight.shape[0]  # the block's f.b (not the stem)
+    if pointwise or grouped:
+        supported = _pointwise_supported(x, weight, stride) if pointwise else grouped_conv_supported(x, weight,
+                                                                                                     stride, groups)
+    if (pointwise or grouped) and use_triton(x, *supported):
+        x, weight = _autocast(x, weight)
+        return TritonSyncConvBN.apply(x, weight, bn_weight, bn_bias, running_mean, running_var, momentum, eps, stride,
+                                      groups, relu, process_group)
     y = torch.nn.functional.conv2d(x, weight, None, stride, weight.shape[-1] // 2, 1, groups)
     y = sync_batch_norm(y, bn_weight, bn_bias, running_mean, running_var, momentum, eps, process_group)
     return torch.relu(y) if relu else y

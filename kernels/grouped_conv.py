@@ -412,9 +412,11 @@ def grouped_conv_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
 
 
 def grouped_conv_train_fwd(x: torch.Tensor, weight: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
-                           eps: float, stride: int, groups: int, relu: bool):
+                           eps: float, stride: int, groups: int, relu: bool, sync=None):
     """Train forward: conv, BN with batch statistics, ReLU. Returns (out, y, mean, var, invstd): y is the pre-BN
-    conv output (saved for backward), var the biased batch variance (fp32, per channel)."""
+    conv output (saved for backward), var the biased batch variance (fp32, per channel). `sync` (SyncBatchNorm
+    across ranks, fastregnet.sync_batch_norm.RankStats) merges this rank's statistics with the other ranks'
+    between the epilogue's reduction and the BN apply."""
     n, c, h, w, gw = _check(x, weight, stride, groups)
     ho, wo = _out_hw(h, w, stride)
     m = n * ho * wo
@@ -439,6 +441,8 @@ def grouped_conv_train_fwd(x: torch.Tensor, weight: torch.Tensor, gamma: torch.T
     launch(select_tiles(gw, x, launch))
     record(_grouped_conv_fwd_kernel)
     mean, var, invstd = bn_batch_stats(mean_part, m2_part, m, BLOCK_M_CONV, eps)
+    if sync is not None:
+        mean, var, invstd = sync.merge(mean, var, m, eps)
     out = bn_act_apply(y, mean, invstd, gamma, beta, relu)
     return out, y, mean, var, invstd
 
@@ -453,10 +457,11 @@ def _weight_grad_split(m: int, programs: int, on_gpu: bool) -> int:
 
 def grouped_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, saved: torch.Tensor,
                      mean: torch.Tensor | None, invstd: torch.Tensor | None, gamma: torch.Tensor | None,
-                     beta: torch.Tensor | None, stride: int, groups: int, relu: bool, train: bool):
+                     beta: torch.Tensor | None, stride: int, groups: int, relu: bool, train: bool, sync=None):
     """Backward of grouped_conv_fwd (train=False; `saved` is its output) or grouped_conv_train_fwd (train=True;
     `saved` is y). Returns (grad_x, grad_weight, grad_gamma or None, grad_beta), grad_beta being the bias grad in
-    eval. grad_weight is in weight's dtype, per-channel grads fp32."""
+    eval. grad_weight is in weight's dtype, per-channel grads fp32. With the forward's `sync`, the BN's two
+    channel sums are all-reduced before the data and weight grads use them (grad_gamma / grad_beta stay local)."""
     n, c, h, w, gw = _check(x, weight, stride, groups)
     ho, wo = _out_hw(h, w, stride)
     m_out = n * ho * wo
@@ -469,7 +474,11 @@ def grouped_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tens
         mean = invstd = gamma = beta = torch.empty(1, **f32)  # unread in eval
 
     dbeta, dgamma, _ = bn_act_bwd_reduce(grad_out, saved, mean, invstd, gamma, beta, train, relu)
-    dgamma_arg = dgamma if train else dbeta
+    dbeta_arg, dgamma_arg = dbeta, (dgamma if train else dbeta)
+    inv_count = 1.0 / m_out
+    if sync is not None:
+        dbeta_arg, dgamma_arg = sync.reduce(dbeta, dgamma)
+        inv_count = 1.0 / sync.total
 
     bn, bk, warps = select_tiles(gw, x)  # the forward's configuration (tuned there when autotuning)
     chunks = triton.cdiv(gw, bn)
@@ -479,8 +488,8 @@ def grouped_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tens
     per_class = data_grad_blocks_per_class(n, h, w, stride)
     _, data_bk, data_warps = data_grad_tiles((bn, bk, warps))
     _grouped_conv_bwd_data_kernel[(stride * stride * per_class, groups_x_chunks)](
-        grad_out, saved, _weights_for_data_grad(weight), grad_x, mean, invstd, gamma, beta, dbeta, dgamma_arg,
-        n, h, w, c, ho, wo, gw, chunks, per_class, 1.0 / m_out, STRIDE=stride, TRAIN=train, RELU=relu,
+        grad_out, saved, _weights_for_data_grad(weight), grad_x, mean, invstd, gamma, beta, dbeta_arg, dgamma_arg,
+        n, h, w, c, ho, wo, gw, chunks, per_class, inv_count, STRIDE=stride, TRAIN=train, RELU=relu,
         PRECISION=prec, BLOCK_M=DATA_GRAD_BLOCK_M, BLOCK_N=bn, BLOCK_K=data_bk, GROUP_M=GROUP_M,
         num_warps=data_warps)
     record(_grouped_conv_bwd_data_kernel)
@@ -491,8 +500,8 @@ def grouped_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tens
     split = triton.cdiv(m_out, rows_per_split)
     gw_part = torch.empty((split, c // gw, 9 * gw, gw), **f32)
     _grouped_conv_bwd_weight_kernel[(groups_x_chunks, k_blocks, split)](
-        grad_out, saved, x, gw_part, mean, invstd, gamma, beta, dbeta, dgamma_arg, m_out, h, w, c, ho, wo, gw, chunks,
-        1.0 / m_out, rows_per_split, split, STRIDE=stride, TRAIN=train, RELU=relu, PRECISION=prec,
+        grad_out, saved, x, gw_part, mean, invstd, gamma, beta, dbeta_arg, dgamma_arg, m_out, h, w, c, ho, wo, gw,
+        chunks, inv_count, rows_per_split, split, STRIDE=stride, TRAIN=train, RELU=relu, PRECISION=prec,
         BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps)
     record(_grouped_conv_bwd_weight_kernel)
     # (G, 9 * GW, GW) in the forward's layout back to (C, GW, 3, 3); the split partials summed in a fixed order

@@ -361,10 +361,12 @@ def pointwise_conv_fwd(x: torch.Tensor, weight: torch.Tensor, bn, eps: float, re
 
 def pointwise_conv_train_fwd(x: torch.Tensor, weight: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
                              eps: float, stride: int, relu: bool, gate: torch.Tensor | None = None,
-                             shortcut: torch.Tensor | None = None, sample_scale: torch.Tensor | None = None):
+                             shortcut: torch.Tensor | None = None, sample_scale: torch.Tensor | None = None,
+                             sync=None):
     """Train 1x1 conv of stride `stride` on (x * gate), BN with batch statistics, [* sample_scale per image,]
     + shortcut, ReLU. Returns (out, y, mean, var, invstd): y the pre-BN output (saved for backward), var biased
-    (fp32). The statistics are the whole batch's, dropped samples included, as timm's DropPath after the BN."""
+    (fp32). The statistics are the whole batch's, dropped samples included, as timm's DropPath after the BN.
+    `sync` (SyncBatchNorm, fastregnet.sync_batch_norm.RankStats) merges them with the other ranks' first."""
     n, k, ho, wo, out_c, m = _check(x, weight, stride)
     _check_gate(gate, x, stride)
     if m < 2:
@@ -387,6 +389,8 @@ def pointwise_conv_train_fwd(x: torch.Tensor, weight: torch.Tensor, gamma: torch
         GROUP_M=GROUP_M, num_warps=_warps(x.dtype))
     record(_pointwise_conv_kernel)
     mean, var, invstd = bn_batch_stats(mean_part, m2_part, m, BLOCK_M, eps)
+    if sync is not None:
+        mean, var, invstd = sync.merge(mean, var, m, eps)
     out = bn_act_apply(y, mean, invstd, gamma, beta, relu, shortcut, sample_scale)
     return out, y, mean, var, invstd
 
@@ -404,10 +408,12 @@ def _weight_grad_split(m: int, hw: int, programs: int, on_gpu: bool, whole_image
 def pointwise_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, y: torch.Tensor,
                        out: torch.Tensor | None, mean: torch.Tensor, invstd: torch.Tensor, gamma: torch.Tensor,
                        beta: torch.Tensor, stride: int, relu: bool, gate: torch.Tensor | None = None,
-                       se: tuple | None = None, sample_scale: torch.Tensor | None = None):
+                       se: tuple | None = None, sample_scale: torch.Tensor | None = None, sync=None):
     """Backward of pointwise_conv_train_fwd. `out` is given when the forward added a shortcut (its output is the
     ReLU mask); `se` = (pooled, hidden, fc1_weight, fc2_weight) when `gate` came from SE, whose backward then runs
-    here too; sample_scale as the forward's (each kernel scales its image's gz on the BN side: no extra pass). Returns (grad_x, grad_weight, grad_gamma, grad_beta, grad_shortcut or None, SE grads or None),
+    here too; sample_scale as the forward's (each kernel scales its image's gz on the BN side: no extra pass);
+    with the forward's `sync`, the BN's two channel sums are all-reduced before the grads use them (the returned
+    grad_gamma / grad_beta stay local, as nn.SyncBatchNorm's). Returns (grad_x, grad_weight, grad_gamma, grad_beta, grad_shortcut or None, SE grads or None),
     SE grads being (grad fc1 weight, fc1 bias, fc2 weight, fc2 bias)."""
     n, k, ho, wo, out_c, m = _check(x, weight, stride)
     x, y, grad_out = nhwc(x), nhwc(y), nhwc(grad_out.to(x.dtype))
@@ -428,6 +434,10 @@ def pointwise_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Te
     scale = sample_scale.float().contiguous() if drop else mean  # mean: a pointer the kernels never read here
     dbeta, dgamma, g_shortcut = bn_act_bwd_reduce(grad_out, y, mean, invstd, gamma, beta, True, relu,
                                                   out if residual else None, scale if drop else None)
+    dbeta_arg, dgamma_arg, inv_count = dbeta, dgamma, 1.0 / m
+    if sync is not None:
+        dbeta_arg, dgamma_arg = sync.reduce(dbeta, dgamma)
+        inv_count = 1.0 / sync.total
     common = dict(RELU=relu, RESIDUAL=residual, DROP_PATH=drop, HAS_GATE=has_gate, PRECISION=dot_precision(x.dtype))
 
     # weight grad first: with a gate it also yields the gate's grad, which the data grad's epilogue needs
@@ -438,10 +448,9 @@ def pointwise_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Te
     gw_part = torch.empty((split, out_c, k), **f32)
     g_gate_part = torch.empty((n_blocks, n, k), **f32) if has_gate else gw_part
     _pointwise_conv_bwd_weight_kernel[(n_blocks, k_blocks, split)](
-        grad_out, y, out, x, gate, w2d, gw_part, g_gate_part, mean, invstd, gamma, beta, dbeta, dgamma, scale, m, k,
-        out_c,
-        ho * wo, wo, x.shape[2], x.shape[3], 1.0 / m, rows_per_split, STRIDE=stride, BLOCK_M=WGRAD_BLOCK_M,
-        BLOCK_N=BLOCK_N, BLOCK_K=wgrad_k, num_warps=_bwd_warps(x.dtype, has_gate), **common)
+        grad_out, y, out, x, gate, w2d, gw_part, g_gate_part, mean, invstd, gamma, beta, dbeta_arg, dgamma_arg, scale,
+        m, k, out_c, ho * wo, wo, x.shape[2], x.shape[3], inv_count, rows_per_split, STRIDE=stride,
+        BLOCK_M=WGRAD_BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=wgrad_k, num_warps=_bwd_warps(x.dtype, has_gate), **common)
     record(_pointwise_conv_bwd_weight_kernel)
     grad_w = gw_part.sum(0).reshape(out_c, k, 1, 1).to(weight.dtype)
 
@@ -452,9 +461,9 @@ def pointwise_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Te
     mi = x.shape[0] * x.shape[2] * x.shape[3]
     grad_x = torch.empty(x.shape, device=dev, dtype=x.dtype, memory_format=torch.channels_last)
     _pointwise_conv_bwd_data_kernel[(triton.cdiv(mi, BLOCK_M), triton.cdiv(k, BLOCK_N))](
-        grad_out, y, out, w2d, gate, g_pooled, grad_x, mean, invstd, gamma, beta, dbeta, dgamma, scale, mi, k, out_c,
-        x.shape[2], x.shape[3], ho, wo, 1.0 / m, 1.0 / (ho * wo), STRIDE=stride, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
-        BLOCK_K=BLOCK_K, GROUP_M=GROUP_M, num_warps=_bwd_warps(x.dtype), **common)
+        grad_out, y, out, w2d, gate, g_pooled, grad_x, mean, invstd, gamma, beta, dbeta_arg, dgamma_arg, scale, mi, k,
+        out_c, x.shape[2], x.shape[3], ho, wo, inv_count, 1.0 / (ho * wo), STRIDE=stride, BLOCK_M=BLOCK_M,
+        BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, GROUP_M=GROUP_M, num_warps=_bwd_warps(x.dtype), **common)
     record(_pointwise_conv_bwd_data_kernel)
     return grad_x, grad_w, dgamma, dbeta, g_shortcut, se_grads
 

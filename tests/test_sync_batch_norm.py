@@ -1,7 +1,8 @@
 """SyncBatchNorm across processes (gloo on CPU, where nn.SyncBatchNorm refuses to run): a model converted with
 nn.SyncBatchNorm.convert_sync_batchnorm, trained on each rank's slice of a batch, equals single-process BatchNorm
 over the whole batch: outputs, input grads, parameter grads (summed over ranks, as DDP would) and every rank's
-running statistics. Uneven per-rank batches, and sub-group process groups."""
+running statistics. Uneven per-rank batches, sub-group process groups, the PyTorch path and the Triton path
+(interpreter: the exchange between fastregnet's conv-statistics and apply kernels)."""
 
 import os
 
@@ -46,10 +47,10 @@ def _worker(rank, world, init_file, out_dir, groups, splits, backend):
         start = sum(splits[r] for r in members[:members.index(rank)])
         part = slice(start, start + splits[rank])
         xi = x[part].clone().requires_grad_()
-        with fastregnet.use_backend(backend):
+        with fastregnet.use_backend(backend), fastregnet.count_kernel_launches() as launches:
             out = model(xi)
             (out * loss_weights[part]).sum().backward()
-        torch.save({"out": out.detach(), "grad_x": xi.grad, "part": (part.start, part.stop),
+        torch.save({"out": out.detach(), "grad_x": xi.grad, "part": (part.start, part.stop), "launches": launches,
                     "grads": {n: p.grad for n, p in model.named_parameters()},
                     "buffers": {n: b for n, b in model.named_buffers()}}, os.path.join(out_dir, f"{rank}.pt"))
     finally:
@@ -87,6 +88,10 @@ def _check_group(results, members):
 def test_sync_batch_norm_over_two_ranks_with_uneven_batches(tmp_path, backend):
     results = _run(tmp_path, groups=[[0, 1]], splits=[4, 1], backend=backend)
     _check_group(results, [0, 1])
+    if backend == "triton":  # the exchange runs between fastregnet's own conv, statistics and apply kernels
+        for r in results:
+            assert {"_grouped_conv_fwd_kernel", "_pointwise_conv_kernel", "_bn_act_apply_kernel",
+                    "_grouped_conv_bwd_data_kernel", "_pointwise_conv_bwd_data_kernel"} <= set(r["launches"])
 
 
 def test_sync_batch_norm_honours_sub_group_process_groups(tmp_path):
