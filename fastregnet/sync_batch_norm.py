@@ -111,8 +111,9 @@ class _SyncBatchNorm(torch.autograd.Function):
 class TritonSyncConvBN(torch.autograd.Function):
     """conv (1x1 or grouped 3x3) + BN synchronized across ranks + optional ReLU on fastregnet's Triton kernels: the
     conv epilogue's statistics go through RankStats.merge before the apply, and the backward's reduction through
-    RankStats.reduce before the data and weight grads. (A Python autograd function rather than a custom op: the
-    process group is not a type custom ops can take.)"""
+    RankStats.reduce before the data and weight grads. Used for convs a, b, c and the projection; the stem (a 3x3
+    conv from 3 channels, PyTorch's conv on every path) goes through `sync_batch_norm`. (A Python autograd function
+    rather than a custom op: the process group is not a type custom ops can take.)"""
 
     @staticmethod
     def forward(ctx, x, weight, gamma, beta, running_mean, running_var, momentum, eps, stride, groups, relu, group):

@@ -82,8 +82,11 @@ def test_frozen_batch_norm_runs_fused_in_train_mode(backend):
         assert any("grouped_conv" in k for k in launches), launches
 
 
-def _detector(body_model, return_nodes):
+def _detector(body_model, recipe):
+    from collections import OrderedDict
+
     from torchvision.models.detection import FasterRCNN
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN
     from torchvision.models.detection.rpn import AnchorGenerator
     from torchvision.models.feature_extraction import create_feature_extractor
     from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
@@ -91,23 +94,29 @@ def _detector(body_model, return_nodes):
     class BodyWithFPN(nn.Module):  # torchvision's documented recipe for a create_feature_extractor backbone
         def __init__(self):
             super().__init__()
-            self.body = create_feature_extractor(body_model, return_nodes)
+            self.body = create_feature_extractor(body_model, {"trunk_output.block1": "0",
+                                                              "trunk_output.block2": "1"})
             self.fpn = FeaturePyramidNetwork([16, 24], 16, extra_blocks=LastLevelMaxPool())
             self.out_channels = 16
 
         def forward(self, x):
             return self.fpn(self.body(x))
 
+    if recipe == "feature_extractor":
+        backbone = BodyWithFPN()
+    else:  # BackboneWithFPN: IntermediateLayerGetter over the stem and the stages as top-level children
+        layers = nn.Sequential(OrderedDict([("stem", body_model.stem), *body_model.trunk_output.named_children()]))
+        backbone = BackboneWithFPN(layers, {"block1": "0", "block2": "1"}, [16, 24], 16)
     torch.manual_seed(11)
     anchors = AnchorGenerator(((8,), (16,), (32,)), ((0.5, 1.0, 2.0),) * 3)
-    return FasterRCNN(BodyWithFPN(), num_classes=3, min_size=64, max_size=64, rpn_anchor_generator=anchors,
+    return FasterRCNN(backbone, num_classes=3, min_size=64, max_size=64, rpn_anchor_generator=anchors,
                       rpn_batch_size_per_image=32, box_batch_size_per_image=16)
 
 
-def test_detection_recipe_with_frozen_bn_matches_torchvision():
+@pytest.mark.parametrize("recipe", ["feature_extractor", "backbone_with_fpn"])
+def test_detection_recipe_with_frozen_bn_matches_torchvision(recipe):
     tv, ours = _frozen_twins()
-    return_nodes = {"trunk_output.block1": "0", "trunk_output.block2": "1"}
-    det_tv, det_ours = _detector(tv, return_nodes), _detector(ours, return_nodes)
+    det_tv, det_ours = _detector(tv, recipe), _detector(ours, recipe)
     det_ours.load_state_dict(det_tv.state_dict())
     images = [torch.rand(3, 64, 64, device=DEVICE), torch.rand(3, 64, 48, device=DEVICE)]
     targets = [{"boxes": torch.tensor([[4.0, 6.0, 40.0, 50.0]]), "labels": torch.tensor([1])},
