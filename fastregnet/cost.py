@@ -253,15 +253,15 @@ def _torch_dtype(name: str) -> torch.dtype:
 
 def _block_infer(step: _Step, name: str, n: int, h: int, w_in: int, w_out: int, stride: int, gw: int, se: int,
                  autocast_weights: bool) -> None:
-    from .kernels.pointwise_conv import BLOCK_K, BLOCK_M, BLOCK_N, GROUP_M
+    from .kernels.pointwise_conv import BLOCK_K, BLOCK_M, GROUP_M, eval_block_n
 
     e = step.e
-    tiles = (BLOCK_M, BLOCK_N, BLOCK_K)
     ho = (h - 1) // stride + 1
     if autocast_weights:  # fp32 parameters cast to the autocast dtype on every call (PyTorch copies)
         for part, numel in (("a", w_in * w_out), ("b", w_out * gw * 9), ("c", w_out * w_out)) + \
                 (("proj", w_in * w_out),) * (stride != 1 or w_in != w_out):
             step.torch_op(f"{name}.{part}", "weight cast", numel * (4 + e))
+    tiles = (BLOCK_M, eval_block_n(w_out, _torch_dtype(step.dtype)), BLOCK_K)
     gemm_launch(step, "_pointwise_conv_kernel", f"{name}.f.a", n * h * h, w_in, w_out, tiles, n * h * h * w_in * e,
                 swizzle_rows=GROUP_M)
     step.torch_op(f"{name}.f.b", "weight layout", 2 * w_out * gw * 9 * e)

@@ -117,8 +117,9 @@ def test_se_excitation_reads_its_weights_once_per_16_images(launches):
 
 def test_whole_model_inference_stays_near_its_floor(launches):
     # A regression guard on the modelled totals (not yet the issue's per-launch 1.5x bound, which the SE
-    # excitation's serial chain and the 64x64 1x1-conv tiles still miss: see the closing note).
-    bound = {"regnet_y_400mf": 1.2, "regnet_y_1_6gf": 1.4, "regnet_y_16gf": 2.25, "regnet_x_400mf": 1.15}
+    # excitation's serial chain and the 1x1 GEMMs' weight re-reads on 64-row blocks still miss). Measured with the
+    # 64 x 128 eval tiles: 1.13 / 1.23 / 1.86 / 1.07.
+    bound = {"regnet_y_400mf": 1.15, "regnet_y_1_6gf": 1.25, "regnet_y_16gf": 1.9, "regnet_x_400mf": 1.1}
     for model in MODELS:
         s = summarize(launches[(model, "infer")])
         assert s["predicted_over_floor"] <= bound[model], (model, s)
