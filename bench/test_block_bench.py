@@ -1,7 +1,7 @@
 """Microbenchmarks against torchvision (cuDNN), channels_last, fp16/bf16, on each stage's first block of
 RegNetY-400MF, 1.6GF and 16GF at batch 64/128. GPU only.
 
-- a whole block on the fused inference path (4 launches: conv a, grouped conv b + SE squeeze, SE excite, conv c +
+- a whole block on the fused inference path (5 launches: conv a, grouped conv b + SE squeeze, SE fc1, SE fc2, conv c +
   shortcut + ReLU) against the torchvision block, eval, no grad;
 - a whole block's training step (forward + backward, batch statistics) against the torchvision block under AMP;
 - the SE path alone, from the grouped conv's output to conv c's: squeeze, excitation and the gated GEMM (eval,

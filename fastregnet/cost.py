@@ -233,13 +233,20 @@ def elementwise_launch(step: _Step, kernel: str, layer: str, m: int, c: int, rea
 def se_excite_launch(step: _Step, layer: str, n: int, c: int, s: int, bpi: int, backward: bool = False) -> None:
     from .kernels.squeeze_excite import excite_plan
 
-    programs, weight_reads, steps = excite_plan(n, c, s, bpi, backward)
-    w = 2 * c * s * 4
-    acts = n * (bpi * c + 3 * c + s) * 4
-    tiled = acts + w * weight_reads
-    dram = acts + _reread_dram(w, weight_reads, step.gpu)
-    step.add(Launch("_se_excite_bwd_kernel" if backward else "_se_excite_kernel", layer, (programs,), tiled, dram,
-                    acts + w, 2.0 * 2 * n * c * s, None, steps), mma=False)
+    w = c * s * 4  # one fc layer's weight, fp32
+    if backward:  # one launch: both fc layers, activations in and out
+        (kernel, grid, weight_reads, steps), = excite_plan(n, c, s, bpi, backward)
+        acts = n * (5 * c + 2 * s) * 4
+        step.add(Launch(kernel, layer, grid, acts + 2 * w * weight_reads,
+                        acts + _reread_dram(2 * w, weight_reads, step.gpu), acts + 2 * w, 2.0 * 2 * n * c * s, None,
+                        steps), mma=False)
+        return
+    # hidden: reads the row-block sums, writes pooled and hidden; gate: reads hidden, writes the gate
+    acts = {"_se_hidden_kernel": n * (bpi * c + c + s) * 4, "_se_gate_kernel": n * (s + c) * 4}
+    for kernel, grid, weight_reads, steps in excite_plan(n, c, s, bpi):
+        a = acts[kernel]
+        step.add(Launch(kernel, layer, grid, a + w * weight_reads, a + _reread_dram(w, weight_reads, step.gpu), a + w,
+                        2.0 * n * c * s, None, steps), mma=False)
 
 
 def _torch_dtype(name: str) -> torch.dtype:

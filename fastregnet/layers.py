@@ -224,7 +224,7 @@ class ResBottleneckBlock(NotScriptable, nn.Module):
     epilogue and backward.
 
     With plain children and no hooks (`fastregnet.fusion.block_reason`), the block runs fused: in eval with
-    gradients off as one op (4 Triton launches with SE); in training (`block_tail_reason`) with SE, conv c, BN, the
+    gradients off as one op (5 Triton launches with SE); in training (`block_tail_reason`) with SE, conv c, BN, the
     add and the ReLU as one op, after calling f.a, f.b and the projection. Otherwise it runs its children as
     torchvision's block does.
     """
@@ -295,7 +295,7 @@ class ResBottleneckBlock(NotScriptable, nn.Module):
         return self.activation(shortcut + branch)
 
     def _forward_inference(self, x: torch.Tensor) -> torch.Tensor:
-        """Eval with gradients off: the whole block as one op (4 Triton launches with SE), BN from the live tensors."""
+        """Eval with gradients off: the whole block as one op (5 Triton launches with SE), BN from the live tensors."""
         f = self.f
         conv_b = f.b[0]
         se = self._se_params()

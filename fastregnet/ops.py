@@ -7,7 +7,7 @@ What runs on Triton:
 - training (BN with batch statistics), forward and backward: every conv of the body. Conv a and the projection
   are `pointwise_conv_bn_train`; f.b is `grouped_conv_bn_act_train`; SE, conv c, the residual add and the final
   ReLU are one `pointwise_conv_bn_train` with the SE weights and the shortcut. The stem and head run PyTorch.
-- eval with gradients off: the whole block as 4 launches (`residual_block_eval`), each applying its eval BatchNorm
+- eval with gradients off: the whole block as 5 launches (`residual_block_eval`), each applying its eval BatchNorm
   in the epilogue from the live tensors (no folded weights exist on this path).
 - eval with gradients on (rare: e.g. input-gradient saliency): f.b's differentiable eval kernel; the 1x1 convs and
   SE run the reference.
@@ -301,7 +301,8 @@ def _(grad_out, x, weight, y, out, mean, invstd, gamma, beta, stride, relu, gate
 
 
 def _pointwise_train_setup(ctx, inputs, output):
-    x, weight, gamma, beta, eps, stride, relu, shortcut, fc1_weight, fc1_bias, fc2_weight, fc2_bias, sample_scale = inputs
+    (x, weight, gamma, beta, eps, stride, relu, shortcut, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
+     sample_scale) = inputs
     out, y, mean, var, invstd, gate, pooled, hidden = output
     ctx.mark_non_differentiable(y, mean, var, invstd, gate, pooled, hidden)
     has_se = fc1_weight is not None
@@ -500,8 +501,9 @@ def residual_block_eval(x: Tensor, a: tuple, b: tuple, se: tuple | None, c: tupl
     (weight, (gamma, beta, running_mean, running_var), eps) of its conv and eval BatchNorm; b is followed by
     (stride, groups); se = (fc1_w, fc1_b, fc2_w, fc2_b) or None; proj a part or None (a stride-b 1x1 conv).
 
-    On the Triton path this is 4 launches (3 without SE), each applying its BatchNorm in the epilogue from the
-    live tensors: conv a; grouped conv b with the SE squeeze in its epilogue; the excitation; conv c with the gate
+    On the Triton path this is 5 launches (3 without SE), each applying its BatchNorm in the epilogue from the
+    live tensors: conv a; grouped conv b with the SE squeeze in its epilogue; the excitation's fc1 and fc2; conv c
+    with the gate
     applied to its input tiles, the projection as a second accumulator (or the identity shortcut added) and the
     final ReLU. The reference path folds each BatchNorm into its conv (fast on CPU), afresh on every call."""
     (wa, bn_a, eps_a), (wb, bn_b, eps_b, stride, groups), (wc, bn_c, eps_c) = a, b, c

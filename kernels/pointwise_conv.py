@@ -428,8 +428,9 @@ def pointwise_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Te
     ReLU mask); `se` = (pooled, hidden, fc1_weight, fc2_weight) when `gate` came from SE, whose backward then runs
     here too; sample_scale as the forward's (each kernel scales its image's gz on the BN side: no extra pass);
     with the forward's `sync`, the BN's two channel sums are all-reduced before the grads use them (the returned
-    grad_gamma / grad_beta stay local, as nn.SyncBatchNorm's). Returns (grad_x, grad_weight, grad_gamma, grad_beta, grad_shortcut or None, SE grads or None),
-    SE grads being (grad fc1 weight, fc1 bias, fc2 weight, fc2 bias)."""
+    grad_gamma / grad_beta stay local, as nn.SyncBatchNorm's). Returns (grad_x, grad_weight, grad_gamma,
+    grad_beta, grad_shortcut or None, SE grads or None), SE grads being (grad fc1 weight, fc1 bias, fc2 weight, fc2
+    bias)."""
     n, k, ho, wo, out_c, m = _check(x, weight, stride)
     x, y, grad_out = nhwc(x), nhwc(y), nhwc(grad_out.to(x.dtype))
     residual = out is not None
@@ -511,10 +512,12 @@ def pointwise_variants(dtype: torch.dtype) -> list[tuple]:
 
     vec = {k: "*fp32" for k in ("Mean", "Invstd", "Gamma", "Beta", "DBeta", "DGamma")}
     data_sig = {"GO": ty, "S": ty, "Out": ty, "Wt": ty, "Gate": "*fp32", "GPooled": "*fp32", "GX": ty, **vec,
-                "SampleScale": "*fp32", "MI": "i32", "K": "i32", "N": "i32", "H": "i32", "W": "i32", "HO": "i32", "WO": "i32",
+                "SampleScale": "*fp32", "MI": "i32", "K": "i32", "N": "i32", "H": "i32", "W": "i32", "HO": "i32",
+                "WO": "i32",
                 "inv_M": "fp32", "inv_hw": "fp32"}
     weight_sig = {"GO": ty, "S": ty, "Out": ty, "X": ty, "Gate": "*fp32", "Wt": ty, "GWPart": "*fp32",
-                  "GGatePart": "*fp32", **vec, "SampleScale": "*fp32", "M": "i32", "K": "i32", "N": "i32", "HW": "i32", "OW": "i32",
+                  "GGatePart": "*fp32", **vec, "SampleScale": "*fp32", "M": "i32", "K": "i32", "N": "i32",
+                  "HW": "i32", "OW": "i32",
                   "H_in": "i32", "W_in": "i32", "inv_M": "fp32", "ROWS_PER_SPLIT": "i32"}
     # (stride, relu, residual, gate, drop path): conv a, projection at stride 1 / 2, conv c with and without SE,
     # with and without stochastic depth

@@ -4,15 +4,18 @@ The squeeze (per-(image, channel) sums of the grouped conv's output) is written 
 eval by the grouped conv's epilogue, in training by `_se_squeeze_kernel` over the normalized output. The gate is
 applied by the 1x1 conv c as it loads its input (see pointwise_conv.py). What is left is per image and tiny:
 
-    pooled = sums / HW,  hidden = relu(W1 @ pooled + b1),  gate = sigmoid(W2 @ hidden + b2)      (_se_excite_kernel)
+    pooled = sums / HW,  hidden = relu(W1 @ pooled + b1)                                          (_se_hidden_kernel)
+    gate = sigmoid(W2 @ hidden + b2)                                                              (_se_gate_kernel)
 
 and its backward, given grad_gate (computed inside conv c's weight-grad kernel, see pointwise_conv.py):
 
     g_pre2 = grad_gate * gate * (1 - gate),  g_pre1 = (W2^T @ g_pre2) * (hidden > 0),  g_pooled = W1^T @ g_pre1
                                                                                               (_se_excite_bwd_kernel)
-Each program takes a block of up to 16 images and runs the two fc layers as small tl.dot GEMMs (fp32, IEEE), so the
-fc weights are read once per image block rather than once per image (regnet_y_16gf's last stage at batch 256: 16
-reads of its 9 MB of SE weights instead of 256), with the same serial chain per program as one image had.
+Each program takes a block of up to 16 images and runs its fc layer as small tl.dot GEMMs (fp32, IEEE), so the fc
+weights are read once per image block rather than once per image (regnet_y_16gf's last stage at batch 256: 16
+reads of its 9 MB of SE weights instead of 256). The forward is two launches, split over S blocks (fc1) and C
+blocks (fc2), so a program's serial chain is C / 64 or S / 32 steps: one launch walked C x S twice in 64 x 32
+steps (up to ~1,000 steps in regnet_y_16gf). The backward (training) is still one program per image block.
 """
 
 from __future__ import annotations
@@ -61,47 +64,59 @@ def _se_squeeze_kernel(
 
 
 @triton.jit
-def _se_excite_kernel(
+def _se_hidden_kernel(
     SqPart,  # (images * blocks_per_image, C) fp32 channel sums of the grouped conv output, per row block
     W1, B1,  # fc1: (S, C) weight and (S,) bias, fp32
-    W2, B2,  # fc2: (C, S) weight and (C,) bias, fp32
-    Pooled,  # (images, C) fp32 out: the mean over H*W (saved for backward)
-    Hidden,  # (images, S) fp32 out: relu(fc1(pooled)) (saved for backward)
-    Gate,  # (images, C) fp32 out: sigmoid(fc2(hidden))
+    Pooled,  # (images, C) fp32 out: the mean over H*W (saved for backward), written by the S-block-0 programs
+    Hidden,  # (images, S) fp32 out: relu(fc1(pooled))
     images, C, S,  # images, channels, squeeze channels
     blocks_per_image,  # row blocks per image in SqPart
     inv_hw,  # 1 / (H * W)
     BLOCK_I: tl.constexpr,  # images per program
-    BLOCK_C: tl.constexpr,  # channels per step
-    BLOCK_S: tl.constexpr,  # squeeze channels per step
+    BLOCK_C: tl.constexpr,  # channels per K step
+    BLOCK_S: tl.constexpr,  # squeeze channels per program
 ):
+    """hidden[i, s] = relu(sum_c pooled[i, c] * W1[s, c] + b1[s]) for one (image block, S block): the pooled means
+    are formed from the row-block sums as each K step loads them, so the chain is C / BLOCK_C steps."""
     offs_i = tl.program_id(0) * BLOCK_I + tl.arange(0, BLOCK_I)
-    i_ok = offs_i < images
-    # 1: pooled = sum of each image's row-block sums / HW
+    offs_s = tl.program_id(1) * BLOCK_S + tl.arange(0, BLOCK_S)
+    i_ok, s_ok = offs_i < images, offs_s < S
+    first = tl.program_id(1) == 0
+    acc = tl.zeros((BLOCK_I, BLOCK_S), dtype=tl.float32)
     for c0 in range(0, C, BLOCK_C):
         offs_c = c0 + tl.arange(0, BLOCK_C)
-        mask = i_ok[:, None] & (offs_c < C)[None, :]
+        c_ok = offs_c < C
+        mask = i_ok[:, None] & c_ok[None, :]
         total = tl.zeros((BLOCK_I, BLOCK_C), dtype=tl.float32)
         for j in range(0, blocks_per_image):
             total += tl.load(SqPart + (offs_i[:, None] * blocks_per_image + j) * C + offs_c[None, :], mask=mask,
                              other=0.0)
-        tl.store(Pooled + offs_i[:, None] * C + offs_c[None, :], total * inv_hw, mask=mask)
-    tl.debug_barrier()
-    # 2: hidden = relu(pooled @ W1^T + b1)
-    for s0 in range(0, S, BLOCK_S):
-        offs_s = s0 + tl.arange(0, BLOCK_S)
-        acc = _rows_times_matrix(Pooled, C, offs_i, i_ok, W1, C, 1, offs_s, S, C, BLOCK_C)
-        acc += tl.load(B1 + offs_s, mask=offs_s < S, other=0.0)[None, :]
-        tl.store(Hidden + offs_i[:, None] * S + offs_s[None, :], relu(acc),
-                 mask=i_ok[:, None] & (offs_s < S)[None, :])
-    tl.debug_barrier()
-    # 3: gate = sigmoid(hidden @ W2^T + b2)
-    for c0 in range(0, C, BLOCK_C):
-        offs_c = c0 + tl.arange(0, BLOCK_C)
-        acc = _rows_times_matrix(Hidden, S, offs_i, i_ok, W2, S, 1, offs_c, C, S, BLOCK_S)
-        acc += tl.load(B2 + offs_c, mask=offs_c < C, other=0.0)[None, :]
-        tl.store(Gate + offs_i[:, None] * C + offs_c[None, :], 1.0 / (1.0 + tl.exp(-acc)),
-                 mask=i_ok[:, None] & (offs_c < C)[None, :])
+        pooled = total * inv_hw
+        tl.store(Pooled + offs_i[:, None] * C + offs_c[None, :], pooled, mask=mask & first)
+        w = tl.load(W1 + offs_s[None, :] * C + offs_c[:, None], mask=s_ok[None, :] & c_ok[:, None], other=0.0)
+        acc = tl.dot(pooled, w, acc, input_precision="ieee")
+    acc += tl.load(B1 + offs_s, mask=s_ok, other=0.0)[None, :]
+    tl.store(Hidden + offs_i[:, None] * S + offs_s[None, :], relu(acc), mask=i_ok[:, None] & s_ok[None, :])
+
+
+@triton.jit
+def _se_gate_kernel(
+    Hidden,  # (images, S) fp32 from _se_hidden_kernel
+    W2, B2,  # fc2: (C, S) weight and (C,) bias, fp32
+    Gate,  # (images, C) fp32 out: sigmoid(fc2(hidden))
+    images, C, S,  # images, channels, squeeze channels
+    BLOCK_I: tl.constexpr,  # images per program
+    BLOCK_C: tl.constexpr,  # channels per program
+    BLOCK_S: tl.constexpr,  # squeeze channels per K step
+):
+    """gate[i, c] = sigmoid(sum_s hidden[i, s] * W2[c, s] + b2[c]) for one (image block, C block): S / BLOCK_S steps."""
+    offs_i = tl.program_id(0) * BLOCK_I + tl.arange(0, BLOCK_I)
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    i_ok = offs_i < images
+    acc = _rows_times_matrix(Hidden, S, offs_i, i_ok, W2, S, 1, offs_c, C, S, BLOCK_S)
+    acc += tl.load(B2 + offs_c, mask=offs_c < C, other=0.0)[None, :]
+    tl.store(Gate + offs_i[:, None] * C + offs_c[None, :], 1.0 / (1.0 + tl.exp(-acc)),
+             mask=i_ok[:, None] & (offs_c < C)[None, :])
 
 
 @triton.jit
@@ -156,11 +171,15 @@ _BLOCK_C, _BLOCK_S = 64, 32
 _BLOCK_I, _EXCITE_WARPS = 16, 4
 
 
-def excite_plan(images: int, c: int, s: int, blocks_per_image: int, backward: bool = False) -> tuple[int, int, int]:
-    """(programs, reads of the fc weights, serial steps per program) of the excitation or its backward."""
-    programs = triton.cdiv(images, _BLOCK_I)
+def excite_plan(images: int, c: int, s: int, blocks_per_image: int, backward: bool = False) -> list[tuple]:
+    """Per launch of the excitation (hidden, gate) or of its backward: (kernel name, grid, reads of the fc weight it
+    uses, serial steps per program)."""
+    image_blocks = triton.cdiv(images, _BLOCK_I)
     c_steps, s_steps = triton.cdiv(c, _BLOCK_C), triton.cdiv(s, _BLOCK_S)
-    return programs, programs, c_steps * blocks_per_image + 2 * c_steps * s_steps + (c_steps if backward else 0)
+    if backward:
+        return [("_se_excite_bwd_kernel", (image_blocks,), image_blocks, 2 * c_steps * s_steps + 2 * c_steps)]
+    return [("_se_hidden_kernel", (image_blocks, s_steps), image_blocks, c_steps * (blocks_per_image + 1)),
+            ("_se_gate_kernel", (image_blocks, c_steps), image_blocks, s_steps)]
 
 
 def _f32(t: torch.Tensor, *shape) -> torch.Tensor:
@@ -188,11 +207,15 @@ def se_excite(sq_part: torch.Tensor, blocks_per_image: int, hw: int, fc1_weight:
     f32 = dict(device=sq_part.device, dtype=torch.float32)
     pooled, hidden, gate = torch.empty((images, c), **f32), torch.empty((images, s), **f32), torch.empty((images, c),
                                                                                                         **f32)
-    _se_excite_kernel[(triton.cdiv(images, _BLOCK_I),)](
-        sq_part, _f32(fc1_weight, s, c), _f32(fc1_bias, s), _f32(fc2_weight, c, s), _f32(fc2_bias, c), pooled, hidden,
-        gate, images, c, s, blocks_per_image, 1.0 / hw, BLOCK_I=_BLOCK_I, BLOCK_C=_BLOCK_C,
+    image_blocks = triton.cdiv(images, _BLOCK_I)
+    _se_hidden_kernel[(image_blocks, triton.cdiv(s, _BLOCK_S))](
+        sq_part, _f32(fc1_weight, s, c), _f32(fc1_bias, s), pooled, hidden, images, c, s, blocks_per_image, 1.0 / hw,
+        BLOCK_I=_BLOCK_I, BLOCK_C=_BLOCK_C, BLOCK_S=_BLOCK_S, num_warps=_EXCITE_WARPS)
+    record(_se_hidden_kernel)
+    _se_gate_kernel[(image_blocks, triton.cdiv(c, _BLOCK_C))](
+        hidden, _f32(fc2_weight, c, s), _f32(fc2_bias, c), gate, images, c, s, BLOCK_I=_BLOCK_I, BLOCK_C=_BLOCK_C,
         BLOCK_S=_BLOCK_S, num_warps=_EXCITE_WARPS)
-    record(_se_excite_kernel)
+    record(_se_gate_kernel)
     return (gate, pooled, hidden) if saved else gate
 
 
@@ -218,10 +241,12 @@ def se_excite_bwd(g_gate_part: torch.Tensor, gate: torch.Tensor, pooled: torch.T
 def squeeze_excite_variants() -> list[tuple]:
     """(kernel, signature, constexprs, num_warps) of the SE kernels (all fp32 except the squeeze's input)."""
     vecs = dict(BLOCK_I=_BLOCK_I, BLOCK_C=_BLOCK_C, BLOCK_S=_BLOCK_S)
-    out = [(_se_excite_kernel,
-            {"SqPart": "*fp32", "W1": "*fp32", "B1": "*fp32", "W2": "*fp32", "B2": "*fp32", "Pooled": "*fp32",
-             "Hidden": "*fp32", "Gate": "*fp32", "images": "i32", "C": "i32", "S": "i32", "blocks_per_image": "i32",
-             "inv_hw": "fp32"}, vecs, _EXCITE_WARPS),
+    out = [(_se_hidden_kernel,
+            {"SqPart": "*fp32", "W1": "*fp32", "B1": "*fp32", "Pooled": "*fp32", "Hidden": "*fp32", "images": "i32",
+             "C": "i32", "S": "i32", "blocks_per_image": "i32", "inv_hw": "fp32"}, vecs, _EXCITE_WARPS),
+           (_se_gate_kernel,
+            {"Hidden": "*fp32", "W2": "*fp32", "B2": "*fp32", "Gate": "*fp32", "images": "i32", "C": "i32",
+             "S": "i32"}, vecs, _EXCITE_WARPS),
            (_se_excite_bwd_kernel,
             {"GGatePart": "*fp32", "Gate": "*fp32", "Pooled": "*fp32", "Hidden": "*fp32", "W1": "*fp32",
              "W2": "*fp32", "GPre2": "*fp32", "GPre1": "*fp32", "GPooled": "*fp32", "C": "i32", "S": "i32",

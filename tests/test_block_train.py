@@ -245,3 +245,24 @@ def test_statistics_merge_in_two_passes_equals_batchnorm(monkeypatch):
     assert_close(invstd, (ref_var + 1e-5).rsqrt(), rtol=1e-5, name="invstd")
     monkeypatch.undo()
     assert len(bn.stats_merge_plan(len(blocks), c)) == 1  # at the default, 125 blocks take one pass
+
+
+def test_se_excitation_over_several_image_s_and_c_blocks():
+    # 20 images (two 16-image blocks), C = 150 (three 64-channel blocks), S = 40 (two 32-channel blocks) and two
+    # row blocks per image: every split of the two excitation launches, against PyTorch's SE math in float64.
+    from fastregnet.kernels.squeeze_excite import se_excite, se_squeeze
+
+    x = _nhwc(20, 150, 9, 10, seed=4)  # 90 pixels: two 64-row squeeze blocks per image
+    g = torch.Generator().manual_seed(5)
+    fc = [torch.randn(40, 150, 1, 1, generator=g) * 0.2, torch.randn(40, generator=g),
+          torch.randn(150, 40, 1, 1, generator=g) * 0.2, torch.randn(150, generator=g)]
+    sq, blocks_per_image = se_squeeze(x)
+    assert blocks_per_image == 2
+    gate, pooled, hidden = se_excite(sq, blocks_per_image, 90, *[t.to(DEVICE) for t in fc], saved=True)
+    xd = x.double().cpu()
+    ref_pooled = xd.mean((2, 3))
+    ref_hidden = torch.relu(ref_pooled @ fc[0].double().reshape(40, 150).t() + fc[1].double())
+    ref_gate = torch.sigmoid(ref_hidden @ fc[2].double().reshape(150, 40).t() + fc[3].double())
+    assert_close(pooled, ref_pooled, rtol=1e-5, atol=1e-6, name="pooled")
+    assert_close(hidden, ref_hidden, rtol=1e-5, atol=1e-5, name="hidden")
+    assert_close(gate, ref_gate, rtol=1e-5, atol=1e-6, name="gate")

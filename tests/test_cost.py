@@ -100,16 +100,26 @@ def test_statistics_merge_and_se_serial_chains_do_not_grow_with_the_batch(launch
     for model, ls in bigger.items():
         base = {(x.kernel, x.layer): x.serial_steps for x in launches[(model, "train")]}
         for x in ls:
-            if x.kernel in ("_bn_stats_finalize_kernel", "_se_excite_kernel", "_se_excite_bwd_kernel"):
+            if x.kernel in ("_bn_stats_finalize_kernel", "_se_hidden_kernel", "_se_gate_kernel",
+                            "_se_excite_bwd_kernel"):
                 assert x.serial_steps <= max(MERGE_STEPS, base[(x.kernel, x.layer)]), x
+
+
+def test_se_excitation_chains_are_split_over_programs(launches):
+    # One excitation launch walked C x S twice per program (1,008 steps in regnet_y_16gf's last stage); split, fc1
+    # walks C (plus each image's row-block partials) and fc2 walks S.
+    for (model, mode), ls in launches.items():
+        for x in ls:
+            if x.kernel in ("_se_hidden_kernel", "_se_gate_kernel"):
+                assert x.serial_steps <= 200, (model, x)
 
 
 def test_se_excitation_reads_its_weights_once_per_16_images(launches):
     checked = 0
     for (model, mode), ls in launches.items():
         for x in ls:
-            if x.kernel in ("_se_excite_kernel", "_se_excite_bwd_kernel"):
-                assert x.grid == (16,)  # batch 256: 16 image blocks, so the fc weights are read 16 times, not 256
+            if x.kernel in ("_se_hidden_kernel", "_se_gate_kernel", "_se_excite_bwd_kernel"):
+                assert x.grid[0] == 16  # batch 256: 16 image blocks, so the fc weights are read 16 times, not 256
                 assert x.bytes <= x.min_bytes * 16
                 checked += 1
     assert checked > 50
@@ -117,9 +127,9 @@ def test_se_excitation_reads_its_weights_once_per_16_images(launches):
 
 def test_whole_model_inference_stays_near_its_floor(launches):
     # A regression guard on the modelled totals (not yet the issue's per-launch 1.5x bound, which the SE
-    # excitation's serial chain and the 1x1 GEMMs' weight re-reads on 64-row blocks still miss). Measured with the
-    # 64 x 128 eval tiles: 1.13 / 1.23 / 1.86 / 1.07.
-    bound = {"regnet_y_400mf": 1.15, "regnet_y_1_6gf": 1.25, "regnet_y_16gf": 1.9, "regnet_x_400mf": 1.1}
+    # excitation's fc1 launch and the 1x1 GEMMs' weight re-reads on 64-row blocks still miss). Measured with the
+    # 64 x 128 eval tiles and the two-launch excitation: 1.09 / 1.18 / 1.78 / 1.07.
+    bound = {"regnet_y_400mf": 1.12, "regnet_y_1_6gf": 1.2, "regnet_y_16gf": 1.8, "regnet_x_400mf": 1.1}
     for model in MODELS:
         s = summarize(launches[(model, "infer")])
         assert s["predicted_over_floor"] <= bound[model], (model, s)
