@@ -139,3 +139,27 @@ def test_a_hooked_drop_path_sends_the_tail_to_the_modules():
     assert "drop_path has hooks" in fastregnet.fusion.block_tail_reason(block)
     block(torch.randn(2, 24, 4, 4, device=DEVICE))
     assert calls == [1]
+
+
+def test_drop_path_compiles_fullgraph():
+    # timm's recipes compile models with stochastic depth. With inductor's eager RNG (fallback_random) the compiled
+    # step draws the same masks as eager, so outputs and grads must match.
+    import torch._inductor.config as inductor_config
+
+    eager = _model(drop_path_rate=0.5).train()
+    compiled = copy.deepcopy(eager)
+    x = torch.randn(4, 3, 16, 16, device=DEVICE)
+    torch._dynamo.reset()
+    try:
+        with inductor_config.patch(fallback_random=True):
+            torch.manual_seed(3)
+            out = torch.compile(compiled, fullgraph=True)(x)
+            out.square().mean().backward()
+        torch.manual_seed(3)
+        ref = eager(x)
+        ref.square().mean().backward()
+        assert rel_err(out, ref) < 1e-5
+        for (name, p), q in zip(compiled.named_parameters(), eager.parameters()):
+            assert rel_err(p.grad, q.grad) < 1e-4, name
+    finally:
+        torch._dynamo.reset()
