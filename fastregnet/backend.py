@@ -22,7 +22,7 @@ from collections import Counter
 import torch
 
 __all__ = ["get_backend", "set_backend", "use_backend", "use_triton", "triton_available", "count_kernel_launches",
-           "BackendError"]
+           "on_tensor_device", "BackendError"]
 
 _MODES = ("auto", "triton", "torch")
 
@@ -168,3 +168,11 @@ def count_kernel_launches():
         yield counter
     finally:
         _launch.pop(counter)
+
+
+def on_tensor_device(t: torch.Tensor):
+    """A context with t's CUDA device current (a no-op for CPU tensors): Triton launches on the current device, so
+    a model on cuda:1 without torch.cuda.set_device(1) would otherwise get another GPU's addresses."""
+    if t.is_cuda and t.device.index is not None:
+        return torch.cuda.device(t.device)
+    return contextlib.nullcontext()

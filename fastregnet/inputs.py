@@ -42,7 +42,8 @@ def prepare_images(x, model: torch.nn.Module):
     if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
         raise TypeError(f"input dtype {x.dtype} does not match the model's {weight.dtype}; cast one of them "
                         f"or run under torch.autocast")
-    if model.training and x.shape[0] == 1 and math.prod(last_stage_hw(*x.shape[-2:], model.block_params.strides)) == 1:
+    last_hw = last_stage_hw(*x.shape[-2:], model.block_params.strides)
+    if model.training and x.shape[0] == 1 and math.prod(last_hw) == 1:
         raise ValueError("training with batch size 1 and a 1x1 last stage: BatchNorm needs more than one value "
                          "per channel; use a larger batch or image")
     if x.is_cuda:

@@ -304,8 +304,7 @@ def create_model(name: str, weights: Any = None, progress: bool = True, *, pretr
     model = cls(cfg.depth, cfg.w0, cfg.wa, cfg.wm, cfg.group_width, num_classes=num_classes, rounding=cfg.rule,
                 **extra, **kwargs)
     model.config_name = cfg.name
-    model.pretrained_cfg = {**tag_cfg, "num_classes": model.num_classes,
-                            "input_size": (model.in_channels, *tag_cfg["input_size"][1:])}
+    model.pretrained_cfg = pretrained_cfg(name, model.num_classes, model.in_channels)
     model = apply_weights(model, resolved, progress, fresh_classifier=pretrained)
     if features_only:
         return RegNetFeatures(model, out_indices)

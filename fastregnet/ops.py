@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from . import reference as ref
-from .backend import triton_interpreting, use_triton
+from .backend import on_tensor_device, triton_interpreting, use_triton
 
 __all__ = ["conv_bias_act", "conv_bn_act_train", "conv_sync_bn_act_train", "grouped_conv_bias_act",
            "grouped_conv_bn_act_train", "residual_block_eval", "se_conv_bn_add_relu_train", "grouped_conv_supported"]
@@ -41,16 +41,12 @@ __all__ = ["conv_bias_act", "conv_bn_act_train", "conv_sync_bn_act_train", "grou
 
 
 def _on_input_device(fn):
-    """Run a custom op's launches with its first tensor's CUDA device current: Triton launches on the current
-    device, so a model on cuda:1 without torch.cuda.set_device(1) would otherwise get another GPU's addresses."""
+    """Run a custom op's launches with its first tensor's CUDA device current (`backend.on_tensor_device`)."""
 
     @functools.wraps(fn)
     def on_device(*args, **kwargs):
-        first = args[0]
-        if first.is_cuda and first.device.index is not None:
-            with torch.cuda.device(first.device):
-                return fn(*args, **kwargs)
-        return fn(*args, **kwargs)
+        with on_tensor_device(args[0]):
+            return fn(*args, **kwargs)
 
     return on_device
 
@@ -482,12 +478,13 @@ def conv_sync_bn_act_train(x: Tensor, weight: Tensor, bn_weight: Tensor, bn_bias
     between the backward's reduction and its grads; otherwise PyTorch's conv, then the synchronized BN."""
     from .sync_batch_norm import TritonSyncConvBN, sync_batch_norm
 
-    pointwise = weight.shape[-2:] == (1, 1) and groups == 1
-    grouped = weight.shape[-2:] == (3, 3) and x.shape[1] == weight.shape[0]  # the block's f.b (not the stem)
-    if pointwise or grouped:
-        supported = _pointwise_supported(x, weight, stride) if pointwise else grouped_conv_supported(x, weight,
-                                                                                                     stride, groups)
-    if (pointwise or grouped) and use_triton(x, *supported):
+    if weight.shape[-2:] == (1, 1) and groups == 1:
+        supported = _pointwise_supported(x, weight, stride)
+    elif weight.shape[-2:] == (3, 3) and x.shape[1] == weight.shape[0]:  # the block's f.b (not the stem)
+        supported = grouped_conv_supported(x, weight, stride, groups)
+    else:
+        supported = None  # no kernel family: PyTorch's conv, as for the unsynchronized stem
+    if supported is not None and use_triton(x, *supported):
         x, weight = _autocast(x, weight)
         return TritonSyncConvBN.apply(x, weight, bn_weight, bn_bias, running_mean, running_var, momentum, eps, stride,
                                       groups, relu, process_group)

@@ -17,6 +17,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .backend import on_tensor_device
+from .reference import update_running_stats
+
 __all__ = ["sync_needed", "RankStats", "merge_moments", "update_running", "sync_batch_norm", "TritonSyncConvBN"]
 
 
@@ -67,12 +70,10 @@ class RankStats:
 
 def update_running(running_mean: torch.Tensor | None, running_var: torch.Tensor | None, mean: torch.Tensor,
                    var: torch.Tensor, total: int, momentum: float) -> None:
-    """nn.SyncBatchNorm's running-statistics update from the global mean and biased var over `total` values."""
-    if running_mean is None or not momentum:
-        return
-    with torch.no_grad():
-        running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
-        running_var.mul_(1 - momentum).add_((var * (total / (total - 1))).to(running_var.dtype), alpha=momentum)
+    """nn.SyncBatchNorm's running-statistics update from the global mean and biased var over `total` values
+    (BatchNorm's update, `reference.update_running_stats`), when the norm tracks them."""
+    if running_mean is not None and momentum:
+        update_running_stats(running_mean, running_var, mean, var, total, momentum)
 
 
 def _channel_view(v: torch.Tensor) -> torch.Tensor:
@@ -122,7 +123,7 @@ class TritonSyncConvBN(torch.autograd.Function):
 
         sync = RankStats(group)
         grouped = weight.shape[-1] == 3
-        with _device_of(x):
+        with on_tensor_device(x):
             if grouped:
                 out, y, mean, var, invstd = grouped_conv_train_fwd(x, weight, gamma, beta, eps, stride, groups, relu,
                                                                    sync=sync)
@@ -141,7 +142,7 @@ class TritonSyncConvBN(torch.autograd.Function):
 
         x, weight, y, mean, invstd, gamma, beta = ctx.saved_tensors
         grouped, stride, groups, relu, sync = ctx.conf
-        with _device_of(x):
+        with on_tensor_device(x):
             if grouped:
                 gx, gw, dgamma, dbeta = grouped_conv_bwd(grad_out, x, weight, y, mean, invstd, gamma, beta, stride,
                                                          groups, relu, True, sync=sync)
@@ -149,13 +150,6 @@ class TritonSyncConvBN(torch.autograd.Function):
                 gx, gw, dgamma, dbeta, _, _ = pointwise_conv_bwd(grad_out, x, weight, y, None, mean, invstd, gamma,
                                                                  beta, stride, relu, sync=sync)
         return (gx, gw, dgamma.to(gamma.dtype), dbeta.to(beta.dtype), None, None, None, None, None, None, None, None)
-
-
-def _device_of(x: torch.Tensor):
-    """Triton launches on the current CUDA device: make it x's (a no-op on the CPU)."""
-    import contextlib
-
-    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
 
 
 def sync_batch_norm(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, running_mean: torch.Tensor | None,

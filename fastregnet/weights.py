@@ -121,7 +121,7 @@ def pretrained_weights(cfg: dict, progress: bool = True) -> dict[str, torch.Tens
     """The state_dict (fastregnet keys) of a pretrained_cfg's tag: torchvision's weights through torchvision, the
     pycls weights through timm's hub loader (both need those packages and a network or their caches)."""
     if "weights" in cfg:
-        enum_name, member = cfg["weights"].split(".")
+        member = cfg["weights"].split(".")[1]
         state_dict = torchvision_weights_enum(cfg["torchvision_builder"])[member].get_state_dict(
             progress=progress, check_hash=True)
     else:
@@ -136,7 +136,7 @@ def pretrained_weights(cfg: dict, progress: bool = True) -> dict[str, torch.Tens
 
 def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     """timm's rule for a 3-channel stem conv on in_chans channels: summed for 1, else the RGB filters tiled and
-    scaled by 3 / in_chans (so a constant image gives the same activations)."""
+    scaled by 3 / in_chans (so a constant image gives the same activations for 1 channel or a multiple of 3)."""
     dtype = weight.dtype
     weight = weight.float()
     if in_chans == 1:

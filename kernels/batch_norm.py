@@ -277,8 +277,10 @@ def stats_merge_plan(blocks: int, channels: int) -> list[tuple[tuple[int, int], 
             ((c_progs, 1), parts, triton.cdiv(parts, _MERGE_BLOCK_R))]
 
 
-def bn_batch_stats(mean_part: torch.Tensor, m2_part: torch.Tensor, m: int, rows_per_block: int, eps: float):
-    """(mean, biased var, invstd), fp32 per channel, from a conv epilogue's per-row-block (mean, M2)."""
+def bn_batch_stats(mean_part: torch.Tensor, m2_part: torch.Tensor, m: int, rows_per_block: int, eps: float,
+                   sync=None):
+    """(mean, biased var, invstd), fp32 per channel, from a conv epilogue's per-row-block (mean, M2) over m rows;
+    with `sync` (SyncBatchNorm, fastregnet.sync_batch_norm.RankStats) merged with the other ranks' statistics."""
     blocks, c = mean_part.shape
     f32 = dict(device=mean_part.device, dtype=torch.float32)
     mean, var, invstd = (torch.empty(c, **f32) for _ in range(3))
@@ -296,7 +298,19 @@ def bn_batch_stats(mean_part: torch.Tensor, m2_part: torch.Tensor, m: int, rows_
         mean_part, m2_part, mean, var, invstd, blocks, m, rows_per_block, c, eps, blocks, FINAL=True,
         BLOCK_R=_MERGE_BLOCK_R, BLOCK_C=_MERGE_BLOCK_C)
     record(_bn_stats_finalize_kernel)
+    if sync is not None:
+        return sync.merge(mean, var, m, eps)
     return mean, var, invstd
+
+
+def bn_grad_sums(dbeta: torch.Tensor, dgamma: torch.Tensor, count: int, sync=None):
+    """(sum gz, sum gz * xhat, 1 / count) the data and weight grads normalize with: this rank's over its `count`
+    values, or with the forward's `sync` every rank's (one all_reduce; the caller's dbeta / dgamma, the affine
+    grads, stay local)."""
+    if sync is None:
+        return dbeta, dgamma, 1.0 / count
+    g_dbeta, g_dgamma = sync.reduce(dbeta, dgamma)
+    return g_dbeta, g_dgamma, 1.0 / sync.total
 
 
 def bn_update_running_stats(running_mean: torch.Tensor, running_var: torch.Tensor, mean: torch.Tensor,

@@ -38,7 +38,7 @@ import triton.language as tl
 
 from ._launch import dot_precision, grouped_launch_order, nhwc, pointer_type, record
 from .batch_norm import (_eval_bn_affine, _grad_y, _load_channel_vectors, _store_block_stats, bn_act_apply,
-                         bn_act_bwd_reduce, bn_batch_stats)
+                         bn_act_bwd_reduce, bn_batch_stats, bn_grad_sums)
 from .relu import relu
 from .tuning import select
 
@@ -440,9 +440,7 @@ def grouped_conv_train_fwd(x: torch.Tensor, weight: torch.Tensor, gamma: torch.T
 
     launch(select_tiles(gw, x, launch))
     record(_grouped_conv_fwd_kernel)
-    mean, var, invstd = bn_batch_stats(mean_part, m2_part, m, BLOCK_M_CONV, eps)
-    if sync is not None:
-        mean, var, invstd = sync.merge(mean, var, m, eps)
+    mean, var, invstd = bn_batch_stats(mean_part, m2_part, m, BLOCK_M_CONV, eps, sync)
     out = bn_act_apply(y, mean, invstd, gamma, beta, relu)
     return out, y, mean, var, invstd
 
@@ -474,11 +472,7 @@ def grouped_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tens
         mean = invstd = gamma = beta = torch.empty(1, **f32)  # unread in eval
 
     dbeta, dgamma, _ = bn_act_bwd_reduce(grad_out, saved, mean, invstd, gamma, beta, train, relu)
-    dbeta_arg, dgamma_arg = dbeta, (dgamma if train else dbeta)
-    inv_count = 1.0 / m_out
-    if sync is not None:
-        dbeta_arg, dgamma_arg = sync.reduce(dbeta, dgamma)
-        inv_count = 1.0 / sync.total
+    dbeta_arg, dgamma_arg, inv_count = bn_grad_sums(dbeta, dgamma if train else dbeta, m_out, sync)
 
     bn, bk, warps = select_tiles(gw, x)  # the forward's configuration (tuned there when autotuning)
     chunks = triton.cdiv(gw, bn)

@@ -33,7 +33,7 @@ import triton.language as tl
 
 from ._launch import dot_precision, grouped_launch_order, nhwc, pointer_type, record
 from .batch_norm import _eval_bn_affine, _grad_y, _load_channel_vectors, _store_block_stats, bn_act_apply, \
-    bn_act_bwd_reduce, bn_batch_stats
+    bn_act_bwd_reduce, bn_batch_stats, bn_grad_sums
 from .relu import relu
 from .squeeze_excite import se_excite_bwd
 
@@ -403,9 +403,7 @@ def pointwise_conv_train_fwd(x: torch.Tensor, weight: torch.Tensor, gamma: torch
         RELU=False, STATS=True, PRECISION=dot_precision(x.dtype), BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K,
         GROUP_M=GROUP_M, num_warps=_warps(x.dtype))
     record(_pointwise_conv_kernel)
-    mean, var, invstd = bn_batch_stats(mean_part, m2_part, m, BLOCK_M, eps)
-    if sync is not None:
-        mean, var, invstd = sync.merge(mean, var, m, eps)
+    mean, var, invstd = bn_batch_stats(mean_part, m2_part, m, BLOCK_M, eps, sync)
     out = bn_act_apply(y, mean, invstd, gamma, beta, relu, shortcut, sample_scale)
     return out, y, mean, var, invstd
 
@@ -450,10 +448,7 @@ def pointwise_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Te
     scale = sample_scale.float().contiguous() if drop else mean  # mean: a pointer the kernels never read here
     dbeta, dgamma, g_shortcut = bn_act_bwd_reduce(grad_out, y, mean, invstd, gamma, beta, True, relu,
                                                   out if residual else None, scale if drop else None)
-    dbeta_arg, dgamma_arg, inv_count = dbeta, dgamma, 1.0 / m
-    if sync is not None:
-        dbeta_arg, dgamma_arg = sync.reduce(dbeta, dgamma)
-        inv_count = 1.0 / sync.total
+    dbeta_arg, dgamma_arg, inv_count = bn_grad_sums(dbeta, dgamma, m, sync)
     common = dict(RELU=relu, RESIDUAL=residual, DROP_PATH=drop, HAS_GATE=has_gate, PRECISION=dot_precision(x.dtype))
 
     # weight grad first: with a gate it also yields the gate's grad, which the data grad's epilogue needs
