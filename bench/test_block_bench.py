@@ -103,8 +103,8 @@ def test_se_path(benchmark, case, dtype, provider):
         with torch.no_grad():
             if provider == "torchvision":
                 return theirs.f.c(theirs.f.se(y))
-            sq_part, blocks_per_image = se_squeeze(y)
-            gate = se_excite(sq_part, blocks_per_image, hw * hw, *se.params())
+            sq_part, rows_per_block = se_squeeze(y)
+            gate = se_excite(sq_part, y.shape[0], hw * hw, rows_per_block, *se.params())
             return pointwise_conv_fwd(y, wc, bn_c, eps_c, False, gate)
 
     _record(benchmark, run, case, dtype, provider)

@@ -9,8 +9,9 @@ and appends every record to DIR/campaign.json as it is made, so a run cut off st
                regnet_x_400mf vs torchvision in fp32 and bf16 autocast; CUDA-graph capture of inference and of a
                training step; one kernel on a tensor of more than 2^31 elements; bitwise determinism over two runs
   tune         every grouped-conv tile configuration of the tuning space (kernels/grouped_conv.py) timed at each zoo
-               group width's stage shape, forward + backward; the fastest per (GPU, dtype, width) written to
-               DIR/tuned_configs.json, the table format kernels/tuned_configs.json ships (copy it there)
+               group width's stage shape, forward + backward, then every eval 1x1 GEMM configuration
+               (kernels/pointwise_conv.py) at the priority models' eval 1x1 shapes; the fastest per (GPU, dtype,
+               shape key) written to DIR/tuned_configs.json, the format kernels/tuned_configs.json ships (copy it)
   microbench   f.b (grouped conv + BN + ReLU) and whole blocks, eval and train, against the torchvision modules
                they replace (cuDNN), with the fraction of the memory roofline each reaches
   models       whole-model bench (fastregnet.bench): regnet_y_400mf / 1_6gf / 16gf, bf16, channels_last, batch 256
@@ -491,10 +492,62 @@ def _tune_cases(c: Campaign, table: dict):
         yield f"tune grouped conv gw={gw} ({shape['model']} {shape['channels']} ch, {shape['hw']} px)", run
 
 
+def _tune_pointwise_cases(c: Campaign, table: dict):
+    """The eval 1x1 GEMM's tuning space (kernels/pointwise_conv.eval_candidates) at each distinct eval 1x1 shape of
+    the priority models, batch 64."""
+    from .kernels.pointwise_conv import eval_candidates, eval_tiles, pointwise_conv_fwd
+    from .kernels.tuning import force, table_key
+    from .shapes import pointwise_eval_shapes
+
+    dtype = torch.float16 if c.dry_run else torch.bfloat16  # fp16: the dry run's interpreter refuses bf16
+    shapes = [s for name in PRIORITY_MODELS for s in pointwise_eval_shapes(name)]
+    if c.dry_run:
+        shapes = [{"model": "tiny", "k": 16, "n": 24, "hw": 4, "proj_k": 8, "proj_stride": 2}]
+    gpu = torch.cuda.get_device_name(c.device) if c.device.type == "cuda" else "cpu (dry run)"
+    batch = 2 if c.dry_run else 64
+    seen = set()
+    for shape in shapes:
+        k, n, hw, proj = shape["k"], shape["n"], shape["hw"], shape["proj_k"] > 0
+        key = table_key("pointwise_eval", dtype, f"k={k},n={n},proj={int(proj)}")
+        if key in seen:
+            continue
+        seen.add(key)
+
+        def run(k=k, n=n, hw=hw, proj=proj, shape=shape, key=key):
+            gen = torch.Generator().manual_seed(0)
+
+            def t(*size, scale=1.0):
+                return (torch.randn(*size, generator=gen) * scale).to(c.device, dtype)
+
+            x = t(batch, k, hw, hw).contiguous(memory_format=torch.channels_last)
+            w = t(n, k, 1, 1, scale=k ** -0.5)
+            bn = [torch.rand(n, generator=gen).to(c.device) + 0.5, torch.randn(n, generator=gen).to(c.device),
+                  torch.randn(n, generator=gen).to(c.device), torch.rand(n, generator=gen).to(c.device) + 0.5]
+            extra = {}
+            if proj:
+                s2 = shape["proj_stride"]
+                extra = dict(x2=t(batch, shape["proj_k"], hw * s2, hw * s2).contiguous(
+                    memory_format=torch.channels_last), weight2=t(n, shape["proj_k"], 1, 1, scale=0.1), bn2=bn,
+                    eps2=1e-5, stride2=s2)
+            times = {}
+            for config in eval_candidates(n, dtype, proj):
+                def step(config=config):
+                    with force(config):
+                        pointwise_conv_fwd(x, w, bn, 1e-5, True, **extra)
+                times[str(list(config))] = _time(step, c)
+            best = min(times, key=times.get)
+            table.setdefault(gpu, {})[key] = json.loads(best)
+            heuristic = str(list(eval_tiles(n, dtype, proj)))
+            return {"status": "ok", "gpu": gpu, "dtype": str(dtype), "shape": {**shape, "batch": batch},
+                    "seconds_per_config (eval fwd)": times, "best": json.loads(best),
+                    "heuristic": json.loads(heuristic), "heuristic_over_best": times[heuristic] / times[best]}
+        yield f"tune eval 1x1 k={k} n={n}{' +proj' if proj else ''} ({shape['model']}, {hw} px)", run
+
+
 def part_tune(c: Campaign) -> bool:
     table: dict = {}
     try:
-        return _each(c, "tune", _tune_cases(c, table))
+        return _each(c, "tune", list(_tune_cases(c, table)) + list(_tune_pointwise_cases(c, table)))
     finally:  # whatever was measured, even when the time box cut the sweep
         path = os.path.join(os.path.dirname(c.path), "tuned_configs.json")
         with open(path, "w") as f:

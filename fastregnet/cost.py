@@ -14,7 +14,8 @@ Per launch:
 
 L2 reuse model (stated, and checked on a toy GEMM by the tests): inside one launch the first read of any byte comes
 from DRAM; a re-read of a tensor (another program loading the same bytes) hits L2 when that tensor's re-read
-footprint fits in half of the L2, and goes to DRAM again otherwise. Writes reach DRAM once. Launch overhead is not
+footprint fits in half of the L2, and goes to DRAM again otherwise. Writes reach DRAM once. A launch's DRAM bytes
+are never fewer than its compulsory bytes (min_bytes) nor more than the bytes it requests (bytes). Launch overhead is not
 modelled (the figures assume CUDA graphs). Stem, head and other PyTorch ops appear as `torch:` entries whose
 predicted time is their floor (the model cannot see inside cuDNN).
 """
@@ -39,6 +40,7 @@ class GPU:
     l2_bytes_per_s: float
     mma_flops_per_s: dict  # per dtype: bf16 / fp16 tensor cores, fp32 as tf32 or ieee (FMA)
     step_s: float  # one dependent, pipelined loop step of a program (load latency not hidden by other steps)
+    arch: int = 90  # sm_XY as XY: the launchers pick some tiles per architecture
 
 
 # H100 SXM: the copy bandwidth and bf16 rate as measured on such a machine (the issue's figures); the L2 bandwidth,
@@ -81,6 +83,10 @@ def _reread_dram(tensor_bytes: float, reads: int, gpu: GPU) -> float:
 
 
 def _finish(launch: Launch, gpu: GPU, rate: float) -> Launch:
+    # DRAM carries at least the compulsory bytes and at most what the programs ask of L2 (a per-tensor re-read
+    # estimate can exceed that when each program reads only a slice of the tensor, as the grouped weight grad's K
+    # blocks do)
+    launch.dram_bytes = max(launch.min_bytes, min(launch.dram_bytes, launch.bytes))
     if launch.issued_flops:
         launch.useful_mma_fraction = launch.flops / launch.issued_flops
     work = launch.issued_flops if launch.issued_flops is not None else launch.flops
@@ -117,8 +123,9 @@ def gemm_launch(step: _Step, kernel: str, layer: str, m: int, k: int, n: int, ti
                 extra_read: float = 0.0, extra_write: float = 0.0, second_k: int = 0, a2_bytes: float = 0.0,
                 swizzle_rows: int = 1) -> None:
     """A 1x1-conv GEMM (M x K) @ (K x N) on BLOCK_M x BLOCK_N tiles stepping K by BLOCK_K, with an optional second
-    GEMM of depth `second_k` into the same tile (the projection). `a_bytes` is the A operand's size (it may be read
-    at a stride); `swizzle_rows` row blocks share each sweep over N when the launch order groups them."""
+    GEMM of depth `second_k` into the same tile (the projection, whose result each program parks in its output tile
+    and reads back: one more write and read of the output, from L2). `a_bytes` is the A operand's size (it may be
+    read at a stride); `swizzle_rows` row blocks share each sweep over N when the launch order groups them."""
     bm, bn, bk = tiles
     e = step.e
     mb, nb = math.ceil(m / bm), math.ceil(n / bn)
@@ -129,7 +136,8 @@ def gemm_launch(step: _Step, kernel: str, layer: str, m: int, k: int, n: int, ti
     footprint_a = (a_bytes + a2_bytes) if swizzle_rows == 1 else (a_bytes + a2_bytes) * min(1.0, swizzle_rows / mb)
     dram_a = (a_bytes + a2_bytes) * (1 if footprint_a <= step.gpu.l2_bytes / 2 else reads_a)
     out = m * n * e
-    tiled = (a_bytes + a2_bytes) * reads_a + w_bytes * mb + out + extra_read + extra_write
+    park = 2 * out if second_k else 0
+    tiled = (a_bytes + a2_bytes) * reads_a + w_bytes * mb + out + park + extra_read + extra_write
     dram = dram_a + _reread_dram(w_bytes, mb, step.gpu) + out + extra_read + extra_write
     flops = 2.0 * m * n * (k + second_k)
     issued = 2.0 * mb * bm * nb * bn * (math.ceil(k / bk) + math.ceil(second_k / bk)) * bk
@@ -141,18 +149,23 @@ def gemm_launch(step: _Step, kernel: str, layer: str, m: int, k: int, n: int, ti
 def grouped_conv_launch(step: _Step, kernel: str, layer: str, n: int, c: int, gw: int, h: int, stride: int,
                         squeeze: bool, stats: bool, transpose: bool = False) -> None:
     """The grouped 3x3 conv (forward or data grad): group-aligned tiles, K = 9 taps x GW folded."""
-    from .kernels.grouped_conv import (BLOCK_M_CONV, DATA_GRAD_BLOCK_M, GROUP_M, data_grad_blocks_per_class,
-                                       data_grad_tiles, grouped_conv_tiles, squeeze_blocks_per_image)
+    from .kernels.grouped_conv import (BLOCK_M_CONV, DATA_GRAD_BLOCK_M, data_grad_blocks_per_class, data_grad_tiles,
+                                       eval_block_m, eval_squeeze_layout, grouped_conv_tiles, launch_group_m)
 
     e = step.e
-    bn, bk, warps = grouped_conv_tiles(gw, _torch_dtype(step.dtype))
+    dtype = _torch_dtype(step.dtype)
+    bn, bk, warps = grouped_conv_tiles(gw, dtype)
     if transpose:
         bn, bk, _ = data_grad_tiles((bn, bk, warps))
     ho = (h - 1) // stride + 1
     m_out, m_in = n * ho * ho, n * h * h
     rows = m_in if transpose else m_out  # the data grad's programs own input pixels
-    block_m = DATA_GRAD_BLOCK_M if transpose else BLOCK_M_CONV
-    row_blocks = n * squeeze_blocks_per_image(ho, ho) if squeeze else math.ceil(rows / block_m)
+    # the data grad; the training forward (statistics); the eval forward (with the squeeze: its layout's blocks)
+    block_m = DATA_GRAD_BLOCK_M if transpose else BLOCK_M_CONV if stats else eval_block_m(dtype)
+    slots = 1
+    if squeeze:
+        block_m, slots = eval_squeeze_layout(ho, ho, dtype)
+    row_blocks = math.ceil(rows / block_m)
     chunks = math.ceil(gw / bn)
     k_steps = math.ceil(9 * gw / bk)
     groups = c // gw
@@ -162,11 +175,11 @@ def grouped_conv_launch(step: _Step, kernel: str, layer: str, n: int, c: int, gw
     a_tiled = rows * 3 * c * e / (stride * stride if transpose else 1) * chunks
     # grouped launch order: GROUP_M row blocks run across all (group, chunk) programs together, so a group's N
     # chunks re-read rows that were just read: the re-read footprint is those rows' window
-    footprint = GROUP_M * BLOCK_M_CONV * 3 * c * e * stride
+    footprint = launch_group_m(block_m) * block_m * 3 * c * e * stride
     a_dram = a_tensor * (1 if chunks == 1 or footprint <= step.gpu.l2_bytes / 2 else chunks)
     w_bytes = c * 9 * gw * e
     out = rows * c * e
-    extra = (row_blocks * c * 4 if squeeze else 0) + (2 * row_blocks * c * 4 if stats else 0)
+    extra = (row_blocks * slots * c * 4 if squeeze else 0) + (2 * row_blocks * c * 4 if stats else 0)
     if transpose:  # gy recomputed from grad_out and the saved tensor: a second gathered operand
         a_tiled, a_dram, a_tensor = 2 * a_tiled, 2 * a_dram, 2 * a_tensor
     tiled = a_tiled + w_bytes * row_blocks + out + extra
@@ -230,23 +243,19 @@ def elementwise_launch(step: _Step, kernel: str, layer: str, m: int, c: int, rea
     step.add(Launch(kernel, layer, (math.ceil(m / 64), math.ceil(c / 64)), b, b, b, 0.0, None, 1), mma=False)
 
 
-def se_excite_launch(step: _Step, layer: str, n: int, c: int, s: int, bpi: int, backward: bool = False) -> None:
+def se_excite_launch(step: _Step, layer: str, n: int, c: int, s: int, hw: int, rows_per_block: int,
+                     backward: bool = False) -> None:
+    """The excitation's launches (pool, fc1, fc2; or the backward's one), as squeeze_excite.excite_plan lays them
+    out: each fc launch reads its fp32 weight once per image block (two weights for the backward)."""
     from .kernels.squeeze_excite import excite_plan
 
-    w = c * s * 4  # one fc layer's weight, fp32
-    if backward:  # one launch: both fc layers, activations in and out
-        (kernel, grid, weight_reads, steps), = excite_plan(n, c, s, bpi, backward)
-        acts = n * (5 * c + 2 * s) * 4
-        step.add(Launch(kernel, layer, grid, acts + 2 * w * weight_reads,
-                        acts + _reread_dram(2 * w, weight_reads, step.gpu), acts + 2 * w, 2.0 * 2 * n * c * s, None,
-                        steps), mma=False)
-        return
-    # hidden: reads the row-block sums, writes pooled and hidden; gate: reads hidden, writes the gate
-    acts = {"_se_hidden_kernel": n * (bpi * c + c + s) * 4, "_se_gate_kernel": n * (s + c) * 4}
-    for kernel, grid, weight_reads, steps in excite_plan(n, c, s, bpi):
-        a = acts[kernel]
-        step.add(Launch(kernel, layer, grid, a + w * weight_reads, a + _reread_dram(w, weight_reads, step.gpu), a + w,
-                        2.0 * n * c * s, None, steps), mma=False)
+    w = c * s * 4 * (2 if backward else 1)
+    for kernel, grid, weight_reads, steps, acts, min_acts in excite_plan(n, c, s, hw, rows_per_block, backward):
+        wb = w if weight_reads else 0
+        flops = 2.0 * n * c * s * (2 if backward else 1) if weight_reads else float(acts // 4)
+        step.add(Launch(kernel, layer, grid, acts + wb * weight_reads,
+                        min_acts + _reread_dram(wb, weight_reads, step.gpu), min_acts + wb, flops, None, steps),
+                 mma=False)
 
 
 def _torch_dtype(name: str) -> torch.dtype:
@@ -260,7 +269,7 @@ def _torch_dtype(name: str) -> torch.dtype:
 
 def _block_infer(step: _Step, name: str, n: int, h: int, w_in: int, w_out: int, stride: int, gw: int, se: int,
                  autocast_weights: bool) -> None:
-    from .kernels.pointwise_conv import BLOCK_K, BLOCK_M, GROUP_M, eval_block_n
+    from .kernels.pointwise_conv import GROUP_M, eval_tiles
 
     e = step.e
     ho = (h - 1) // stride + 1
@@ -268,7 +277,8 @@ def _block_infer(step: _Step, name: str, n: int, h: int, w_in: int, w_out: int, 
         for part, numel in (("a", w_in * w_out), ("b", w_out * gw * 9), ("c", w_out * w_out)) + \
                 (("proj", w_in * w_out),) * (stride != 1 or w_in != w_out):
             step.torch_op(f"{name}.{part}", "weight cast", numel * (4 + e))
-    tiles = (BLOCK_M, eval_block_n(w_out, _torch_dtype(step.dtype)), BLOCK_K)
+    proj = stride != 1 or w_in != w_out
+    tiles = eval_tiles(w_out, _torch_dtype(step.dtype), False, step.gpu.arch)[:3]
     gemm_launch(step, "_pointwise_conv_kernel", f"{name}.f.a", n * h * h, w_in, w_out, tiles, n * h * h * w_in * e,
                 swizzle_rows=GROUP_M)
     step.torch_op(f"{name}.f.b", "weight layout", 2 * w_out * gw * 9 * e)
@@ -276,12 +286,13 @@ def _block_infer(step: _Step, name: str, n: int, h: int, w_in: int, w_out: int, 
                         stats=False)
     m = n * ho * ho
     if se:
-        from .kernels.grouped_conv import squeeze_blocks_per_image
+        from .kernels.grouped_conv import eval_squeeze_layout
 
-        se_excite_launch(step, f"{name}.f.se", n, w_out, se, squeeze_blocks_per_image(ho, ho))
-    proj = stride != 1 or w_in != w_out
+        se_excite_launch(step, f"{name}.f.se", n, w_out, se, ho * ho,
+                         eval_squeeze_layout(ho, ho, _torch_dtype(step.dtype))[0])
     shortcut = 0 if proj else m * w_out * e
     gate = n * w_out * 4 if se else 0
+    tiles = eval_tiles(w_out, _torch_dtype(step.dtype), proj, step.gpu.arch)[:3]
     gemm_launch(step, "_pointwise_conv_kernel", f"{name}.f.c" + ("+proj" if proj else ""), m, w_out, w_out, tiles,
                 m * w_out * e, extra_read=shortcut + gate, second_k=w_in if proj else 0,
                 a2_bytes=m * w_in * e if proj else 0, swizzle_rows=GROUP_M)
@@ -325,7 +336,7 @@ def _pointwise_train_bwd(step: _Step, layer: str, n: int, h: int, k: int, c: int
                     g_bytes + x_bytes + c * k * 4, 2.0 * m * c * k, issued, math.ceil(rows / WGRAD_BLOCK_M)))
     step.torch_op(layer, "weight-grad partial sum", split * c * k * 4 + c * k * e)
     if gate:
-        se_excite_launch(step, f"{layer}.se", n, k, gate, 1, backward=True)
+        se_excite_launch(step, f"{layer}.se", n, k, gate, h * h, 1, backward=True)
         step.torch_op(f"{layer}.se", "fc grads", 4 * n * (k + gate) * 4, 2.0 * 2 * n * k * gate)
     gemm_launch(step, "_pointwise_conv_bwd_data_kernel", layer, mi, c, k, (BLOCK_M, BLOCK_N, BLOCK_K),
                 g_bytes, extra_read=n * k * 8 if gate else 0)
@@ -348,11 +359,12 @@ def _block_train(step: _Step, name: str, n: int, h: int, w_in: int, w_out: int, 
     bn_stats_launches(step, f"{name}.f.b", m, w_out, BLOCK_M_CONV)
     elementwise_launch(step, "_bn_act_apply_kernel", f"{name}.f.b", m, w_out, 1, 1)
     if se:
-        from .kernels.squeeze_excite import SQUEEZE_BLOCK_M
+        from .kernels.squeeze_excite import SQUEEZE_BLOCK_M, squeeze_layout
 
-        bpi = math.ceil(ho * ho / SQUEEZE_BLOCK_M)
-        elementwise_launch(step, "_se_squeeze_kernel", f"{name}.f.se", m, w_out, 1, 0, partial_rows=n * bpi)
-        se_excite_launch(step, f"{name}.f.se", n, w_out, se, bpi)
+        rows, slots = squeeze_layout(ho * ho, SQUEEZE_BLOCK_M)
+        elementwise_launch(step, "_se_squeeze_kernel", f"{name}.f.se", m, w_out, 1, 0,
+                           partial_rows=math.ceil(m / rows) * slots)
+        se_excite_launch(step, f"{name}.f.se", n, w_out, se, ho * ho, rows)
     _pointwise_train(step, f"{name}.f.c", n, ho, w_out, w_out, 1, relu=True, shortcut=True, gate=bool(se))
     # backward, reverse order
     _pointwise_train_bwd(step, f"{name}.f.c", n, ho, w_out, w_out, 1, residual=True, gate=se)

@@ -7,7 +7,7 @@ What runs on Triton:
 - training (BN with batch statistics), forward and backward: every conv of the body. Conv a and the projection
   are `pointwise_conv_bn_train`; f.b is `grouped_conv_bn_act_train`; SE, conv c, the residual add and the final
   ReLU are one `pointwise_conv_bn_train` with the SE weights and the shortcut. The stem and head run PyTorch.
-- eval with gradients off: the whole block as 5 launches (`residual_block_eval`), each applying its eval BatchNorm
+- eval with gradients off: the whole block as 6 launches (`residual_block_eval`), each applying its eval BatchNorm
   in the epilogue from the live tensors (no folded weights exist on this path).
 - eval with gradients on (rare: e.g. input-gradient saliency): f.b's differentiable eval kernel; the 1x1 convs and
   SE run the reference.
@@ -172,32 +172,35 @@ def _grouped_conv_bn_eval_op(x: Tensor, weight: Tensor, bn: list[Tensor], eps: f
     return grouped_conv_fwd(x, weight, None, stride, groups, True, bn=bn, eps=eps), _absent(x)
 
 
-def _squeeze_blocks_per_image(h: int, w: int) -> int:
-    from .kernels.grouped_conv import squeeze_blocks_per_image
+def _squeeze_layout(h: int, w: int, dtype: torch.dtype) -> tuple[int, int]:
+    from .kernels.grouped_conv import eval_squeeze_layout
 
-    return squeeze_blocks_per_image(h, w)
+    return eval_squeeze_layout(h, w, dtype)
 
 
 @_grouped_conv_bn_eval_op.register_fake
 def _(x, weight, bn, eps, stride, groups, squeeze):
     n, c, ho, wo = _out_shape(x, stride)
-    sq_part = (x.new_empty((n * _squeeze_blocks_per_image(ho, wo), c), dtype=torch.float32) if squeeze
-               else _absent(x))
+    if squeeze:
+        rows, slots = _squeeze_layout(ho, wo, x.dtype)
+        sq_part = x.new_empty((-(-n * ho * wo // rows) * slots, c), dtype=torch.float32)
+    else:
+        sq_part = _absent(x)
     return _empty_nhwc((n, c, ho, wo), x), sq_part
 
 
 @torch.library.custom_op("fastregnet::se_excite", mutates_args=(), device_types=("cuda", "cpu"))
 @_on_input_device
-def _se_excite_op(sq_part: Tensor, blocks_per_image: int, hw: int, fc1_weight: Tensor, fc1_bias: Tensor,
-                  fc2_weight: Tensor, fc2_bias: Tensor) -> Tensor:
+def _se_excite_op(sq_part: Tensor, images: int, hw: int, rows_per_block: int, fc1_weight: Tensor,
+                  fc1_bias: Tensor, fc2_weight: Tensor, fc2_bias: Tensor) -> Tensor:
     from .kernels.squeeze_excite import se_excite
 
-    return se_excite(sq_part, blocks_per_image, hw, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
+    return se_excite(sq_part, images, hw, rows_per_block, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
 
 
 @_se_excite_op.register_fake
-def _(sq_part, blocks_per_image, hw, fc1_weight, fc1_bias, fc2_weight, fc2_bias):
-    return sq_part.new_empty((sq_part.shape[0] // blocks_per_image, sq_part.shape[1]))
+def _(sq_part, images, hw, rows_per_block, fc1_weight, fc1_bias, fc2_weight, fc2_bias):
+    return sq_part.new_empty((images, sq_part.shape[1]))
 
 
 @torch.library.custom_op("fastregnet::pointwise_conv", mutates_args=(), device_types=("cuda", "cpu"))
@@ -239,9 +242,9 @@ def _pointwise_conv_bn_train_op(x: Tensor, weight: Tensor, gamma: Tensor, beta: 
 
     gate = pooled = hidden = None
     if fc1_weight is not None:
-        sq_part, blocks_per_image = se_squeeze(x)
-        gate, pooled, hidden = se_excite(sq_part, blocks_per_image, x.shape[2] * x.shape[3], fc1_weight, fc1_bias,
-                                         fc2_weight, fc2_bias, saved=True)
+        sq_part, rows_per_block = se_squeeze(x)
+        gate, pooled, hidden = se_excite(sq_part, x.shape[0], x.shape[2] * x.shape[3], rows_per_block, fc1_weight,
+                                         fc1_bias, fc2_weight, fc2_bias, saved=True)
     out, y, mean, var, invstd = pointwise_conv_train_fwd(x, weight, gamma, beta, eps, stride, relu, gate, shortcut,
                                                          sample_scale)
     return out, y, mean, var, invstd, *(t if t is not None else _absent(x) for t in (gate, pooled, hidden))
@@ -498,11 +501,10 @@ def residual_block_eval(x: Tensor, a: tuple, b: tuple, se: tuple | None, c: tupl
     (weight, (gamma, beta, running_mean, running_var), eps) of its conv and eval BatchNorm; b is followed by
     (stride, groups); se = (fc1_w, fc1_b, fc2_w, fc2_b) or None; proj a part or None (a stride-b 1x1 conv).
 
-    On the Triton path this is 5 launches (3 without SE), each applying its BatchNorm in the epilogue from the
-    live tensors: conv a; grouped conv b with the SE squeeze in its epilogue; the excitation's fc1 and fc2; conv c
-    with the gate
-    applied to its input tiles, the projection as a second accumulator (or the identity shortcut added) and the
-    final ReLU. The reference path folds each BatchNorm into its conv (fast on CPU), afresh on every call."""
+    On the Triton path this is 6 launches (3 without SE), each applying its BatchNorm in the epilogue from the
+    live tensors: conv a; grouped conv b with the SE squeeze in its epilogue; the excitation's pool, fc1 and fc2;
+    conv c with the gate applied to its input tiles, the projection as a second accumulator (or the identity
+    shortcut added) and the final ReLU. The reference path folds each BatchNorm into its conv (fast on CPU), afresh on every call."""
     (wa, bn_a, eps_a), (wb, bn_b, eps_b, stride, groups), (wc, bn_c, eps_c) = a, b, c
     supported, why = _dtype_supported(x)
     if supported:
@@ -515,7 +517,8 @@ def residual_block_eval(x: Tensor, a: tuple, b: tuple, se: tuple | None, c: tupl
         gate = None
         if se is not None:
             ho, wo = y.shape[-2:]
-            gate = torch.ops.fastregnet.se_excite(sq_part, _squeeze_blocks_per_image(ho, wo), ho * wo, *se)
+            gate = torch.ops.fastregnet.se_excite(sq_part, y.shape[0], ho * wo, _squeeze_layout(ho, wo, y.dtype)[0],
+                                                  *se)
         if proj is None:
             return torch.ops.fastregnet.pointwise_conv(y, wc, bn_c, eps_c, True, gate, x, None, None, [], 0.0, 1)
         wp, bn_p, eps_p = proj

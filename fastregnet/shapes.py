@@ -31,3 +31,22 @@ def block_shapes(model: str, resolution: int = 224) -> list[dict]:
                     "se_ratio": p.se_ratio, "hw": res})
         res, w_in = (res - 1) // s + 1, w
     return out
+
+
+def pointwise_eval_shapes(model: str, resolution: int = 224) -> list[dict]:
+    """The distinct eval 1x1 GEMMs of a model (conv a; conv c with its projection where the block has one): input
+    channels k, output channels n, output H=W, and the projection's input channels and stride (0 without one)."""
+    p = resolve_name(model).params()
+    out, seen, res = [], set(), resolution // 2
+    for w_in, w_out, stride, _, _ in p.blocks():
+        ho = (res - 1) // stride + 1
+        proj = stride != 1 or w_in != w_out
+        for shape in ({"k": w_in, "n": w_out, "hw": res, "proj_k": 0, "proj_stride": 0},
+                      {"k": w_out, "n": w_out, "hw": ho, "proj_k": w_in if proj else 0,
+                       "proj_stride": stride if proj else 0}):
+            key = (shape["k"], shape["n"], shape["proj_k"] > 0)
+            if key not in seen:
+                seen.add(key)
+                out.append({"model": model, **shape})
+        res = ho
+    return out

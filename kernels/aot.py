@@ -67,11 +67,12 @@ def compile_variant(kernel, signature: dict, constexprs: dict, arch: int, num_wa
             "stack_frame_bytes": grab(r"(\d+) bytes stack frame"), "shared_bytes": compiled.metadata.shared}
 
 
-def zoo_variants(group_widths, candidates: bool = False) -> list[tuple]:
+def zoo_variants(group_widths, candidates: bool = False, arch: int = 80) -> list[tuple]:
     """Every distinct (kernel, signature, constexprs, num_warps, group width or None) launched for these group widths
     in fp32 (TF32 and IEEE) / fp16 / bf16, stride 1 and 2. Variants depend on the tile (from the group width), dtype
     and stride, so many widths share one. candidates=True: every grouped-conv configuration of the tuning space
-    (grouped_conv_candidates), not only the heuristic's pick."""
+    (grouped_conv_candidates) and of the eval 1x1 GEMM (eval_candidates), not only the heuristic's picks, as
+    launched on sm_`arch` (some eval 1x1 configurations depend on it)."""
     import torch
 
     from .batch_norm import batch_norm_variants
@@ -92,7 +93,7 @@ def zoo_variants(group_widths, candidates: bool = False) -> list[tuple]:
                     # keyed with the divisibility too: widths sharing a tile may specialize differently
                     key = variant_name(v[0], v[2]) + str(v[1]) + f"warps={v[3]}" + str(gw % 16 == 0)
                     seen.setdefault(key, (*v, gw))
-        for v in batch_norm_variants(dtype) + pointwise_variants(dtype):
+        for v in batch_norm_variants(dtype) + pointwise_variants(dtype, candidates, arch):
             seen.setdefault(variant_name(v[0], v[2]) + str(v[1]), (*v, None))
     torch.backends.cudnn.allow_tf32 = tf32
     for v in squeeze_excite_variants():
@@ -107,7 +108,7 @@ def compile_all(group_widths, archs=(80, 90), fp32_archs=(80, 90), candidates: b
     to compile gets an "error" entry."""
     rows = []
     for arch in archs:
-        for kernel, sig, ce, warps, gw in zoo_variants(group_widths, candidates):
+        for kernel, sig, ce, warps, gw in zoo_variants(group_widths, candidates, arch):
             if kernels is not None and kernel.fn.__name__ not in kernels:
                 continue
             dtype = next(iter(sig.values()))
@@ -125,8 +126,8 @@ def compile_all(group_widths, archs=(80, 90), fp32_archs=(80, 90), candidates: b
 def _has_storage_variants(kernel) -> bool:
     """Whether the kernel comes in fp32 / fp16 / bf16 storage variants (the SE excitation and the statistics merge
     are fp32 whatever the activations' dtype, so they are compiled on every arch)."""
-    return kernel.fn.__name__ not in ("_se_hidden_kernel", "_se_gate_kernel", "_se_excite_bwd_kernel",
-                                      "_bn_stats_finalize_kernel")
+    return kernel.fn.__name__ not in ("_se_pool_kernel", "_se_hidden_kernel", "_se_gate_kernel",
+                                      "_se_excite_bwd_kernel", "_bn_stats_finalize_kernel")
 
 
 if __name__ == "__main__":

@@ -40,11 +40,12 @@ from ._launch import dot_precision, grouped_launch_order, nhwc, pointer_type, re
 from .batch_norm import (_eval_bn_affine, _grad_y, _load_channel_vectors, _store_block_stats, bn_act_apply,
                          bn_act_bwd_reduce, bn_batch_stats, bn_grad_sums)
 from .relu import relu
+from .squeeze_excite import _store_squeeze_sums, squeeze_layout
 from .tuning import select
 
 __all__ = ["grouped_conv_fwd", "grouped_conv_train_fwd", "grouped_conv_bwd", "grouped_conv_tiles",
            "grouped_conv_candidates", "select_tiles",
-           "squeeze_blocks_per_image", "kernel_variants", "useful_mma_fraction"]
+           "eval_block_m", "eval_squeeze_layout", "kernel_variants", "useful_mma_fraction"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -69,7 +70,7 @@ def _grouped_conv_fwd_kernel(
     Y,  # output NHWC (N, HO, WO, C): activation (eval) or pre-BN conv output (STATS)
     MeanPart,  # (num_row_blocks, C) fp32: per-block mean of the conv output, written when STATS
     M2Part,  # (num_row_blocks, C) fp32: per-block centred sum of squares, written when STATS
-    SqPart,  # (N * blocks_per_image, C) fp32: per-(image, row block) sums of the output, written when SQUEEZE
+    SqPart,  # (row blocks * SQUEEZE_SLOTS, C) fp32: per-(row block, image slot) sums of the output, when SQUEEZE
     M,  # number of output pixels N*HO*WO
     H, W, C, HO, WO,  # input height/width, channels, output height/width
     GW,  # group width (channels per group)
@@ -79,29 +80,35 @@ def _grouped_conv_fwd_kernel(
     EVAL_BN: tl.constexpr,  # apply the eval BatchNorm (scale, shift from the live tensors) in the epilogue
     RELU: tl.constexpr,  # apply ReLU in the epilogue
     STATS: tl.constexpr,  # write BN partial statistics (training)
-    SQUEEZE: tl.constexpr,  # image-aligned row blocks, and write the SE squeeze's per-block channel sums
+    SQUEEZE: tl.constexpr,  # write the SE squeeze's channel sums per (row block, image slot): squeeze_layout
     PRECISION: tl.constexpr,  # tl.dot input precision: "ieee" for fp32, "tf32" (ignored) for fp16/bf16
     BLOCK_M: tl.constexpr,  # output pixels per program
     BLOCK_N: tl.constexpr,  # output channels per program (all in one group)
     BLOCK_K: tl.constexpr,  # folded (tap, input channel) indices per K step
     GROUP_M: tl.constexpr,  # row blocks per launch-order group: all groups' tiles of those rows run together
+    WIDE_OFFSETS: tl.constexpr,  # a tile's input window spans over 2^31 elements: 64-bit offsets inside it
+    SQUEEZE_SLOTS: tl.constexpr,  # images a row block can touch (SQUEEZE)
 ):
     pid_m, pid_n = grouped_launch_order(GROUP_M)
     g = pid_n // N_CHUNKS
     local_n = (pid_n % N_CHUNKS) * BLOCK_N + tl.arange(0, BLOCK_N)
-    if SQUEEZE:  # each row block lies inside one image, so its column sums are that image's partial SE sums
-        blocks_per_image = tl.cdiv(HO * WO, BLOCK_M)
-        local = (pid_m % blocks_per_image) * BLOCK_M + tl.arange(0, BLOCK_M)
-        offs_m = (pid_m // blocks_per_image) * (HO * WO) + local
-        m_ok = local < HO * WO
-    else:
-        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        m_ok = offs_m < M
+    row0 = pid_m * BLOCK_M
+    offs_m = row0 + tl.arange(0, BLOCK_M)
+    m_ok = offs_m < M
     n_ok = local_n < GW
     offs_n = g * GW + local_n
     wo = offs_m % WO
     ho = (offs_m // WO) % HO
-    nb = (offs_m // (WO * HO)).to(tl.int64)  # int64: N*H*W*C may pass 2^31
+    # Addresses: a 64-bit base at the tile's first window plus 32-bit offsets inside the tile (a tile's rows lie
+    # within a few images; WIDE_OFFSETS where that span passes 2^31 elements). Per-element int64 address math cost
+    # ~2x the registers and spilled at 128-row tiles (AOT report).
+    pix = ((offs_m // (WO * HO)) * H + ho * STRIDE) * W + wo * STRIDE  # each row's window's top-left input pixel
+    pix0 = ((row0 // (WO * HO)) * H + (row0 // WO) % HO * STRIDE) * W + row0 % WO * STRIDE
+    X_tile = X + pix0.to(tl.int64) * C + g * GW
+    if WIDE_OFFSETS:
+        a_rows = (pix - pix0).to(tl.int64) * C
+    else:
+        a_rows = (pix - pix0) * C
     K = 9 * GW
     w_group = Wk + g.to(tl.int64) * K * GW
 
@@ -113,7 +120,7 @@ def _grouped_conv_fwd_kernel(
         hi = ho[:, None] * STRIDE + dh[None, :]
         wi = wo[:, None] * STRIDE + dw[None, :]
         ok = m_ok[:, None] & k_ok[None, :] & (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
-        a = tl.load(X + ((nb[:, None] * H + hi) * W + wi) * C + (g * GW + ci)[None, :], mask=ok, other=0.0)
+        a = tl.load(X_tile + a_rows[:, None] + ((dh * W + dw) * C + ci)[None, :], mask=ok, other=0.0)
         b = tl.load(w_group + offs_k[:, None] * GW + local_n[None, :], mask=k_ok[:, None] & n_ok[None, :],
                     other=0.0)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
@@ -128,9 +135,9 @@ def _grouped_conv_fwd_kernel(
     if RELU:
         acc = relu(acc)
     if SQUEEZE:
-        tl.store(SqPart + pid_m * C + offs_n, tl.sum(tl.where(m_ok[:, None], acc, 0.0), axis=0), mask=n_ok)
-    y_off = offs_m.to(tl.int64)[:, None] * C + offs_n[None, :]
-    tl.store(Y + y_off, acc.to(Y.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
+        _store_squeeze_sums(acc, offs_m, m_ok, pid_m, HO * WO, SqPart, offs_n, n_ok, C, BLOCK_M, SQUEEZE_SLOTS)
+    y_off = (offs_m - row0)[:, None] * C + offs_n[None, :]
+    tl.store(Y + row0.to(tl.int64) * C + y_off, acc.to(Y.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
 
 
 @triton.jit
@@ -267,13 +274,22 @@ def _grouped_conv_bwd_weight_kernel(
 # ----------------------------------------------------------------------------------------------------------------
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-# Rows per program for the conv kernels. 64 keeps a 64x64 fp32 accumulator at 32 registers/thread on 4 warps; the
-# AOT test checks every variant the zoo uses for spills on sm_80/sm_90. Not yet tuned on a GPU (none was lent).
+# Rows per program for the training and backward conv kernels (the eval forward: eval_block_m). 64 keeps a 64x64 fp32
+# accumulator at 32 registers/thread on 4 warps; the AOT test checks every variant the zoo uses for spills on
+# sm_80/sm_90. Not yet tuned on a GPU (none was lent).
 BLOCK_M_CONV = 64
 _TILE_SIDES = (16, 32, 64)
 # Launch order: 8 row blocks at a time across every (group, N chunk), so the input rows all of a pixel block's
 # groups read stay in L2 while they are read (otherwise each group's N chunks re-sweep the whole input).
 GROUP_M = 8
+
+
+def launch_group_m(block_m: int) -> int:
+    """GROUP_M for row blocks of `block_m` rows: 512 rows a group, whatever the tile, so the input window a group
+    sweeps stays in L2 (at 128-row blocks, 8 per group doubled it past half the L2 in regnet_y_16gf's last stage)."""
+    return max(1, GROUP_M * BLOCK_M_CONV // block_m)
+
+
 # The data grad recomputes gy for its gathered (tap, channel) tile and works out each k's tap for its parity class:
 # on 64-row blocks it spilled 20-148 B on sm_80 and sm_90 (AOT report), so it runs 32-row blocks stepping K by at
 # most 32: on 4 warps for 32-deep steps, on 8 for 16-deep ones (a 32 x 16 tile spilled 24 B on 4 warps on sm_90).
@@ -370,9 +386,22 @@ def _out_hw(h: int, w: int, stride: int) -> tuple[int, int]:
     return (h - 1) // stride + 1, (w - 1) // stride + 1
 
 
-def squeeze_blocks_per_image(ho: int, wo: int) -> int:
-    """Row blocks per image when the forward runs with the SE squeeze (blocks never straddle images)."""
-    return triton.cdiv(ho * wo, BLOCK_M_CONV)
+def _window_offsets_fit(block_m: int, hw_out: int, h: int, w: int, c: int) -> bool:
+    """Whether a forward tile's input offsets relative to its first window fit in int32: BLOCK_M output rows span
+    at most cdiv(BLOCK_M, HO * WO) + 1 images, and the taps reach one input row and pixel either side."""
+    return (triton.cdiv(block_m, hw_out) + 2) * h * w * c < 2**31
+
+
+def eval_block_m(dtype: torch.dtype) -> int:
+    """Rows per program of the eval forward. 16-bit: 128, so each weight tile is re-read by half as many programs
+    (regnet_y_16gf's f.b launches at batch 256 sat 1.6-2.2x above their floor at 64, 1.0-1.8x at 128, modelled); no
+    zoo configuration spills at 128 with 32-bit offsets inside the tile (AOT report). fp32 keeps 64."""
+    return BLOCK_M_CONV if dtype == torch.float32 else 128
+
+
+def eval_squeeze_layout(ho: int, wo: int, dtype: torch.dtype) -> tuple[int, int]:
+    """(rows per block, image slots) of the SE squeeze sums the eval forward writes (squeeze_excite.squeeze_layout)."""
+    return squeeze_layout(ho * wo, eval_block_m(dtype))
 
 
 def grouped_conv_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int, groups: int,
@@ -381,8 +410,8 @@ def grouped_conv_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     running_mean, running_var) (and bias None) relu(bn(conv3x3(...))), the BatchNorm applied in the epilogue from
     those tensors. Output is channels_last.
 
-    With squeeze=True, also the SE squeeze: returns (y, sq_part, blocks_per_image) where sq_part holds the channel
-    sums of each image's row blocks (fp32), for `se_excite`."""
+    With squeeze=True, also the SE squeeze: returns (y, sq_part, rows_per_block) where sq_part holds the channel
+    sums per (row block, image slot) (fp32, squeeze_excite.squeeze_layout), for `se_excite`."""
     n, c, h, w, gw = _check(x, weight, stride, groups)
     if bn is not None and (bias is not None or len(bn) != 4 or any(tuple(t.shape) != (c,) for t in bn)):
         raise ValueError(f"grouped_conv: bn must be 4 vectors of {c} channels, without a bias")
@@ -393,9 +422,9 @@ def grouped_conv_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     unused = torch.empty(1, device=x.device, dtype=torch.float32)  # pointer for arguments this mode never reads
     b = bias.float().contiguous() if bias is not None else unused
     bn_vectors = tuple(t.contiguous() for t in bn) if bn is not None else (unused,) * 4
-    blocks_per_image = squeeze_blocks_per_image(ho, wo)
-    row_blocks = n * blocks_per_image if squeeze else triton.cdiv(m, BLOCK_M_CONV)
-    sq_part = torch.empty((row_blocks, c), device=x.device, dtype=torch.float32) if squeeze else unused
+    block_m, slots = eval_squeeze_layout(ho, wo, x.dtype) if squeeze else (eval_block_m(x.dtype), 1)
+    row_blocks = triton.cdiv(m, block_m)
+    sq_part = torch.empty((row_blocks * slots, c), device=x.device, dtype=torch.float32) if squeeze else unused
 
     def launch(config):
         bn_, bk, warps = config
@@ -403,12 +432,12 @@ def grouped_conv_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
         _grouped_conv_fwd_kernel[(row_blocks, (c // gw) * chunks)](
             x, wk, b, *bn_vectors, eps, y, unused, unused, sq_part, m, h, w, c, ho, wo, gw, chunks, STRIDE=stride,
             HAS_BIAS=bias is not None, EVAL_BN=bn is not None, RELU=relu, STATS=False, SQUEEZE=squeeze,
-            PRECISION=dot_precision(x.dtype), BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn_, BLOCK_K=bk, GROUP_M=GROUP_M,
-            num_warps=warps)
+            PRECISION=dot_precision(x.dtype), BLOCK_M=block_m, BLOCK_N=bn_, BLOCK_K=bk, GROUP_M=launch_group_m(block_m),
+            WIDE_OFFSETS=not _window_offsets_fit(block_m, ho * wo, h, w, c), SQUEEZE_SLOTS=slots, num_warps=warps)
 
     launch(select_tiles(gw, x, launch))
     record(_grouped_conv_fwd_kernel)
-    return (y, sq_part, blocks_per_image) if squeeze else y
+    return (y, sq_part, block_m) if squeeze else y
 
 
 def grouped_conv_train_fwd(x: torch.Tensor, weight: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
@@ -436,6 +465,7 @@ def grouped_conv_train_fwd(x: torch.Tensor, weight: torch.Tensor, gamma: torch.T
             x, wk, *([unused] * 5), eps, y, mean_part, m2_part, unused, m, h, w, c, ho, wo, gw, chunks,
             STRIDE=stride, HAS_BIAS=False, EVAL_BN=False, RELU=False, STATS=True, SQUEEZE=False,
             PRECISION=dot_precision(x.dtype), BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=GROUP_M,
+            WIDE_OFFSETS=not _window_offsets_fit(BLOCK_M_CONV, ho * wo, h, w, c), SQUEEZE_SLOTS=1,
             num_warps=warps)
 
     launch(select_tiles(gw, x, launch))
@@ -523,10 +553,15 @@ def kernel_variants(group_width: int, dtype: torch.dtype, stride: int, config: t
         # with a bias; train: the statistics epilogue
         modes = ((False, True, False), (False, True, True), (True, False, False)) if eval_mode else \
             ((False, False, False),)
+        block_m = eval_block_m(dtype) if eval_mode else BLOCK_M_CONV
         for has_bias, eval_bn, squeeze in modes:
-            ce = dict(STRIDE=stride, HAS_BIAS=has_bias, EVAL_BN=eval_bn, RELU=eval_mode, STATS=not eval_mode,
-                      SQUEEZE=squeeze, PRECISION=prec, BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=GROUP_M)
-            out.append((_grouped_conv_fwd_kernel, sig, ce, warps))
+            # the zoo's maps at 224 px (56^2 .. 7^2): the image slots a block can touch
+            for slots in sorted({squeeze_layout(hw, block_m)[1] for hw in (3136, 784, 196, 49)}) if squeeze else (1,):
+                ce = dict(STRIDE=stride, HAS_BIAS=has_bias, EVAL_BN=eval_bn, RELU=eval_mode, STATS=not eval_mode,
+                          SQUEEZE=squeeze, PRECISION=prec, BLOCK_M=block_m, BLOCK_N=bn, BLOCK_K=bk,
+                          GROUP_M=launch_group_m(block_m),
+                          WIDE_OFFSETS=False, SQUEEZE_SLOTS=slots)
+                out.append((_grouped_conv_fwd_kernel, sig, ce, warps))
     vec = {k: "*fp32" for k in ("Mean", "Invstd", "Gamma", "Beta", "DBeta", "DGamma")}
     dims = {"H": "i32", "W": "i32", "C": "i32", "HO": "i32", "WO": "i32", "GW": "i32", "N_CHUNKS": "i32",
             "inv_M": "fp32"}

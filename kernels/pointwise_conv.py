@@ -6,9 +6,9 @@
     out[m, :] = act( bn((x[m, :] * gate[img(m), :]) @ W^T)  +  bn2(x2[rows2(m), :] @ W2^T)  +  shortcut[m, :] )
 
 with every term but the first optional: the SE gate applied to the A tile as it is loaded (prologue), the projection
-shortcut as a second GEMM from an input read at stride s, its BatchNorm scale applied to its weight tiles as they
-load (so conv c and proj share one accumulator, one kernel and one output write), the identity shortcut added in the
-epilogue, and ReLU. bn and bn2 are the eval BatchNorms as scale and shift computed in the epilogue from the modules'
+shortcut as a first GEMM from an input read at stride s whose bn2 is parked in the program's own output tile and
+added back in the epilogue (so conv c and proj share one accumulator and one kernel), the identity shortcut added
+in the epilogue, and ReLU. bn and bn2 are the eval BatchNorms as scale and shift computed in the epilogue from the modules'
 live tensors (nothing is folded ahead of the launch, so nothing can go stale).
 
 `pointwise_conv_train_fwd` runs the same GEMM (input read at stride s for the projection, gate prologue for conv c)
@@ -36,6 +36,7 @@ from .batch_norm import _eval_bn_affine, _grad_y, _load_channel_vectors, _store_
     bn_act_bwd_reduce, bn_batch_stats, bn_grad_sums
 from .relu import relu
 from .squeeze_excite import se_excite_bwd
+from .tuning import select
 
 __all__ = ["pointwise_conv_fwd", "pointwise_conv_train_fwd", "pointwise_conv_bwd", "pointwise_variants"]
 
@@ -70,7 +71,7 @@ def _pointwise_conv_kernel(
     H2, W2, K2,  # second input height, width, channels
     STRIDE: tl.constexpr,  # stride of X (1, or 2 for a strided projection)
     HAS_GATE: tl.constexpr,  # multiply A by the per-image gate on load
-    HAS_X2: tl.constexpr,  # add the projection GEMM, with its own accumulator and BatchNorm (eval only)
+    HAS_X2: tl.constexpr,  # add the projection GEMM with its own BatchNorm, parked in Y (eval only)
     STRIDE2: tl.constexpr,  # stride of the projection (1 or 2)
     EVAL_BN: tl.constexpr,  # apply the eval BatchNorm in the epilogue
     HAS_SHORTCUT: tl.constexpr,  # add the identity shortcut
@@ -81,20 +82,63 @@ def _pointwise_conv_kernel(
     BLOCK_N: tl.constexpr,  # output channels per program
     BLOCK_K: tl.constexpr,  # K step
     GROUP_M: tl.constexpr,  # row blocks per launch-order group (L2 reuse)
+    CHANNEL_ALIGN: tl.constexpr,  # K, N and K2 are multiples of this (8, or 1): 16-byte vector loads for 16-bit
+    WIDE_OFFSETS: tl.constexpr,  # a tile's input rows span over 2**31 elements (giant maps): 64-bit local offsets
 ):
+    # Triton's launcher specializes channel counts divisible by 16; the zoo's 104, 440, 1512... are multiples of 8
+    # only, and without the hint their loads are not vectorized (and a 128 x 128 tile needs ~250 registers, not 170)
+    K = K // CHANNEL_ALIGN * CHANNEL_ALIGN
+    N = N // CHANNEL_ALIGN * CHANNEL_ALIGN
+    K2 = K2 // CHANNEL_ALIGN * CHANNEL_ALIGN
     pid_m, pid_n = grouped_launch_order(GROUP_M)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    # Addresses are a 64-bit base per tile plus 32-bit offsets inside it: a tile's rows lie close together, so the
+    # local offsets fit in int32, where (BLOCK_M x BLOCK_N) int64 offsets cost 2 registers per element (128 x 128
+    # tiles spilled with them, AOT report). The launcher sets WIDE_OFFSETS where the local span does not fit.
+    row0 = pid_m * BLOCK_M
+    local_m = tl.arange(0, BLOCK_M)
+    offs_m = row0 + local_m
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     m_ok = offs_m < M
     n_ok = offs_n < N
-    rows = offs_m.to(tl.int64)
-    img = rows // HW
-    src = _source_rows(rows, HW, OW, H_in, W_in, STRIDE)
+    img = offs_m // HW
+    src = _source_rows(offs_m, HW, OW, H_in, W_in, STRIDE)
+    src0 = _source_rows(row0, HW, OW, H_in, W_in, STRIDE)
+    X_tile = X + src0.to(tl.int64) * K
+    if WIDE_OFFSETS:
+        a_rows = (src - src0).to(tl.int64) * K
+    else:
+        a_rows = (src - src0) * K
+    tile_off = row0.to(tl.int64) * N
+    out_off = local_m[:, None] * N + offs_n[None, :]
+    mask = m_ok[:, None] & n_ok[None, :]
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    if HAS_X2:
+        # The projection first: bn2 of it, rounded to the output dtype as the module path rounds the shortcut
+        # branch, is parked in this program's own output tile and read back in the epilogue like an identity
+        # shortcut, so one accumulator serves both GEMMs. Two fp32 accumulators (or one kept beside the parked
+        # values) spilled 560-850 B on sm_90 at 128 x 128 tiles (AOT report); the park costs one write and one read
+        # of the tile, from L2.
+        rows2 = _source_rows(offs_m, HW, OW, H2, W2, STRIDE2)
+        first2 = _source_rows(row0, HW, OW, H2, W2, STRIDE2)
+        X2_tile = X2 + first2.to(tl.int64) * K2
+        if WIDE_OFFSETS:
+            a2_rows = (rows2 - first2).to(tl.int64) * K2
+        else:
+            a2_rows = (rows2 - first2) * K2
+        for k0 in range(0, K2, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            k_ok = offs_k < K2
+            a = tl.load(X2_tile + a2_rows[:, None] + offs_k[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+            b = tl.load(W2t + offs_n[None, :] * K2 + offs_k[:, None], mask=n_ok[None, :] & k_ok[:, None], other=0.0)
+            acc = tl.dot(a, b, acc, input_precision=PRECISION)
+        scale2, shift2 = _eval_bn_affine(Gamma2, Beta2, Mean2, Var2, eps2, offs_n, n_ok)
+        tl.store(Y + tile_off + out_off, (acc * scale2[None, :] + shift2[None, :]).to(Y.dtype.element_ty), mask=mask)
+        tl.debug_barrier()
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         k_ok = offs_k < K
-        a = tl.load(X + src[:, None] * K + offs_k[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+        a = tl.load(X_tile + a_rows[:, None] + offs_k[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
         if HAS_GATE:
             g = tl.load(Gate + img[:, None] * K + offs_k[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
             a = (a.to(tl.float32) * g).to(X.dtype.element_ty)
@@ -102,28 +146,18 @@ def _pointwise_conv_kernel(
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
     if EVAL_BN:
         scale, shift = _eval_bn_affine(Gamma, Beta, Mean, Var, eps, offs_n, n_ok)
-        acc = acc * scale[None, :] + shift[None, :]
-    if HAS_X2:
-        # the projection's own accumulator: its BatchNorm scale differs from conv c's
-        rows2 = _source_rows(rows, HW, OW, H2, W2, STRIDE2)
-        acc2 = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for k0 in range(0, K2, BLOCK_K):
-            offs_k = k0 + tl.arange(0, BLOCK_K)
-            k_ok = offs_k < K2
-            a = tl.load(X2 + rows2[:, None] * K2 + offs_k[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
-            b = tl.load(W2t + offs_n[None, :] * K2 + offs_k[:, None], mask=n_ok[None, :] & k_ok[:, None], other=0.0)
-            acc2 = tl.dot(a, b, acc2, input_precision=PRECISION)
-        scale2, shift2 = _eval_bn_affine(Gamma2, Beta2, Mean2, Var2, eps2, offs_n, n_ok)
-        acc += acc2 * scale2[None, :] + shift2[None, :]
+        if HAS_X2:  # one FMA with the parked projection: 8 registers fewer than two adds on sm_90
+            acc = acc * scale[None, :] + (tl.load(Y + tile_off + out_off, mask=mask, other=0.0).to(tl.float32)
+                                          + shift[None, :])
+        else:
+            acc = acc * scale[None, :] + shift[None, :]
     if STATS:
         _store_block_stats(acc, Y, m_ok, n_ok, offs_n, MeanPart, M2Part, pid_m, N)
-    out_off = rows[:, None] * N + offs_n[None, :]
-    mask = m_ok[:, None] & n_ok[None, :]
     if HAS_SHORTCUT:
-        acc += tl.load(Shortcut + out_off, mask=mask, other=0.0).to(tl.float32)
+        acc += tl.load(Shortcut + tile_off + out_off, mask=mask, other=0.0).to(tl.float32)
     if RELU:
         acc = relu(acc)
-    tl.store(Y + out_off, acc.to(Y.dtype.element_ty), mask=mask)
+    tl.store(Y + tile_off + out_off, acc.to(Y.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -265,9 +299,9 @@ def _pointwise_conv_bwd_weight_kernel(
 # launchers
 # ----------------------------------------------------------------------------------------------------------------
 
-# 64x64 output tiles, K step 32 (the 16-bit eval GEMM widens N to 128: eval_block_n). Not GPU-tuned (no GPU has
-# been lent). From the AOT ptxas report: 16-bit storage is spill-free on 4 warps; fp32 (ieee dot) spills up to
-# 324 B on 4 warps and none on 8.
+# Training and backward: 64x64 output tiles, K step 32 (their statistics and backward tiles are tied to 64 rows).
+# From the AOT ptxas report: 16-bit storage is spill-free on 4 warps; fp32 (ieee dot) spills up to 324 B on 4 warps
+# and none on 8. The eval GEMM has its own tiles and tuning space: eval_tiles.
 BLOCK_M, BLOCK_N, BLOCK_K = 64, 64, 32
 # Launch-order grouping of row blocks for the forward and data-grad GEMMs (see _launch.grouped_launch_order): 8 row blocks
 # (512 rows) sweep all N blocks together, so their A rows stay in L2 across the sweep.
@@ -288,18 +322,69 @@ def _warps(dtype: torch.dtype) -> int:
 # The eval kernel computes its BatchNorm(s) in the epilogue (and conv c + projection keep two accumulators): on 4
 # warps the 16-bit variants reached 255 registers and spilled on sm_90 (AOT report); on 8 none spills.
 EVAL_WARPS = 8
+EVAL_BLOCK_K = 32
 
 
 def eval_block_n(out_channels: int, dtype: torch.dtype) -> int:
-    """Output channels per program of the eval 1x1 GEMM. 16-bit: 128, so A's rows are re-read half as often (64 x 128
-    is the usual shape for 16-bit tensor-core GEMMs), unless 128-wide tiles pad the channels over 20% more than
-    64-wide ones (64 -> 128, 160 -> 256), where the wasted MMA work outweighs the saved reads; the cost model's
-    inference total falls 4-15% (regnet_y_16gf at batch 256, bf16: 26.8 -> 22.8 ms, modelled). fp32 keeps 64: at 128
-    its variants spilled up to 132 B (AOT report). The training kernels keep 64: their statistics and backward
-    tiles are tied to it."""
+    """Output channels per program of the eval 1x1 GEMM. 16-bit: 128, so A's rows are re-read half as often, unless
+    128-wide tiles pad the channels over 20% more than 64-wide ones (64 -> 128, 160 -> 256), where the wasted MMA
+    work outweighs the saved reads. fp32 keeps 64."""
     if dtype == torch.float32:
         return 64
     return 128 if triton.cdiv(out_channels, 128) * 128 <= 1.2 * triton.cdiv(out_channels, 64) * 64 else 64
+
+
+def eval_tiles(out_channels: int, dtype: torch.dtype, projection: bool, arch: int = 80) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps) of the eval 1x1 GEMM on an sm_`arch` GPU, the heuristic until a GPU
+    tuning sweep fills the table. 16-bit: 128-row blocks, so each weight tile is re-read by half as many programs (at
+    64 rows, 51 of 166 inference launches of the four cost-tested models sat 1.5-2.1x above their floor on those
+    re-reads; at 128 none does, modelled), on 8 warps; conv c + projection on sm_90 on 16 (8 spilled 8 B there, AOT
+    report; 16 spills on sm_80 with the gate). fp32 keeps 64 x 64 tiles."""
+    if dtype == torch.float32:
+        return 64, 64, EVAL_BLOCK_K, EVAL_WARPS
+    warps = 16 if projection and arch >= 90 else EVAL_WARPS
+    return 128, eval_block_n(out_channels, dtype), EVAL_BLOCK_K, warps
+
+
+def eval_candidates(out_channels: int, dtype: torch.dtype, projection: bool,
+                    arch: int = 80) -> list[tuple[int, int, int, int]]:
+    """The eval 1x1 GEMM's tuning space on sm_`arch`: 64- and 128-row / -column tiles, K step 32, on 8 warps (the
+    heuristic's 16 for conv c + projection on sm_90), minus those the AOT report shows spilling (fp32 beyond 64 x 64
+    with IEEE dots; 128 x 128 on 8 warps for conv c + projection on sm_90)."""
+    heuristic = eval_tiles(out_channels, dtype, projection, arch)
+    if dtype == torch.float32:
+        return [heuristic]
+    out = [(m, n, EVAL_BLOCK_K, EVAL_WARPS) for m in (64, 128) for n in (64, 128)
+           if not (projection and arch >= 90 and m == n == 128)]
+    return out if heuristic in out else [heuristic] + out
+
+
+def _arch(device: torch.device) -> int:
+    """sm_XY of a CUDA device as XY (80 elsewhere: the interpreter ignores tiles' registers)."""
+    if device.type != "cuda":
+        return 80
+    major, minor = torch.cuda.get_device_capability(device)
+    return 10 * major + minor
+
+
+def select_eval_tiles(x: torch.Tensor, out_channels: int, projection: bool, run=None) -> tuple[int, int, int, int]:
+    """The eval 1x1 GEMM's configuration for input x: the tuned table, opt-in autotuning (`run` launches the GEMM
+    with a config), else eval_tiles (kernels/tuning.py)."""
+    arch = _arch(x.device)
+    return select("pointwise_eval", x.dtype, f"k={x.shape[1]},n={out_channels},proj={int(projection)}",
+                  eval_candidates(out_channels, x.dtype, projection, arch),
+                  eval_tiles(out_channels, x.dtype, projection, arch), x.device, run)
+
+
+def channel_align(*channels: int) -> int:
+    """CHANNEL_ALIGN for the 1x1 kernels: 8 when every channel count is a multiple of 8 (the whole zoo), else 1."""
+    return 8 if all(c % 8 == 0 for c in channels) else 1
+
+
+def _local_offsets_fit(block_m: int, hw: int, h_in: int, w_in: int, k: int) -> bool:
+    """Whether a tile's input offsets relative to its first source row fit in int32: BLOCK_M output rows span at
+    most cdiv(BLOCK_M, HW) + 1 images of the input."""
+    return (triton.cdiv(block_m, hw) + 1) * h_in * w_in * k < 2**31
 
 
 def _bwd_warps(dtype: torch.dtype, gated_weight_grad: bool = False) -> int:
@@ -358,18 +443,25 @@ def pointwise_conv_fwd(x: torch.Tensor, weight: torch.Tensor, bn, eps: float, re
         bn2 = _bn_vectors(bn2, out_c, "bn2")
     if shortcut is not None and tuple(shortcut.shape) != tuple(y.shape):
         raise ValueError(f"pointwise_conv: shortcut {tuple(shortcut.shape)} does not match output {tuple(y.shape)}")
-    block_n = eval_block_n(out_c, x.dtype)
-    grid = (triton.cdiv(m, BLOCK_M), triton.cdiv(out_c, block_n))
-    _pointwise_conv_kernel[grid](
-        x, weight.reshape(out_c, k).contiguous(), gate.float().contiguous() if gate is not None else unused,
-        x2 if x2 is not None else x, weight2.reshape(out_c, -1).contiguous() if x2 is not None else weight,
-        *bn, *(bn2 if x2 is not None else bn), eps, eps2 if x2 is not None else eps,
-        nhwc(shortcut) if shortcut is not None else unused, y, unused, unused,
-        m, k, out_c, h * w, w, h, w, x2.shape[2] if x2 is not None else 1, x2.shape[3] if x2 is not None else 1,
-        x2.shape[1] if x2 is not None else 1, STRIDE=1, HAS_GATE=gate is not None, HAS_X2=x2 is not None,
-        STRIDE2=stride2, EVAL_BN=True, HAS_SHORTCUT=shortcut is not None, RELU=relu, STATS=False,
-        PRECISION=dot_precision(x.dtype), BLOCK_M=BLOCK_M, BLOCK_N=block_n, BLOCK_K=BLOCK_K, GROUP_M=GROUP_M,
-        num_warps=EVAL_WARPS)
+    k2 = x2.shape[1] if x2 is not None else 1
+    align = channel_align(k, out_c, k2)
+    args = (x, weight.reshape(out_c, k).contiguous(), gate.float().contiguous() if gate is not None else unused,
+            x2 if x2 is not None else x, weight2.reshape(out_c, -1).contiguous() if x2 is not None else weight,
+            *bn, *(bn2 if x2 is not None else bn), eps, eps2 if x2 is not None else eps,
+            nhwc(shortcut) if shortcut is not None else unused, y, unused, unused,
+            m, k, out_c, h * w, w, h, w, x2.shape[2] if x2 is not None else 1, x2.shape[3] if x2 is not None else 1, k2)
+
+    def launch(config):
+        block_m, block_n, block_k, warps = config
+        wide = not _local_offsets_fit(block_m, h * w, h, w, k) or (
+            x2 is not None and not _local_offsets_fit(block_m, h * w, x2.shape[2], x2.shape[3], k2))
+        _pointwise_conv_kernel[(triton.cdiv(m, block_m), triton.cdiv(out_c, block_n))](
+            *args, STRIDE=1, HAS_GATE=gate is not None, HAS_X2=x2 is not None, STRIDE2=stride2, EVAL_BN=True,
+            HAS_SHORTCUT=shortcut is not None, RELU=relu, STATS=False, PRECISION=dot_precision(x.dtype),
+            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=GROUP_M, CHANNEL_ALIGN=align,
+            WIDE_OFFSETS=wide, num_warps=warps)
+
+    launch(select_eval_tiles(x, out_c, x2 is not None, launch))
     record(_pointwise_conv_kernel)
     return y
 
@@ -401,7 +493,8 @@ def pointwise_conv_train_fwd(x: torch.Tensor, weight: torch.Tensor, gamma: torch
         *([unused] * 8), eps, eps, unused, y, mean_part, m2_part, m, k, out_c, ho * wo, wo, x.shape[2], x.shape[3], 1,
         1, 1, STRIDE=stride, HAS_GATE=gate is not None, HAS_X2=False, STRIDE2=1, EVAL_BN=False, HAS_SHORTCUT=False,
         RELU=False, STATS=True, PRECISION=dot_precision(x.dtype), BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K,
-        GROUP_M=GROUP_M, num_warps=_warps(x.dtype))
+        GROUP_M=GROUP_M, CHANNEL_ALIGN=channel_align(k, out_c),
+        WIDE_OFFSETS=not _local_offsets_fit(BLOCK_M, ho * wo, x.shape[2], x.shape[3], k), num_warps=_warps(x.dtype))
     record(_pointwise_conv_kernel)
     mean, var, invstd = bn_batch_stats(mean_part, m2_part, m, BLOCK_M, eps, sync)
     out = bn_act_apply(y, mean, invstd, gamma, beta, relu, shortcut, sample_scale)
@@ -479,28 +572,41 @@ def pointwise_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Te
     return grad_x, grad_w, dgamma, dbeta, g_shortcut, se_grads
 
 
-def pointwise_variants(dtype: torch.dtype) -> list[tuple]:
-    """(kernel, signature, constexprs, num_warps) of the 1x1-conv variants the blocks launch, eval and train."""
+def pointwise_variants(dtype: torch.dtype, candidates: bool = False, arch: int = 80) -> list[tuple]:
+    """(kernel, signature, constexprs, num_warps) of the 1x1-conv variants the blocks launch on sm_`arch`, eval and
+    train, at the zoo's channel counts (multiples of 8); candidates=True: every eval configuration of the tuning
+    space (eval_candidates), not only the heuristic's picks."""
     ty = pointer_type(dtype)
     warps, prec = _warps(dtype), dot_precision(dtype)
     bn_vectors = {k: "*fp32" for k in ("Gamma", "Beta", "Mean", "Var", "Gamma2", "Beta2", "Mean2", "Var2")}
     sig = {"X": ty, "Wt": ty, "Gate": "*fp32", "X2": ty, "W2t": ty, **bn_vectors, "eps": "fp32", "eps2": "fp32",
            "Shortcut": ty, "Y": ty, "MeanPart": "*fp32", "M2Part": "*fp32", "M": "i32", "K": "i32", "N": "i32",
            "HW": "i32", "OW": "i32", "H_in": "i32", "W_in": "i32", "H2": "i32", "W2": "i32", "K2": "i32"}
-    tiles = dict(PRECISION=prec, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, GROUP_M=GROUP_M)
+    tiles = dict(PRECISION=prec, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, GROUP_M=GROUP_M, CHANNEL_ALIGN=8,
+                 WIDE_OFFSETS=False)
 
-    def fwd(**ce):
+    def fwd(config=None, **ce):
         base = dict(STRIDE=1, HAS_GATE=False, HAS_X2=False, STRIDE2=1, EVAL_BN=True, HAS_SHORTCUT=False, RELU=True,
                     STATS=False)
         ce = {**base, **tiles, **ce}
-        return _pointwise_conv_kernel, sig, ce, EVAL_WARPS if ce["EVAL_BN"] else warps
+        if config is None:
+            return _pointwise_conv_kernel, sig, ce, warps
+        block_m, block_n, block_k, config_warps = config
+        return _pointwise_conv_kernel, sig, {**ce, "BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k}, \
+            config_warps
+
+    def eval_configs(projection: bool) -> list[tuple]:
+        widths = (64, 128)  # every eval BLOCK_N the heuristic picks for this dtype
+        found = {cfg for c in widths for cfg in (eval_candidates(c, dtype, projection, arch) if candidates
+                                                  else [eval_tiles(c, dtype, projection, arch)])}
+        return sorted(found)
 
     out = []
-    for block_n in sorted({eval_block_n(c, dtype) for c in (64, 128)}):  # every eval width of this dtype
-        out.append(fwd(BLOCK_N=block_n))  # eval conv a
-        for gate in (False, True):
-            out.append(fwd(HAS_GATE=gate, HAS_SHORTCUT=True, BLOCK_N=block_n))  # eval conv c, identity shortcut
-            out += [fwd(HAS_GATE=gate, HAS_X2=True, STRIDE2=s, BLOCK_N=block_n) for s in (1, 2)]  # c + projection
+    for config in eval_configs(False):
+        out.append(fwd(config))  # eval conv a
+        out += [fwd(config, HAS_GATE=gate, HAS_SHORTCUT=True) for gate in (False, True)]  # conv c, identity shortcut
+    for config in eval_configs(True):  # conv c + projection
+        out += [fwd(config, HAS_GATE=gate, HAS_X2=True, STRIDE2=s) for gate in (False, True) for s in (1, 2)]
     # train: conv a, conv c (gate or not), projection (stride 1 or 2)
     out += [fwd(EVAL_BN=False, RELU=False, STATS=True, HAS_GATE=g) for g in (False, True)]
     out.append(fwd(EVAL_BN=False, RELU=False, STATS=True, STRIDE=2))

@@ -1,21 +1,24 @@
-"""Squeeze-and-Excitation for the RegNetY block, as three small kernels around the convolutions that do the work.
+"""Squeeze-and-Excitation for the RegNetY block, as small kernels around the convolutions that do the work.
 
-The squeeze (per-(image, channel) sums of the grouped conv's output) is written per (image, row block), fp32: in
-eval by the grouped conv's epilogue, in training by `_se_squeeze_kernel` over the normalized output. The gate is
+The squeeze (per-(image, channel) sums of the grouped conv's output) is written per (row block, image slot), fp32
+(squeeze_layout: blocks of consecutive rows that may straddle images): in eval by the grouped conv's epilogue, in
+training by `_se_squeeze_kernel` over the normalized output. The gate is
 applied by the 1x1 conv c as it loads its input (see pointwise_conv.py). What is left is per image and tiny:
 
-    pooled = sums / HW,  hidden = relu(W1 @ pooled + b1)                                          (_se_hidden_kernel)
+    pooled = sums / HW                                                                            (_se_pool_kernel)
+    hidden = relu(W1 @ pooled + b1)                                                               (_se_hidden_kernel)
     gate = sigmoid(W2 @ hidden + b2)                                                              (_se_gate_kernel)
 
 and its backward, given grad_gate (computed inside conv c's weight-grad kernel, see pointwise_conv.py):
 
     g_pre2 = grad_gate * gate * (1 - gate),  g_pre1 = (W2^T @ g_pre2) * (hidden > 0),  g_pooled = W1^T @ g_pre1
                                                                                               (_se_excite_bwd_kernel)
-Each program takes a block of up to 16 images and runs its fc layer as small tl.dot GEMMs (fp32, IEEE), so the fc
+The fc programs take a block of up to 16 images and run their fc layer as small tl.dot GEMMs (fp32, IEEE), so the fc
 weights are read once per image block rather than once per image (regnet_y_16gf's last stage at batch 256: 16
-reads of its 9 MB of SE weights instead of 256). The forward is two launches, split over S blocks (fc1) and C
-blocks (fc2), so a program's serial chain is C / 64 or S / 32 steps: one launch walked C x S twice in 64 x 32
-steps (up to ~1,000 steps in regnet_y_16gf). The backward (training) is still one program per image block.
+reads of its 9 MB of SE weights instead of 256). Every forward program's serial chain is short: the pool sums up to
+64 row-block partials per step (1 step for the zoo at 224 px, where it had been up to 49 steps inside fc1), fc1
+steps 128 channels deep (C / 128 steps), fc2 64 squeeze channels deep (S / 64). The backward (training) is still one
+program per image block.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ import triton.language as tl
 from ._launch import nhwc, record
 from .relu import relu, relu_grad
 
-__all__ = ["se_squeeze", "se_excite", "se_excite_bwd", "squeeze_excite_variants", "excite_plan", "SQUEEZE_BLOCK_M"]
+__all__ = ["se_squeeze", "se_excite", "se_excite_bwd", "squeeze_excite_variants", "excite_plan", "squeeze_layout",
+           "SQUEEZE_BLOCK_M"]
 
 
 @triton.jit
@@ -46,77 +50,127 @@ def _rows_times_matrix(Rows, row_stride, offs_i, i_ok, Mat, mat_r, mat_k, offs_o
 
 
 @triton.jit
+def _store_squeeze_sums(values, offs_m, m_ok, block, HW, SqPart, offs_c, c_ok, C, BLOCK_M: tl.constexpr,
+                        SLOTS: tl.constexpr):
+    """The SE squeeze's share of one block of BLOCK_M rows (flattened image x pixel rows, blocks may straddle
+    images): for each image the block can touch, the channel sums of its rows, in SqPart row block * SLOTS + s for
+    image first + s, first being the image of the block's first row (a slot past the block's images holds 0)."""
+    first = (block * BLOCK_M) // HW
+    img = offs_m // HW
+    for s in tl.static_range(SLOTS):
+        keep = m_ok & (img == first + s)
+        tl.store(SqPart + (block.to(tl.int64) * SLOTS + s) * C + offs_c,
+                 tl.sum(tl.where(keep[:, None], values, 0.0), axis=0), mask=c_ok)
+
+
+@triton.jit
 def _se_squeeze_kernel(
     X,  # NHWC activation (N, H, W, C)
-    SqPart,  # (N * blocks_per_image, C) fp32 out: channel sums of each image's row blocks
-    HW, C,  # pixels per image, channels
-    BLOCK_M: tl.constexpr,  # rows per block (blocks never straddle images)
+    SqPart,  # (row blocks * SLOTS, C) fp32 out: channel sums of each block's rows per image (squeeze_layout)
+    M, HW, C,  # rows (N * H * W), pixels per image, channels
+    BLOCK_M: tl.constexpr,  # rows per block
     BLOCK_C: tl.constexpr,  # channels per program
+    SLOTS: tl.constexpr,  # images a block can touch
 ):
     pid_m = tl.program_id(0)
-    blocks_per_image = tl.cdiv(HW, BLOCK_M)
-    local = (pid_m % blocks_per_image) * BLOCK_M + tl.arange(0, BLOCK_M)
-    rows = (pid_m // blocks_per_image).to(tl.int64) * HW + local
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask = (local < HW)[:, None] & (offs_c < C)[None, :]
-    x = tl.load(X + rows[:, None] * C + offs_c[None, :], mask=mask, other=0.0).to(tl.float32)
-    tl.store(SqPart + pid_m * C + offs_c, tl.sum(x, axis=0), mask=offs_c < C)
+    m_ok, c_ok = offs_m < M, offs_c < C
+    x = tl.load(X + offs_m.to(tl.int64)[:, None] * C + offs_c[None, :], mask=m_ok[:, None] & c_ok[None, :],
+                other=0.0).to(tl.float32)
+    _store_squeeze_sums(x, offs_m, m_ok, pid_m, HW, SqPart, offs_c, c_ok, C, BLOCK_M, SLOTS)
+
+
+@triton.jit
+def _se_pool_kernel(
+    SqPart,  # (row blocks * SLOTS, C) fp32 channel sums per (row block, image slot), see squeeze_layout
+    Pooled,  # (images, C) fp32 out: the mean over H*W
+    C, HW,  # channels, pixels per image
+    ROWS,  # rows per block of SqPart
+    SLOTS,  # image slots per block of SqPart
+    inv_hw,  # 1 / (H * W)
+    BLOCK_J: tl.constexpr,  # blocks per step
+    BLOCK_C: tl.constexpr,  # channels per program
+):
+    """pooled[i, c] = (sum of image i's slots of the blocks holding its rows) / HW for one (image, C block)."""
+    img = tl.program_id(0)
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = offs_c < C
+    first = (img * HW) // ROWS
+    last = ((img + 1) * HW - 1) // ROWS
+    total = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    for j0 in range(first, last + 1, BLOCK_J):
+        blocks = j0 + tl.arange(0, BLOCK_J)
+        slot = img - (blocks * ROWS) // HW
+        part = tl.load(SqPart + (blocks.to(tl.int64) * SLOTS + slot)[:, None] * C + offs_c[None, :],
+                       mask=(blocks <= last)[:, None] & c_ok[None, :], other=0.0)
+        total += tl.sum(part, axis=0)
+    tl.store(Pooled + img * C + offs_c, total * inv_hw, mask=c_ok)
 
 
 @triton.jit
 def _se_hidden_kernel(
-    SqPart,  # (images * blocks_per_image, C) fp32 channel sums of the grouped conv output, per row block
-    W1, B1,  # fc1: (S, C) weight and (S,) bias, fp32
-    Pooled,  # (images, C) fp32 out: the mean over H*W (saved for backward), written by the S-block-0 programs
-    Hidden,  # (images, S) fp32 out: relu(fc1(pooled))
+    Pooled,  # (images, C) fp32 means from _se_pool_kernel
+    W1,  # fc1: (S, C) weight, fp32
+    HiddenPart,  # (splits, images, S) fp32 out: fc1's pre-activation, summed over each split's channels
     images, C, S,  # images, channels, squeeze channels
-    blocks_per_image,  # row blocks per image in SqPart
-    inv_hw,  # 1 / (H * W)
+    C_PER_SPLIT,  # channels per split (a multiple of BLOCK_C)
     BLOCK_I: tl.constexpr,  # images per program
     BLOCK_C: tl.constexpr,  # channels per K step
     BLOCK_S: tl.constexpr,  # squeeze channels per program
 ):
-    """hidden[i, s] = relu(sum_c pooled[i, c] * W1[s, c] + b1[s]) for one (image block, S block): the pooled means
-    are formed from the row-block sums as each K step loads them, so the chain is C / BLOCK_C steps."""
+    """part[split, i, s] = sum over the split's channels c of pooled[i, c] * W1[s, c], for one (image block, S block,
+    split): C_PER_SPLIT / BLOCK_C steps."""
     offs_i = tl.program_id(0) * BLOCK_I + tl.arange(0, BLOCK_I)
     offs_s = tl.program_id(1) * BLOCK_S + tl.arange(0, BLOCK_S)
+    split = tl.program_id(2)
     i_ok, s_ok = offs_i < images, offs_s < S
-    first = tl.program_id(1) == 0
     acc = tl.zeros((BLOCK_I, BLOCK_S), dtype=tl.float32)
-    for c0 in range(0, C, BLOCK_C):
+    c_start = split * C_PER_SPLIT
+    for c0 in range(c_start, tl.minimum(c_start + C_PER_SPLIT, C), BLOCK_C):
         offs_c = c0 + tl.arange(0, BLOCK_C)
         c_ok = offs_c < C
-        mask = i_ok[:, None] & c_ok[None, :]
-        total = tl.zeros((BLOCK_I, BLOCK_C), dtype=tl.float32)
-        for j in range(0, blocks_per_image):
-            total += tl.load(SqPart + (offs_i[:, None] * blocks_per_image + j) * C + offs_c[None, :], mask=mask,
-                             other=0.0)
-        pooled = total * inv_hw
-        tl.store(Pooled + offs_i[:, None] * C + offs_c[None, :], pooled, mask=mask & first)
+        v = tl.load(Pooled + offs_i[:, None] * C + offs_c[None, :], mask=i_ok[:, None] & c_ok[None, :], other=0.0)
         w = tl.load(W1 + offs_s[None, :] * C + offs_c[:, None], mask=s_ok[None, :] & c_ok[:, None], other=0.0)
-        acc = tl.dot(pooled, w, acc, input_precision="ieee")
-    acc += tl.load(B1 + offs_s, mask=s_ok, other=0.0)[None, :]
-    tl.store(Hidden + offs_i[:, None] * S + offs_s[None, :], relu(acc), mask=i_ok[:, None] & s_ok[None, :])
+        acc = tl.dot(v, w, acc, input_precision="ieee")
+    tl.store(HiddenPart + (split * images + offs_i[:, None]) * S + offs_s[None, :], acc,
+             mask=i_ok[:, None] & s_ok[None, :])
 
 
 @triton.jit
 def _se_gate_kernel(
-    Hidden,  # (images, S) fp32 from _se_hidden_kernel
+    HiddenPart,  # (splits, images, S) fp32 from _se_hidden_kernel
+    B1,  # fc1's (S,) bias, fp32
     W2, B2,  # fc2: (C, S) weight and (C,) bias, fp32
+    Hidden,  # (images, S) fp32 out: relu(fc1(pooled)), written by the C-block-0 programs (saved for backward)
     Gate,  # (images, C) fp32 out: sigmoid(fc2(hidden))
-    images, C, S,  # images, channels, squeeze channels
+    images, C, S, splits,  # images, channels, squeeze channels, fc1 splits
     BLOCK_I: tl.constexpr,  # images per program
     BLOCK_C: tl.constexpr,  # channels per program
     BLOCK_S: tl.constexpr,  # squeeze channels per K step
+    SPLITS: tl.constexpr,  # fc1 splits, padded to a power of two
 ):
-    """gate[i, c] = sigmoid(sum_s hidden[i, s] * W2[c, s] + b2[c]) for one (image block, C block): S / BLOCK_S steps."""
+    """hidden = relu(sum of fc1's split partials + b1) as each K step loads them, then gate[i, c] = sigmoid(sum_s
+    hidden[i, s] * W2[c, s] + b2[c]) for one (image block, C block): S / BLOCK_S steps."""
     offs_i = tl.program_id(0) * BLOCK_I + tl.arange(0, BLOCK_I)
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    i_ok = offs_i < images
-    acc = _rows_times_matrix(Hidden, S, offs_i, i_ok, W2, S, 1, offs_c, C, S, BLOCK_S)
-    acc += tl.load(B2 + offs_c, mask=offs_c < C, other=0.0)[None, :]
+    offs_p = tl.arange(0, SPLITS)
+    i_ok, c_ok = offs_i < images, offs_c < C
+    first = tl.program_id(1) == 0
+    acc = tl.zeros((BLOCK_I, BLOCK_C), dtype=tl.float32)
+    for s0 in range(0, S, BLOCK_S):
+        offs_s = s0 + tl.arange(0, BLOCK_S)
+        s_ok = offs_s < S
+        part = tl.load(HiddenPart + (offs_p[:, None, None] * images + offs_i[None, :, None]) * S
+                       + offs_s[None, None, :],
+                       mask=(offs_p < splits)[:, None, None] & i_ok[None, :, None] & s_ok[None, None, :], other=0.0)
+        hidden = relu(tl.sum(part, axis=0) + tl.load(B1 + offs_s, mask=s_ok, other=0.0)[None, :])
+        tl.store(Hidden + offs_i[:, None] * S + offs_s[None, :], hidden, mask=i_ok[:, None] & s_ok[None, :] & first)
+        w = tl.load(W2 + offs_c[None, :] * S + offs_s[:, None], mask=c_ok[None, :] & s_ok[:, None], other=0.0)
+        acc = tl.dot(hidden, w, acc, input_precision="ieee")
+    acc += tl.load(B2 + offs_c, mask=c_ok, other=0.0)[None, :]
     tl.store(Gate + offs_i[:, None] * C + offs_c[None, :], 1.0 / (1.0 + tl.exp(-acc)),
-             mask=i_ok[:, None] & (offs_c < C)[None, :])
+             mask=i_ok[:, None] & c_ok[None, :])
 
 
 @triton.jit
@@ -162,24 +216,65 @@ def _se_excite_bwd_kernel(
 # launchers
 # ----------------------------------------------------------------------------------------------------------------
 
-SQUEEZE_BLOCK_M = 64  # rows per squeeze block; the grouped conv's squeeze epilogue uses its own BLOCK_M
-_BLOCK_C, _BLOCK_S = 64, 32
+SQUEEZE_BLOCK_M = 64  # rows per training squeeze block; the grouped conv's squeeze epilogue uses its own BLOCK_M
+_BLOCK_C, _BLOCK_S = 64, 32  # the squeeze's channels per program; the backward's steps
+# The pool: 64 row-block partials (of 64 channels) per step, so up to 64 x 64 = 4,096 pixels per image in one step.
+_POOL_BLOCK_J, _POOL_BLOCK_C = 64, 64
+# The forward fc programs: fc1 = (16 images x 128 channels) @ (128 x 32 squeeze) per step, over up to 4 channel
+# splits (fc1_splits) whose partials fc2's programs sum as they load them; fc2 = (16 x 64 squeeze) @ (64 x 64
+# channels) per step. A step's weight tile is 16 KB, and the chains are C / 512 (at least 1) and S / 64 steps (6 and
+# 12 in regnet_y_16gf's last stage; the unsplit excitation walked 48 x 2 and 24). On 8 warps: on 4 they spilled 8-116
+# B (AOT report).
+_FC1_BLOCK_C, _FC1_BLOCK_S, _FC1_MAX_SPLITS = 128, 32, 4
+_FC2_BLOCK_S, _FC2_BLOCK_C = 64, 64
+_FC_WARPS = 8
 # Images per excitation program: the fc weights are read once per image block (cdiv(images, 16) times per layer,
-# instead of once per image), and each step is an (images x 64) @ (64 x 32) tl.dot, fp32 IEEE, so a program's
-# serial chain is as long as the old one-image program's. 16 is tl.dot's minimum; 32- and 64-image blocks spill on
-# sm_90 at these steps (AOT report), and narrower steps would lengthen the chain. 4 warps: no spills.
+# instead of once per image). 16 is tl.dot's minimum; 32- and 64-image blocks spill on sm_90 (AOT report).
 _BLOCK_I, _EXCITE_WARPS = 16, 4
 
 
-def excite_plan(images: int, c: int, s: int, blocks_per_image: int, backward: bool = False) -> list[tuple]:
-    """Per launch of the excitation (hidden, gate) or of its backward: (kernel name, grid, reads of the fc weight it
-    uses, serial steps per program)."""
+def squeeze_layout(hw: int, block_m: int) -> tuple[int, int]:
+    """(rows per block, slots) of the SE squeeze's partial sums over maps of `hw` pixels, for a producer whose tiles
+    are `block_m` rows: blocks of R consecutive rows of the flattened (image, pixel) rows, not aligned to images (an
+    image-aligned 64-row block held 49 useful rows at 7 x 7 and 4 in its last block at 14 x 14), each with one slot
+    per image it can touch, cdiv(R - 1, hw) + 1; R is halved (down to 16) while that passes 16 (maps under 9 pixels)."""
+    rows = block_m
+    while rows > 16 and triton.cdiv(rows - 1, hw) + 1 > 16:
+        rows //= 2
+    return rows, triton.cdiv(rows - 1, hw) + 1
+
+
+def fc1_splits(c: int) -> tuple[int, int]:
+    """(splits, channels per split) of fc1: one 128-channel step per split up to 512 channels, so a small SE layer's
+    fc1 is one step long. At most 4: each fc2 program reads every split's partials for its image block, so 4
+    splits read as many bytes as fc2's own weight tile column (4 x 16 images vs 64 channels)."""
+    chunks = triton.cdiv(c, _FC1_BLOCK_C)
+    per_split = triton.cdiv(chunks, min(chunks, _FC1_MAX_SPLITS)) * _FC1_BLOCK_C
+    return triton.cdiv(c, per_split), per_split
+
+
+def excite_plan(images: int, c: int, s: int, hw: int, rows_per_block: int, backward: bool = False) -> list[tuple]:
+    """Per launch of the excitation (pool, hidden, gate) or of its backward: (kernel name, grid, reads of the fc
+    weight it uses, serial steps per program, activation bytes as tiled, least activation bytes)."""
     image_blocks = triton.cdiv(images, _BLOCK_I)
-    c_steps, s_steps = triton.cdiv(c, _BLOCK_C), triton.cdiv(s, _BLOCK_S)
     if backward:
-        return [("_se_excite_bwd_kernel", (image_blocks,), image_blocks, 2 * c_steps * s_steps + 2 * c_steps)]
-    return [("_se_hidden_kernel", (image_blocks, s_steps), image_blocks, c_steps * (blocks_per_image + 1)),
-            ("_se_gate_kernel", (image_blocks, c_steps), image_blocks, s_steps)]
+        c_steps, s_steps = triton.cdiv(c, _BLOCK_C), triton.cdiv(s, _BLOCK_S)
+        acts = images * (5 * c + 2 * s) * 4
+        return [("_se_excite_bwd_kernel", (image_blocks,), image_blocks, 2 * c_steps * s_steps + 2 * c_steps, acts,
+                 acts)]
+    parts = (triton.cdiv(hw, rows_per_block) + 1) * images  # squeeze partial rows read, at most
+    splits, per_split = fc1_splits(c)
+    c_blocks = triton.cdiv(c, _FC2_BLOCK_C)
+    pool = (parts * c + images * c) * 4
+    hidden = (images * c + splits * images * s) * 4
+    gate_min = (splits * images * s + images * s + images * c) * 4
+    gate_tiled = gate_min + (c_blocks - 1) * splits * images * s * 4  # every C block re-reads the fc1 partials
+    return [("_se_pool_kernel", (images, triton.cdiv(c, _POOL_BLOCK_C)), 0,
+             triton.cdiv(triton.cdiv(hw, rows_per_block) + 1, _POOL_BLOCK_J), pool, pool),
+            ("_se_hidden_kernel", (image_blocks, triton.cdiv(s, _FC1_BLOCK_S), splits), image_blocks,
+             per_split // _FC1_BLOCK_C, hidden, hidden),
+            ("_se_gate_kernel", (image_blocks, c_blocks), image_blocks, triton.cdiv(s, _FC2_BLOCK_S), gate_tiled,
+             gate_min)]
 
 
 def _f32(t: torch.Tensor, *shape) -> torch.Tensor:
@@ -187,34 +282,45 @@ def _f32(t: torch.Tensor, *shape) -> torch.Tensor:
 
 
 def se_squeeze(x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """(per-(image, row block) channel sums fp32, blocks_per_image) of a channels_last (N, C, H, W) tensor."""
+    """(per-(row block, image slot) channel sums fp32, rows per block) of a channels_last (N, C, H, W) tensor, in
+    the squeeze_layout the grouped conv's epilogue also writes."""
     n, c, h, w = x.shape
-    blocks_per_image = triton.cdiv(h * w, SQUEEZE_BLOCK_M)
-    sq_part = torch.empty((n * blocks_per_image, c), device=x.device, dtype=torch.float32)
-    _se_squeeze_kernel[(n * blocks_per_image, triton.cdiv(c, _BLOCK_C))](
-        nhwc(x), sq_part, h * w, c, BLOCK_M=SQUEEZE_BLOCK_M, BLOCK_C=_BLOCK_C)
+    rows, slots = squeeze_layout(h * w, SQUEEZE_BLOCK_M)
+    blocks = triton.cdiv(n * h * w, rows)
+    sq_part = torch.empty((blocks * slots, c), device=x.device, dtype=torch.float32)
+    _se_squeeze_kernel[(blocks, triton.cdiv(c, _BLOCK_C))](
+        nhwc(x), sq_part, n * h * w, h * w, c, BLOCK_M=rows, BLOCK_C=_BLOCK_C, SLOTS=slots)
     record(_se_squeeze_kernel)
-    return sq_part, blocks_per_image
+    return sq_part, rows
 
 
-def se_excite(sq_part: torch.Tensor, blocks_per_image: int, hw: int, fc1_weight: torch.Tensor,
+def se_excite(sq_part: torch.Tensor, images: int, hw: int, rows_per_block: int, fc1_weight: torch.Tensor,
               fc1_bias: torch.Tensor, fc2_weight: torch.Tensor, fc2_bias: torch.Tensor, saved: bool = False):
-    """(images, C) fp32 gate from per-(image, row block) channel sums of an H*W = `hw` map; with saved=True,
-    (gate, pooled, hidden) for the backward."""
-    blocks, c = sq_part.shape
-    images = blocks // blocks_per_image
+    """(images, C) fp32 gate from the squeeze's partial sums over `images` maps of `hw` pixels, written in blocks of
+    `rows_per_block` rows (squeeze_layout); with saved=True, (gate, pooled, hidden) for the backward."""
+    c = sq_part.shape[1]
+    slots = triton.cdiv(rows_per_block - 1, hw) + 1
+    if sq_part.shape[0] != triton.cdiv(images * hw, rows_per_block) * slots:
+        raise ValueError(f"se_excite: {sq_part.shape[0]} partial rows do not fit {images} images of {hw} pixels in "
+                         f"blocks of {rows_per_block} rows")
     s = fc1_weight.shape[0]
     f32 = dict(device=sq_part.device, dtype=torch.float32)
     pooled, hidden, gate = torch.empty((images, c), **f32), torch.empty((images, s), **f32), torch.empty((images, c),
                                                                                                         **f32)
+    splits, per_split = fc1_splits(c)
+    hidden_part = torch.empty((splits, images, s), **f32)
     image_blocks = triton.cdiv(images, _BLOCK_I)
-    _se_hidden_kernel[(image_blocks, triton.cdiv(s, _BLOCK_S))](
-        sq_part, _f32(fc1_weight, s, c), _f32(fc1_bias, s), pooled, hidden, images, c, s, blocks_per_image, 1.0 / hw,
-        BLOCK_I=_BLOCK_I, BLOCK_C=_BLOCK_C, BLOCK_S=_BLOCK_S, num_warps=_EXCITE_WARPS)
+    _se_pool_kernel[(images, triton.cdiv(c, _POOL_BLOCK_C))](
+        sq_part, pooled, c, hw, rows_per_block, slots, 1.0 / hw, BLOCK_J=_POOL_BLOCK_J, BLOCK_C=_POOL_BLOCK_C)
+    record(_se_pool_kernel)
+    _se_hidden_kernel[(image_blocks, triton.cdiv(s, _FC1_BLOCK_S), splits)](
+        pooled, _f32(fc1_weight, s, c), hidden_part, images, c, s, per_split, BLOCK_I=_BLOCK_I, BLOCK_C=_FC1_BLOCK_C,
+        BLOCK_S=_FC1_BLOCK_S, num_warps=_FC_WARPS)
     record(_se_hidden_kernel)
-    _se_gate_kernel[(image_blocks, triton.cdiv(c, _BLOCK_C))](
-        hidden, _f32(fc2_weight, c, s), _f32(fc2_bias, c), gate, images, c, s, BLOCK_I=_BLOCK_I, BLOCK_C=_BLOCK_C,
-        BLOCK_S=_BLOCK_S, num_warps=_EXCITE_WARPS)
+    _se_gate_kernel[(image_blocks, triton.cdiv(c, _FC2_BLOCK_C))](
+        hidden_part, _f32(fc1_bias, s), _f32(fc2_weight, c, s), _f32(fc2_bias, c), hidden, gate, images, c, s, splits,
+        BLOCK_I=_BLOCK_I, BLOCK_C=_FC2_BLOCK_C, BLOCK_S=_FC2_BLOCK_S, SPLITS=triton.next_power_of_2(splits),
+        num_warps=_FC_WARPS)
     record(_se_gate_kernel)
     return (gate, pooled, hidden) if saved else gate
 
@@ -241,17 +347,24 @@ def se_excite_bwd(g_gate_part: torch.Tensor, gate: torch.Tensor, pooled: torch.T
 def squeeze_excite_variants() -> list[tuple]:
     """(kernel, signature, constexprs, num_warps) of the SE kernels (all fp32 except the squeeze's input)."""
     vecs = dict(BLOCK_I=_BLOCK_I, BLOCK_C=_BLOCK_C, BLOCK_S=_BLOCK_S)
-    out = [(_se_hidden_kernel,
-            {"SqPart": "*fp32", "W1": "*fp32", "B1": "*fp32", "Pooled": "*fp32", "Hidden": "*fp32", "images": "i32",
-             "C": "i32", "S": "i32", "blocks_per_image": "i32", "inv_hw": "fp32"}, vecs, _EXCITE_WARPS),
-           (_se_gate_kernel,
-            {"Hidden": "*fp32", "W2": "*fp32", "B2": "*fp32", "Gate": "*fp32", "images": "i32", "C": "i32",
-             "S": "i32"}, vecs, _EXCITE_WARPS),
-           (_se_excite_bwd_kernel,
-            {"GGatePart": "*fp32", "Gate": "*fp32", "Pooled": "*fp32", "Hidden": "*fp32", "W1": "*fp32",
-             "W2": "*fp32", "GPre2": "*fp32", "GPre1": "*fp32", "GPooled": "*fp32", "C": "i32", "S": "i32",
-             "parts": "i32", "images": "i32"}, vecs, _EXCITE_WARPS)]
+    out = [(_se_pool_kernel,
+            {"SqPart": "*fp32", "Pooled": "*fp32", "C": "i32", "HW": "i32", "ROWS": "i32", "SLOTS": "i32",
+             "inv_hw": "fp32"},
+            dict(BLOCK_J=_POOL_BLOCK_J, BLOCK_C=_POOL_BLOCK_C), 4),
+           (_se_hidden_kernel,
+            {"Pooled": "*fp32", "W1": "*fp32", "HiddenPart": "*fp32", "images": "i32", "C": "i32", "S": "i32",
+             "C_PER_SPLIT": "i32"}, dict(BLOCK_I=_BLOCK_I, BLOCK_C=_FC1_BLOCK_C, BLOCK_S=_FC1_BLOCK_S), _FC_WARPS)]
+    for splits in (1, 2, 4):
+        out.append((_se_gate_kernel,
+                    {"HiddenPart": "*fp32", "B1": "*fp32", "W2": "*fp32", "B2": "*fp32", "Hidden": "*fp32",
+                     "Gate": "*fp32", "images": "i32", "C": "i32", "S": "i32", "splits": "i32"},
+                    dict(BLOCK_I=_BLOCK_I, BLOCK_C=_FC2_BLOCK_C, BLOCK_S=_FC2_BLOCK_S, SPLITS=splits), _FC_WARPS))
+    out.append((_se_excite_bwd_kernel,
+                {"GGatePart": "*fp32", "Gate": "*fp32", "Pooled": "*fp32", "Hidden": "*fp32", "W1": "*fp32",
+                 "W2": "*fp32", "GPre2": "*fp32", "GPre1": "*fp32", "GPooled": "*fp32", "C": "i32", "S": "i32",
+                 "parts": "i32", "images": "i32"}, vecs, _EXCITE_WARPS))
     for ty in ("*fp32", "*fp16", "*bf16"):
-        out.append((_se_squeeze_kernel, {"X": ty, "SqPart": "*fp32", "HW": "i32", "C": "i32"},
-                    dict(BLOCK_M=SQUEEZE_BLOCK_M, BLOCK_C=_BLOCK_C), 4))
+        for slots in (2, 3):  # the zoo's maps at 224 px in 64-row blocks: 56^2 .. 14^2 take 2 slots, 7^2 takes 3
+            out.append((_se_squeeze_kernel, {"X": ty, "SqPart": "*fp32", "M": "i32", "HW": "i32", "C": "i32"},
+                        dict(BLOCK_M=SQUEEZE_BLOCK_M, BLOCK_C=_BLOCK_C, SLOTS=slots), 4))
     return out

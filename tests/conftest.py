@@ -116,7 +116,8 @@ def train_step_launches(proj: bool, se: bool) -> dict:
                 "_bn_stats_finalize_kernel": pointwise + 1, "_bn_act_apply_kernel": pointwise + 1,
                 "_bn_act_bwd_reduce_kernel": pointwise + 1, "_running_stats_update_kernel": pointwise + 1}
     if se:
-        launches |= {"_se_squeeze_kernel": 1, "_se_hidden_kernel": 1, "_se_gate_kernel": 1, "_se_excite_bwd_kernel": 1}
+        launches |= {"_se_squeeze_kernel": 1, "_se_pool_kernel": 1, "_se_hidden_kernel": 1, "_se_gate_kernel": 1,
+                     "_se_excite_bwd_kernel": 1}
     return launches
 
 

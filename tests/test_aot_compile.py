@@ -18,8 +18,8 @@ from conftest import aot_compile_result
 KERNELS = {"_grouped_conv_fwd_kernel", "_grouped_conv_bwd_data_kernel", "_grouped_conv_bwd_weight_kernel",
            "_bn_stats_finalize_kernel", "_running_stats_update_kernel", "_bn_act_apply_kernel",
            "_bn_act_bwd_reduce_kernel", "_pointwise_conv_kernel", "_pointwise_conv_bwd_data_kernel",
-           "_pointwise_conv_bwd_weight_kernel", "_se_squeeze_kernel", "_se_hidden_kernel", "_se_gate_kernel",
-           "_se_excite_bwd_kernel"}
+           "_pointwise_conv_bwd_weight_kernel", "_se_squeeze_kernel", "_se_pool_kernel", "_se_hidden_kernel",
+           "_se_gate_kernel", "_se_excite_bwd_kernel"}
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_committed_report_covers_the_tuning_space_without_16bit_spills():
     widths = sorted({g for c in MODEL_CONFIGS.values() for g in c.params().group_widths})
     prev = torch.backends.cudnn.allow_tf32
     space = {(variant_name(k, ce), next(iter(sig.values())), warps, arch)
-             for k, sig, ce, warps, _ in zoo_variants(widths, True) for arch in (80, 90)}
+             for arch in (80, 90) for k, sig, ce, warps, _ in zoo_variants(widths, True, arch)}
     torch.backends.cudnn.allow_tf32 = prev
     assert {(r["kernel"], r["dtype"], r["num_warps"], r["arch"]) for r in report} == space
     assert not [r for r in report if "error" in r]

@@ -179,7 +179,8 @@ def test_weight_grad_row_splits_sum_to_the_single_split_result(stride, se, monke
     gate = saved = None
     fc = [torch.randn(4, 16, 1, 1), torch.randn(4), torch.randn(16, 4, 1, 1), torch.randn(16)]
     if se:
-        gate, pooled, hidden = se_excite(*se_squeeze(x), 42, *[t.to(DEVICE) for t in fc], saved=True)
+        sq, rows = se_squeeze(x)
+        gate, pooled, hidden = se_excite(sq, 3, 42, rows, *[t.to(DEVICE) for t in fc], saved=True)
         saved = (pooled, hidden, fc[0].to(DEVICE), fc[2].to(DEVICE))
     shortcut = _nhwc(3, 24, 7, 6, seed=3) if se else None
     out, y, mean, var, invstd = pc.pointwise_conv_train_fwd(x, w, gamma, beta, 1e-5, stride, True, gate, shortcut)
@@ -247,22 +248,26 @@ def test_statistics_merge_in_two_passes_equals_batchnorm(monkeypatch):
     assert len(bn.stats_merge_plan(len(blocks), c)) == 1  # at the default, 125 blocks take one pass
 
 
-def test_se_excitation_over_several_image_s_and_c_blocks():
-    # 20 images (two 16-image blocks), C = 150 (three 64-channel blocks), S = 40 (two 32-channel blocks) and two
-    # row blocks per image: every split of the two excitation launches, against PyTorch's SE math in float64.
-    from fastregnet.kernels.squeeze_excite import se_excite, se_squeeze
+@pytest.mark.parametrize("c,s", [(150, 40), (520, 70)])
+def test_se_excitation_over_several_image_s_and_c_blocks(c, s):
+    # 20 images (two 16-image blocks) and 64-row squeeze blocks straddling the 90-pixel images (2 image slots each);
+    # C = 150: two one-step fc1 splits, three 64-channel fc2 blocks, S = 40: two 32-wide fc1 blocks; C = 520: three
+    # two-step fc1 splits (padded to 4 in fc2's sum), S = 70: two 64-deep fc2 steps. Every split of the excitation
+    # launches, against PyTorch's SE math in float64.
+    from fastregnet.kernels.squeeze_excite import fc1_splits, se_excite, se_squeeze
 
-    x = _nhwc(20, 150, 9, 10, seed=4)  # 90 pixels: two 64-row squeeze blocks per image
+    assert fc1_splits(150) == (2, 128) and fc1_splits(520) == (3, 256)
+    x = _nhwc(20, c, 9, 10, seed=4)  # 90 pixels: each image's rows lie in 2 or 3 of the 64-row blocks
     g = torch.Generator().manual_seed(5)
-    fc = [torch.randn(40, 150, 1, 1, generator=g) * 0.2, torch.randn(40, generator=g),
-          torch.randn(150, 40, 1, 1, generator=g) * 0.2, torch.randn(150, generator=g)]
-    sq, blocks_per_image = se_squeeze(x)
-    assert blocks_per_image == 2
-    gate, pooled, hidden = se_excite(sq, blocks_per_image, 90, *[t.to(DEVICE) for t in fc], saved=True)
+    fc = [torch.randn(s, c, 1, 1, generator=g) * 0.2, torch.randn(s, generator=g),
+          torch.randn(c, s, 1, 1, generator=g) * 0.2, torch.randn(c, generator=g)]
+    sq, rows = se_squeeze(x)
+    assert rows == 64 and sq.shape == (-(-20 * 90 // 64) * 2, c)  # slots: cdiv(63, 90) + 1 = 2
+    gate, pooled, hidden = se_excite(sq, 20, 90, rows, *[t.to(DEVICE) for t in fc], saved=True)
     xd = x.double().cpu()
     ref_pooled = xd.mean((2, 3))
-    ref_hidden = torch.relu(ref_pooled @ fc[0].double().reshape(40, 150).t() + fc[1].double())
-    ref_gate = torch.sigmoid(ref_hidden @ fc[2].double().reshape(150, 40).t() + fc[3].double())
+    ref_hidden = torch.relu(ref_pooled @ fc[0].double().reshape(s, c).t() + fc[1].double())
+    ref_gate = torch.sigmoid(ref_hidden @ fc[2].double().reshape(c, s).t() + fc[3].double())
     assert_close(pooled, ref_pooled, rtol=1e-5, atol=1e-6, name="pooled")
     assert_close(hidden, ref_hidden, rtol=1e-5, atol=1e-5, name="hidden")
     assert_close(gate, ref_gate, rtol=1e-5, atol=1e-6, name="gate")

@@ -69,21 +69,17 @@ def _block_of(model: str, layer: str) -> tuple[int, int, int]:
 
 def test_grouped_conv_issues_mostly_useful_mma_work(launches):
     # The issue's bound: >= 70% useful MMA work for every zoo group width >= 16, the best achievable for 8 (45%:
-    # tl.dot's N minimum of 16 halves it). One known shortfall is held to what it is, not hidden: inference with SE
-    # runs image-aligned 64-row blocks for the squeeze, padding rows at small maps (7x7: 49 of 64 rows), so those
-    # launches are held to the tile's share times the row occupancy. The stride-2 data grad folds only each parity
-    # class's 1, 2 or 4 taps into K (from all 9 under masks, a quarter useful), so its short K pads more: at group
-    # width 24 a one-tap class pads 24 to 32, giving 63% overall; it is held to 60%.
+    # tl.dot's N minimum of 16 halves it). Inference with SE no longer pads rows: its squeeze blocks straddle images
+    # (image-aligned 64-row blocks held 49 useful rows at 7x7, 4 in the last block at 14x14). The stride-2 data grad
+    # folds only each parity class's 1, 2 or 4 taps into K (from all 9 under masks, a quarter useful), so its short K
+    # pads more: at group width 24 a one-tap class pads 24 to 32, giving 63% overall; it is held to 60%.
     checked = 0
     for (model, mode), ls in launches.items():
-        se = fastregnet.design.resolve_name(model).params().se_ratio
         for x in ls:
             if not x.kernel.startswith("_grouped_conv"):
                 continue
-            gw, stride, h = _block_of(model, x.layer)
+            gw, stride, _ = _block_of(model, x.layer)
             bound = 0.7 if gw >= 16 else 0.45
-            if mode == "infer" and se:
-                bound *= h * h / (-(-h * h // 64) * 64)
             if x.kernel == "_grouped_conv_bwd_data_kernel" and stride == 2 and gw >= 16:
                 bound = 0.6
             assert x.useful_mma_fraction >= 0.99 * bound, (model, mode, gw, x)  # 1%: rows padded to splits
@@ -106,12 +102,15 @@ def test_statistics_merge_and_se_serial_chains_do_not_grow_with_the_batch(launch
 
 
 def test_se_excitation_chains_are_split_over_programs(launches):
-    # One excitation launch walked C x S twice per program (1,008 steps in regnet_y_16gf's last stage); split, fc1
-    # walks C (plus each image's row-block partials) and fc2 walks S.
+    # One excitation launch walked C x S twice per program (1,008 steps in regnet_y_16gf's last stage). Now the pool
+    # sums up to 64 row-block partials a step (1 step here), fc1 walks at most a quarter of C in 128-deep steps, fc2
+    # walks S in 64-deep steps.
     for (model, mode), ls in launches.items():
         for x in ls:
+            if x.kernel == "_se_pool_kernel":
+                assert x.serial_steps == 1, (model, x)
             if x.kernel in ("_se_hidden_kernel", "_se_gate_kernel"):
-                assert x.serial_steps <= 200, (model, x)
+                assert x.serial_steps <= 12, (model, x)
 
 
 def test_se_excitation_reads_its_weights_once_per_16_images(launches):
@@ -125,11 +124,32 @@ def test_se_excitation_reads_its_weights_once_per_16_images(launches):
     assert checked > 50
 
 
+# Inference launches still above 1.5x their floor, each held to its ratio: conv c + projection, whose weights and
+# two inputs are re-read per 128 x 128 tile and whose parked projection adds a write and a read of the output tile
+# (at 64-row tiles these sat at 1.9-2.1x; 128 x 128 with two accumulators spills on sm_90, AOT report).
+OVER_FLOOR = {("regnet_y_400mf", "block11.f.c+proj"): 1.65, ("regnet_x_400mf", "block11.f.c+proj"): 1.6,
+              ("regnet_y_16gf", "block3.f.c+proj"): 1.71}
+
+
+def test_every_inference_launch_within_1_5x_of_its_floor(launches):
+    # The issue's bound, per launch, under the L2 reuse model above: predicted time <= 1.5 x the layer's floor. The
+    # listed exceptions must still be over 1.5x (so the list cannot go stale) and within their ceilings.
+    checked = 0
+    for model in MODELS:
+        for x in launches[(model, "infer")]:
+            ratio = x.predicted_s / x.floor_s
+            ceiling = OVER_FLOOR.get((model, x.layer), 1.5) if x.kernel == "_pointwise_conv_kernel" else 1.5
+            assert ratio <= ceiling, (model, x)
+            if ceiling > 1.5:
+                assert ratio > 1.5, f"{model} {x.layer} is within 1.5x now: drop it from OVER_FLOOR"
+            checked += not x.kernel.startswith("torch:")
+    assert checked > 400
+
+
 def test_whole_model_inference_stays_near_its_floor(launches):
-    # A regression guard on the modelled totals (not yet the issue's per-launch 1.5x bound, which the SE
-    # excitation's fc1 launch and the 1x1 GEMMs' weight re-reads on 64-row blocks still miss). Measured with the
-    # 64 x 128 eval tiles and the two-launch excitation: 1.09 / 1.18 / 1.78 / 1.07.
-    bound = {"regnet_y_400mf": 1.12, "regnet_y_1_6gf": 1.2, "regnet_y_16gf": 1.8, "regnet_x_400mf": 1.1}
+    # A regression guard on the modelled totals. Measured (modelled) with 128-row 16-bit eval tiles for the 1x1 and
+    # grouped convs and the split excitation: 1.01 / 1.02 / 1.22 / 1.02 (were 1.09 / 1.18 / 1.78 / 1.07).
+    bound = {"regnet_y_400mf": 1.03, "regnet_y_1_6gf": 1.04, "regnet_y_16gf": 1.25, "regnet_x_400mf": 1.04}
     for model in MODELS:
         s = summarize(launches[(model, "infer")])
         assert s["predicted_over_floor"] <= bound[model], (model, s)

@@ -226,16 +226,16 @@ def test_unchanged_model_still_takes_the_fused_paths():
     ours.eval()
     with torch.no_grad(), fastregnet.count_kernel_launches() as launches:
         ours(x)
-    assert launches == {"_pointwise_conv_kernel": 6, "_grouped_conv_fwd_kernel": 3, "_se_hidden_kernel": 3,
-                        "_se_gate_kernel": 3}
+    assert launches == {"_pointwise_conv_kernel": 6, "_grouped_conv_fwd_kernel": 3, "_se_pool_kernel": 3,
+                        "_se_hidden_kernel": 3, "_se_gate_kernel": 3}
     ours.trunk_output.block2[1].register_forward_pre_hook(lambda *a: None)
     ours.trunk_output.block2[1].f.c[1].register_forward_hook(lambda *a: None)
     with torch.no_grad(), fastregnet.count_kernel_launches() as launches:
         ours(x)
     # block2-1 runs its parts: f.b fused on its own (the grouped kernel; f.a's 1x1 eval conv is PyTorch's), SE and
     # c as modules
-    assert launches == {"_pointwise_conv_kernel": 4, "_grouped_conv_fwd_kernel": 3, "_se_hidden_kernel": 2,
-                        "_se_gate_kernel": 2}
+    assert launches == {"_pointwise_conv_kernel": 4, "_grouped_conv_fwd_kernel": 3, "_se_pool_kernel": 2,
+                        "_se_hidden_kernel": 2, "_se_gate_kernel": 2}
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -282,3 +282,30 @@ def test_tile_selection_order(monkeypatch, tmp_path):
     bad.write_text('{"format": 2}')
     with pytest.raises(ValueError, match="not a fastregnet tuned-config table"):
         tuning.load_table(str(bad))
+
+
+@pytest.mark.parametrize("h,w,stride,dtype", [(1, 1, 1, torch.float32), (3, 3, 1, torch.float16),
+                                              (7, 7, 1, torch.float32), (14, 13, 2, torch.float16),
+                                              (12, 12, 1, torch.float16)])
+def test_squeeze_sums_straddle_images_and_pool_to_each_image_mean(h, w, stride, dtype):
+    # The eval forward writes the SE squeeze per (row block, image slot): 64-row (fp32) and 128-row (16-bit) blocks
+    # over the flattened images, several images per block at small maps (1 x 1: 16-row blocks with 16 slots; 3 x 3:
+    # 16 slots of 9 pixels; 7 x 7: 3 slots), and the pool must give each image's mean over its own pixels.
+    from fastregnet.kernels.grouped_conv import eval_squeeze_layout, grouped_conv_fwd
+    from fastregnet.kernels.squeeze_excite import se_excite
+
+    n, c, gw = 37, 32, 16
+    x, weight, gamma, beta, _ = _inputs(n, c, h, w, gw)
+    bn = [gamma, beta, torch.randn(c, device=DEVICE) * 0.1, torch.rand(c, device=DEVICE) + 0.5]
+    x, weight = x.to(dtype), weight.to(dtype)
+    y, sq_part, rows = grouped_conv_fwd(x, weight, None, stride, c // gw, True, squeeze=True, bn=bn, eps=1e-5)
+    ho, wo = y.shape[-2:]
+    assert (rows, sq_part.shape[0]) == (eval_squeeze_layout(ho, wo, dtype)[0],
+                                        -(-n * ho * wo // rows) * eval_squeeze_layout(ho, wo, dtype)[1])
+    assert_close(y, grouped_conv_fwd(x, weight, None, stride, c // gw, True, bn=bn, eps=1e-5), rtol=0, atol=0,
+                 name="squeeze changes nothing in y")
+    fc = [torch.zeros(8, c, 1, 1), torch.zeros(8), torch.zeros(c, 8, 1, 1), torch.zeros(c)]
+    _, pooled, _ = se_excite(sq_part, n, ho * wo, rows, *[t.to(DEVICE) for t in fc], saved=True)
+    # the sums are taken from the fp32 accumulator, before y is rounded to 16 bits
+    tol = 1e-5 if dtype == torch.float32 else 2e-3
+    assert_close(pooled, y.float().mean((2, 3)), rtol=tol, atol=tol, name="pooled")

@@ -38,7 +38,8 @@ def test_whole_model_eval_on_triton_backend_matches_torchvision(name):
     with torch.no_grad(), fastregnet.count_kernel_launches() as launches:
         out = ours.eval()(x)
     # the fused inference path: conv a, grouped conv b (+ SE squeeze), [SE excite], conv c (+ shortcut)
-    se = {"_se_hidden_kernel": n_blocks, "_se_gate_kernel": n_blocks} if name.startswith("regnet_y") else {}
+    se = {"_se_pool_kernel": n_blocks, "_se_hidden_kernel": n_blocks, "_se_gate_kernel": n_blocks} \
+        if name.startswith("regnet_y") else {}
     assert launches == {"_pointwise_conv_kernel": 2 * n_blocks, "_grouped_conv_fwd_kernel": n_blocks} | se, launches
     with torch.no_grad():
         assert rel_err(out, tv.eval()(x)) < 1e-5
