@@ -82,6 +82,14 @@ def _reread_dram(tensor_bytes: float, reads: int, gpu: GPU) -> float:
     return tensor_bytes * (1 if tensor_bytes <= gpu.l2_bytes / 2 else reads)
 
 
+def _reread_dram_split(tensor_bytes: float, reads: int, split_footprint: float, gpu: GPU) -> float:
+    """DRAM bytes of a tensor read `reads` times by a launch whose programs run split by split (a weight grad's row
+    splits): the re-reads hit L2 when one split's footprint fits in half of it."""
+    if reads <= 1 or split_footprint <= gpu.l2_bytes / 2:
+        return tensor_bytes
+    return tensor_bytes * reads
+
+
 def _finish(launch: Launch, gpu: GPU, rate: float) -> Launch:
     # DRAM carries at least the compulsory bytes and at most what the programs ask of L2 (a per-tensor re-read
     # estimate can exceed that when each program reads only a slice of the tensor, as the grouped weight grad's K
@@ -209,7 +217,8 @@ def grouped_wgrad_launch(step: _Step, layer: str, n: int, c: int, gw: int, h: in
     ho = (h - 1) // stride + 1
     m_out, m_in = n * ho * ho, n * h * h
     chunks, k_blocks, groups = math.ceil(gw / bn), math.ceil(9 * gw / bk), c // gw
-    split = _weight_grad_split(m_out, groups * chunks * k_blocks, True)
+    row_bytes = (2 + stride * stride) * c * e
+    split = _weight_grad_split(m_out, groups * chunks * k_blocks, True, row_bytes)
     rows_per_split = math.ceil(math.ceil(m_out / split) / BLOCK_M_CONV) * BLOCK_M_CONV
     split = math.ceil(m_out / rows_per_split)
     x_bytes, g_bytes = m_in * c * e, 2 * m_out * c * e  # input; grad_out + saved (gy recomputed)
@@ -217,7 +226,9 @@ def grouped_wgrad_launch(step: _Step, layer: str, n: int, c: int, gw: int, h: in
     g_tiled = g_bytes * k_blocks  # gy reloaded once per K block
     part = split * c * 9 * gw * 4
     tiled = x_tiled + g_tiled + part
-    dram = _reread_dram(x_bytes, chunks * k_blocks, step.gpu) + _reread_dram(g_bytes, k_blocks, step.gpu) + part
+    footprint = rows_per_split * row_bytes  # a split's programs run together (launch order: split slowest)
+    dram = _reread_dram_split(x_bytes, chunks * k_blocks, footprint, step.gpu) + \
+        _reread_dram_split(g_bytes, k_blocks, footprint, step.gpu) + part
     flops = 2.0 * m_out * c * 9 * gw
     issued = 2.0 * split * rows_per_split * groups * chunks * bn * k_blocks * bk
     step.add(Launch("_grouped_conv_bwd_weight_kernel", layer, (groups * chunks, k_blocks, split), tiled, dram,
@@ -315,7 +326,8 @@ def _pointwise_train(step: _Step, layer: str, n: int, h: int, k: int, c: int, st
 
 def _pointwise_train_bwd(step: _Step, layer: str, n: int, h: int, k: int, c: int, stride: int, residual: bool,
                          gate: int) -> None:
-    from .kernels.pointwise_conv import BLOCK_K, BLOCK_M, BLOCK_N, WGRAD_BLOCK_M, _wgrad_block_k, _weight_grad_split
+    from .kernels.pointwise_conv import (BLOCK_K, BLOCK_M, BLOCK_N, GROUP_M, WGRAD_BLOCK_M, _wgrad_block_k,
+                                         _weight_grad_split)
 
     e = step.e
     ho = (h - 1) // stride + 1
@@ -325,12 +337,15 @@ def _pointwise_train_bwd(step: _Step, layer: str, n: int, h: int, k: int, c: int
     step.torch_op(layer, "partial sums", 2 * math.ceil(m / 64) * c * 4)
     wk = _wgrad_block_k(bool(gate))
     nb, kb = math.ceil(c / BLOCK_N), math.ceil(k / wk)
-    rows = _weight_grad_split(m, ho * ho, nb * kb, True, bool(gate))
+    row_bytes = ((3 if residual else 2) * c + k) * e
+    rows = _weight_grad_split(m, ho * ho, nb * kb, True, bool(gate), row_bytes)
     split = math.ceil(m / rows)
     g_bytes = (3 if residual else 2) * m * c * e
     x_bytes = mi * k * e / (stride * stride)
     tiled = g_bytes * kb + x_bytes * nb + split * c * k * 4
-    dram = _reread_dram(g_bytes, kb, step.gpu) + _reread_dram(x_bytes, nb, step.gpu) + split * c * k * 4
+    footprint = rows * row_bytes  # a split's programs run together (launch order: split slowest)
+    dram = _reread_dram_split(g_bytes, kb, footprint, step.gpu) + _reread_dram_split(x_bytes, nb, footprint, step.gpu) \
+        + split * c * k * 4
     issued = 2.0 * split * math.ceil(rows / WGRAD_BLOCK_M) * WGRAD_BLOCK_M * nb * BLOCK_N * kb * wk
     step.add(Launch("_pointwise_conv_bwd_weight_kernel", layer, (nb, kb, split), tiled, dram,
                     g_bytes + x_bytes + c * k * 4, 2.0 * m * c * k, issued, math.ceil(rows / WGRAD_BLOCK_M)))
@@ -339,7 +354,7 @@ def _pointwise_train_bwd(step: _Step, layer: str, n: int, h: int, k: int, c: int
         se_excite_launch(step, f"{layer}.se", n, k, gate, h * h, 1, backward=True)
         step.torch_op(f"{layer}.se", "fc grads", 4 * n * (k + gate) * 4, 2.0 * 2 * n * k * gate)
     gemm_launch(step, "_pointwise_conv_bwd_data_kernel", layer, mi, c, k, (BLOCK_M, BLOCK_N, BLOCK_K),
-                g_bytes, extra_read=n * k * 8 if gate else 0)
+                g_bytes, extra_read=n * k * 8 if gate else 0, swizzle_rows=GROUP_M)
 
 
 def _block_train(step: _Step, name: str, n: int, h: int, w_in: int, w_out: int, stride: int, gw: int,

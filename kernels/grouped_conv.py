@@ -36,7 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import dot_precision, grouped_launch_order, nhwc, pointer_type, record
+from ._launch import WGRAD_SLAB_BYTES, dot_precision, grouped_launch_order, nhwc, pointer_type, record
 from .batch_norm import (_eval_bn_affine, _grad_y, _load_channel_vectors, _store_block_stats, bn_act_apply,
                          bn_act_bwd_reduce, bn_batch_stats, bn_grad_sums)
 from .relu import relu
@@ -475,12 +475,15 @@ def grouped_conv_train_fwd(x: torch.Tensor, weight: torch.Tensor, gamma: torch.T
     return out, y, mean, var, invstd
 
 
-def _weight_grad_split(m: int, programs: int, on_gpu: bool) -> int:
-    """Row splits for the weight grad: enough programs to fill a GPU (~4 waves of 132 SMs), each split still at
-    least 8 row blocks long. Under the interpreter every program costs host time, so one split."""
+def _weight_grad_split(m: int, programs: int, on_gpu: bool, row_bytes: int) -> int:
+    """Row splits for the weight grad: enough programs to fill a GPU (~4 waves of 132 SMs), and enough splits that
+    one split's rows (`row_bytes` each, over every tensor read) fit WGRAD_SLAB_BYTES, so the K blocks' re-reads hit
+    L2; each split still at least 8 row blocks long. Under the interpreter every program costs host time, so one
+    split."""
     if not on_gpu:
         return 1
-    return max(1, min(triton.cdiv(m, 8 * BLOCK_M_CONV), triton.cdiv(528, programs)))
+    longest = triton.cdiv(m, 8 * BLOCK_M_CONV)
+    return max(1, min(longest, max(triton.cdiv(528, programs), triton.cdiv(m * row_bytes, WGRAD_SLAB_BYTES))))
 
 
 def grouped_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, saved: torch.Tensor,
@@ -519,7 +522,8 @@ def grouped_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tens
     record(_grouped_conv_bwd_data_kernel)
 
     k_blocks = triton.cdiv(9 * gw, bk)
-    split = _weight_grad_split(m_out, groups_x_chunks * k_blocks, dev.type == "cuda")
+    row_bytes = (2 + stride * stride) * c * x.element_size()  # grad_out and saved, and the input rows per output row
+    split = _weight_grad_split(m_out, groups_x_chunks * k_blocks, dev.type == "cuda", row_bytes)
     rows_per_split = triton.cdiv(triton.cdiv(m_out, split), BLOCK_M_CONV) * BLOCK_M_CONV
     split = triton.cdiv(m_out, rows_per_split)
     gw_part = torch.empty((split, c // gw, 9 * gw, gw), **f32)

@@ -31,7 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import dot_precision, grouped_launch_order, nhwc, pointer_type, record
+from ._launch import WGRAD_SLAB_BYTES, dot_precision, grouped_launch_order, nhwc, pointer_type, record
 from .batch_norm import _eval_bn_affine, _grad_y, _load_channel_vectors, _store_block_stats, bn_act_apply, \
     bn_act_bwd_reduce, bn_batch_stats, bn_grad_sums
 from .relu import relu
@@ -501,12 +501,15 @@ def pointwise_conv_train_fwd(x: torch.Tensor, weight: torch.Tensor, gamma: torch
     return out, y, mean, var, invstd
 
 
-def _weight_grad_split(m: int, hw: int, programs: int, on_gpu: bool, whole_images: bool) -> int:
-    """Rows per split of the weight grad: enough programs to fill a GPU (~4 waves of 132 SMs), each split at least
-    8 steps long, whole images when the gate's grad is folded per image. One split under the interpreter."""
+def _weight_grad_split(m: int, hw: int, programs: int, on_gpu: bool, whole_images: bool, row_bytes: int) -> int:
+    """Rows per split of the weight grad: enough programs to fill a GPU (~4 waves of 132 SMs), and enough splits
+    that one split's rows (`row_bytes` each, over every tensor read) fit WGRAD_SLAB_BYTES, so the K blocks' re-reads
+    hit L2; each split at least 8 steps long, whole images when the gate's grad is folded per image. One split under
+    the interpreter."""
     if not on_gpu:
         return m
-    split = max(1, min(triton.cdiv(m, 8 * WGRAD_BLOCK_M), triton.cdiv(528, programs)))
+    longest = triton.cdiv(m, 8 * WGRAD_BLOCK_M)
+    split = max(1, min(longest, max(triton.cdiv(528, programs), triton.cdiv(m * row_bytes, WGRAD_SLAB_BYTES))))
     rows = triton.cdiv(m, split)
     return triton.cdiv(rows, hw) * hw if whole_images else triton.cdiv(rows, WGRAD_BLOCK_M) * WGRAD_BLOCK_M
 
@@ -547,7 +550,8 @@ def pointwise_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Te
     # weight grad first: with a gate it also yields the gate's grad, which the data grad's epilogue needs
     wgrad_k = _wgrad_block_k(has_gate)
     n_blocks, k_blocks = triton.cdiv(out_c, BLOCK_N), triton.cdiv(k, wgrad_k)
-    rows_per_split = _weight_grad_split(m, ho * wo, n_blocks * k_blocks, dev.type == "cuda", has_gate)
+    row_bytes = ((3 if residual else 2) * out_c + k) * x.element_size()  # grad_out, y (, out) and x per row
+    rows_per_split = _weight_grad_split(m, ho * wo, n_blocks * k_blocks, dev.type == "cuda", has_gate, row_bytes)
     split = triton.cdiv(m, rows_per_split)
     gw_part = torch.empty((split, out_c, k), **f32)
     g_gate_part = torch.empty((n_blocks, n, k), **f32) if has_gate else gw_part

@@ -186,7 +186,8 @@ def test_weight_grad_row_splits_sum_to_the_single_split_result(stride, se, monke
     out, y, mean, var, invstd = pc.pointwise_conv_train_fwd(x, w, gamma, beta, 1e-5, stride, True, gate, shortcut)
     args = (torch.randn_like(out), x, w, y, out if se else None, mean, invstd, gamma, beta, stride, True, gate, saved)
     single = pc.pointwise_conv_bwd(*args)
-    rows_per_split = (lambda m, hw, programs, on_gpu, whole_images: hw if whole_images else pc.WGRAD_BLOCK_M)
+    rows_per_split = (lambda m, hw, programs, on_gpu, whole_images, row_bytes:
+                      hw if whole_images else pc.WGRAD_BLOCK_M)
     monkeypatch.setattr(pc, "_weight_grad_split", rows_per_split)
     split = pc.pointwise_conv_bwd(*args)
     assert_close(split[1], single[1], rtol=1e-5, atol=1e-6, name="grad_weight with row splits")

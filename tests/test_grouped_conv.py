@@ -146,7 +146,7 @@ def test_weight_grad_row_splits_sum_to_the_single_split_result(monkeypatch):
     go = torch.randn_like(out)
     args = (go, x, weight, y, mean, invstd, gamma, beta, stride, c // gw, True, True)
     single = gc.grouped_conv_bwd(*args)
-    monkeypatch.setattr(gc, "_weight_grad_split", lambda m, programs, on_gpu: 4)
+    monkeypatch.setattr(gc, "_weight_grad_split", lambda m, programs, on_gpu, row_bytes: 4)
     split = gc.grouped_conv_bwd(*args)
     assert gc.triton.cdiv(n * h * w, gc.BLOCK_M_CONV) == 4  # 198 rows: four splits of one 64-row block each
     assert_close(split[1], single[1], rtol=1e-5, atol=1e-6, name="grad_weight with 4 row splits")
