@@ -495,7 +495,7 @@ def _tune_cases(c: Campaign, table: dict):
 def _tune_pointwise_cases(c: Campaign, table: dict):
     """The eval 1x1 GEMM's tuning space (kernels/pointwise_conv.eval_candidates) at each distinct eval 1x1 shape of
     the priority models, batch 64."""
-    from .kernels.pointwise_conv import eval_candidates, eval_tiles, pointwise_conv_fwd
+    from .kernels.pointwise_conv import device_arch, eval_candidates, eval_tiles, pointwise_conv_fwd
     from .kernels.tuning import force, table_key
     from .shapes import pointwise_eval_shapes
 
@@ -530,14 +530,18 @@ def _tune_pointwise_cases(c: Campaign, table: dict):
                     memory_format=torch.channels_last), weight2=t(n, shape["proj_k"], 1, 1, scale=0.1), bn2=bn,
                     eps2=1e-5, stride2=s2)
             times = {}
-            for config in eval_candidates(n, dtype, proj):
+            arch = device_arch(c.device)
+            configs = eval_candidates(n, dtype, proj, arch)
+            if c.dry_run:  # the interpreter runs each configuration for seconds: the heuristic and one other
+                configs = list(dict.fromkeys([eval_tiles(n, dtype, proj, arch), configs[0]]))
+            for config in configs:
                 def step(config=config):
                     with force(config):
                         pointwise_conv_fwd(x, w, bn, 1e-5, True, **extra)
                 times[str(list(config))] = _time(step, c)
             best = min(times, key=times.get)
             table.setdefault(gpu, {})[key] = json.loads(best)
-            heuristic = str(list(eval_tiles(n, dtype, proj)))
+            heuristic = str(list(eval_tiles(n, dtype, proj, arch)))
             return {"status": "ok", "gpu": gpu, "dtype": str(dtype), "shape": {**shape, "batch": batch},
                     "seconds_per_config (eval fwd)": times, "best": json.loads(best),
                     "heuristic": json.loads(heuristic), "heuristic_over_best": times[heuristic] / times[best]}

@@ -15,8 +15,8 @@ Per launch:
 L2 reuse model (stated, and checked on a toy GEMM by the tests): inside one launch the first read of any byte comes
 from DRAM; a re-read of a tensor (another program loading the same bytes) hits L2 when that tensor's re-read
 footprint fits in half of the L2, and goes to DRAM again otherwise. Writes reach DRAM once. A launch's DRAM bytes
-are never fewer than its compulsory bytes (min_bytes) nor more than the bytes it requests (bytes). Launch overhead is not
-modelled (the figures assume CUDA graphs). Stem, head and other PyTorch ops appear as `torch:` entries whose
+are never fewer than its compulsory bytes (min_bytes) nor more than the bytes it requests (bytes). Launch overhead
+is not modelled (the figures assume CUDA graphs). Stem, head and other PyTorch ops appear as `torch:` entries whose
 predicted time is their floor (the model cannot see inside cuDNN).
 """
 

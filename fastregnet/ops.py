@@ -504,7 +504,8 @@ def residual_block_eval(x: Tensor, a: tuple, b: tuple, se: tuple | None, c: tupl
     On the Triton path this is 6 launches (3 without SE), each applying its BatchNorm in the epilogue from the
     live tensors: conv a; grouped conv b with the SE squeeze in its epilogue; the excitation's pool, fc1 and fc2;
     conv c with the gate applied to its input tiles, the projection as a second accumulator (or the identity
-    shortcut added) and the final ReLU. The reference path folds each BatchNorm into its conv (fast on CPU), afresh on every call."""
+    shortcut added) and the final ReLU. The reference path folds each BatchNorm into its conv (fast on CPU), afresh
+    on every call."""
     (wa, bn_a, eps_a), (wb, bn_b, eps_b, stride, groups), (wc, bn_c, eps_c) = a, b, c
     supported, why = _dtype_supported(x)
     if supported:

@@ -71,6 +71,7 @@ def _grouped_conv_fwd_kernel(
     MeanPart,  # (num_row_blocks, C) fp32: per-block mean of the conv output, written when STATS
     M2Part,  # (num_row_blocks, C) fp32: per-block centred sum of squares, written when STATS
     SqPart,  # (row blocks * SQUEEZE_SLOTS, C) fp32: per-(row block, image slot) sums of the output, when SQUEEZE
+    SQUEEZE_SLOTS,  # images a row block can touch (SQUEEZE; squeeze_layout)
     M,  # number of output pixels N*HO*WO
     H, W, C, HO, WO,  # input height/width, channels, output height/width
     GW,  # group width (channels per group)
@@ -87,7 +88,6 @@ def _grouped_conv_fwd_kernel(
     BLOCK_K: tl.constexpr,  # folded (tap, input channel) indices per K step
     GROUP_M: tl.constexpr,  # row blocks per launch-order group: all groups' tiles of those rows run together
     WIDE_OFFSETS: tl.constexpr,  # a tile's input window spans over 2^31 elements: 64-bit offsets inside it
-    SQUEEZE_SLOTS: tl.constexpr,  # images a row block can touch (SQUEEZE)
 ):
     pid_m, pid_n = grouped_launch_order(GROUP_M)
     g = pid_n // N_CHUNKS
@@ -135,7 +135,7 @@ def _grouped_conv_fwd_kernel(
     if RELU:
         acc = relu(acc)
     if SQUEEZE:
-        _store_squeeze_sums(acc, offs_m, m_ok, pid_m, HO * WO, SqPart, offs_n, n_ok, C, BLOCK_M, SQUEEZE_SLOTS)
+        _store_squeeze_sums(acc, offs_m, m_ok, pid_m, HO * WO, SqPart, offs_n, n_ok, C, SQUEEZE_SLOTS, BLOCK_M)
     y_off = (offs_m - row0)[:, None] * C + offs_n[None, :]
     tl.store(Y + row0.to(tl.int64) * C + y_off, acc.to(Y.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
 
@@ -430,10 +430,11 @@ def grouped_conv_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
         bn_, bk, warps = config
         chunks = triton.cdiv(gw, bn_)
         _grouped_conv_fwd_kernel[(row_blocks, (c // gw) * chunks)](
-            x, wk, b, *bn_vectors, eps, y, unused, unused, sq_part, m, h, w, c, ho, wo, gw, chunks, STRIDE=stride,
+            x, wk, b, *bn_vectors, eps, y, unused, unused, sq_part, slots, m, h, w, c, ho, wo, gw, chunks,
+            STRIDE=stride,
             HAS_BIAS=bias is not None, EVAL_BN=bn is not None, RELU=relu, STATS=False, SQUEEZE=squeeze,
             PRECISION=dot_precision(x.dtype), BLOCK_M=block_m, BLOCK_N=bn_, BLOCK_K=bk, GROUP_M=launch_group_m(block_m),
-            WIDE_OFFSETS=not _window_offsets_fit(block_m, ho * wo, h, w, c), SQUEEZE_SLOTS=slots, num_warps=warps)
+            WIDE_OFFSETS=not _window_offsets_fit(block_m, ho * wo, h, w, c), num_warps=warps)
 
     launch(select_tiles(gw, x, launch))
     record(_grouped_conv_fwd_kernel)
@@ -462,11 +463,10 @@ def grouped_conv_train_fwd(x: torch.Tensor, weight: torch.Tensor, gamma: torch.T
         bn, bk, warps = config
         chunks = triton.cdiv(gw, bn)
         _grouped_conv_fwd_kernel[(blocks, (c // gw) * chunks)](
-            x, wk, *([unused] * 5), eps, y, mean_part, m2_part, unused, m, h, w, c, ho, wo, gw, chunks,
+            x, wk, *([unused] * 5), eps, y, mean_part, m2_part, unused, 1, m, h, w, c, ho, wo, gw, chunks,
             STRIDE=stride, HAS_BIAS=False, EVAL_BN=False, RELU=False, STATS=True, SQUEEZE=False,
             PRECISION=dot_precision(x.dtype), BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=GROUP_M,
-            WIDE_OFFSETS=not _window_offsets_fit(BLOCK_M_CONV, ho * wo, h, w, c), SQUEEZE_SLOTS=1,
-            num_warps=warps)
+            WIDE_OFFSETS=not _window_offsets_fit(BLOCK_M_CONV, ho * wo, h, w, c), num_warps=warps)
 
     launch(select_tiles(gw, x, launch))
     record(_grouped_conv_fwd_kernel)
@@ -552,20 +552,18 @@ def kernel_variants(group_width: int, dtype: torch.dtype, stride: int, config: t
     for eval_mode in (True, False):
         sig = {"X": ty, "Wk": ty, "Bias": "*fp32", "Gamma": "*fp32", "Beta": "*fp32", "Mean": "*fp32",
                "Var": "*fp32", "eps": "fp32", "Y": ty, "MeanPart": "*fp32", "M2Part": "*fp32", "SqPart": "*fp32",
-               "M": "i32", "H": "i32", "W": "i32", "C": "i32", "HO": "i32", "WO": "i32", "GW": "i32", "N_CHUNKS": "i32"}
+               "SQUEEZE_SLOTS": "i32", "M": "i32", "H": "i32", "W": "i32", "C": "i32", "HO": "i32", "WO": "i32",
+               "GW": "i32", "N_CHUNKS": "i32"}
         # eval: inference with the BN epilogue (with and without the SE squeeze), and the differentiable eval op
         # with a bias; train: the statistics epilogue
         modes = ((False, True, False), (False, True, True), (True, False, False)) if eval_mode else \
             ((False, False, False),)
         block_m = eval_block_m(dtype) if eval_mode else BLOCK_M_CONV
         for has_bias, eval_bn, squeeze in modes:
-            # the zoo's maps at 224 px (56^2 .. 7^2): the image slots a block can touch
-            for slots in sorted({squeeze_layout(hw, block_m)[1] for hw in (3136, 784, 196, 49)}) if squeeze else (1,):
-                ce = dict(STRIDE=stride, HAS_BIAS=has_bias, EVAL_BN=eval_bn, RELU=eval_mode, STATS=not eval_mode,
-                          SQUEEZE=squeeze, PRECISION=prec, BLOCK_M=block_m, BLOCK_N=bn, BLOCK_K=bk,
-                          GROUP_M=launch_group_m(block_m),
-                          WIDE_OFFSETS=False, SQUEEZE_SLOTS=slots)
-                out.append((_grouped_conv_fwd_kernel, sig, ce, warps))
+            ce = dict(STRIDE=stride, HAS_BIAS=has_bias, EVAL_BN=eval_bn, RELU=eval_mode, STATS=not eval_mode,
+                      SQUEEZE=squeeze, PRECISION=prec, BLOCK_M=block_m, BLOCK_N=bn, BLOCK_K=bk,
+                      GROUP_M=launch_group_m(block_m), WIDE_OFFSETS=False)
+            out.append((_grouped_conv_fwd_kernel, sig, ce, warps))
     vec = {k: "*fp32" for k in ("Mean", "Invstd", "Gamma", "Beta", "DBeta", "DGamma")}
     dims = {"H": "i32", "W": "i32", "C": "i32", "HO": "i32", "WO": "i32", "GW": "i32", "N_CHUNKS": "i32",
             "inv_M": "fp32"}

@@ -8,8 +8,8 @@
 with every term but the first optional: the SE gate applied to the A tile as it is loaded (prologue), the projection
 shortcut as a first GEMM from an input read at stride s whose bn2 is parked in the program's own output tile and
 added back in the epilogue (so conv c and proj share one accumulator and one kernel), the identity shortcut added
-in the epilogue, and ReLU. bn and bn2 are the eval BatchNorms as scale and shift computed in the epilogue from the modules'
-live tensors (nothing is folded ahead of the launch, so nothing can go stale).
+in the epilogue, and ReLU. bn and bn2 are the eval BatchNorms as scale and shift computed in the epilogue from the
+modules' live tensors (nothing is folded ahead of the launch, so nothing can go stale).
 
 `pointwise_conv_train_fwd` runs the same GEMM (input read at stride s for the projection, gate prologue for conv c)
 with the batch-statistics epilogue, then BN (+ shortcut) + ReLU through batch_norm.py. Its backward,
@@ -38,7 +38,8 @@ from .relu import relu
 from .squeeze_excite import se_excite_bwd
 from .tuning import select
 
-__all__ = ["pointwise_conv_fwd", "pointwise_conv_train_fwd", "pointwise_conv_bwd", "pointwise_variants"]
+__all__ = ["pointwise_conv_fwd", "pointwise_conv_train_fwd", "pointwise_conv_bwd", "pointwise_variants", "eval_tiles",
+           "eval_candidates", "select_eval_tiles", "device_arch"]
 
 
 @triton.jit
@@ -49,6 +50,20 @@ def _source_rows(rows, HW, OW, H_in, W_in, STRIDE: tl.constexpr):
     img = rows // HW
     pix = rows % HW
     return (img * H_in + (pix // OW) * STRIDE) * W_in + (pix % OW) * STRIDE
+
+
+@triton.jit
+def _tile_rows(X, offs_m, row0, HW, OW, H_in, W_in, K, STRIDE: tl.constexpr, WIDE_OFFSETS: tl.constexpr):
+    """(pointer to the tile's first source row, each row's offset from it) for the input rows a 1x1 conv of stride
+    STRIDE reads for output rows offs_m, the tile starting at row0: a 64-bit base and 32-bit offsets (64-bit with
+    WIDE_OFFSETS)."""
+    src = _source_rows(offs_m, HW, OW, H_in, W_in, STRIDE)
+    first = _source_rows(row0, HW, OW, H_in, W_in, STRIDE)
+    if WIDE_OFFSETS:
+        rows = (src - first).to(tl.int64) * K
+    else:
+        rows = (src - first) * K
+    return X + first.to(tl.int64) * K, rows
 
 
 @triton.jit
@@ -101,13 +116,7 @@ def _pointwise_conv_kernel(
     m_ok = offs_m < M
     n_ok = offs_n < N
     img = offs_m // HW
-    src = _source_rows(offs_m, HW, OW, H_in, W_in, STRIDE)
-    src0 = _source_rows(row0, HW, OW, H_in, W_in, STRIDE)
-    X_tile = X + src0.to(tl.int64) * K
-    if WIDE_OFFSETS:
-        a_rows = (src - src0).to(tl.int64) * K
-    else:
-        a_rows = (src - src0) * K
+    X_tile, a_rows = _tile_rows(X, offs_m, row0, HW, OW, H_in, W_in, K, STRIDE, WIDE_OFFSETS)
     tile_off = row0.to(tl.int64) * N
     out_off = local_m[:, None] * N + offs_n[None, :]
     mask = m_ok[:, None] & n_ok[None, :]
@@ -118,13 +127,7 @@ def _pointwise_conv_kernel(
         # shortcut, so one accumulator serves both GEMMs. Two fp32 accumulators (or one kept beside the parked
         # values) spilled 560-850 B on sm_90 at 128 x 128 tiles (AOT report); the park costs one write and one read
         # of the tile, from L2.
-        rows2 = _source_rows(offs_m, HW, OW, H2, W2, STRIDE2)
-        first2 = _source_rows(row0, HW, OW, H2, W2, STRIDE2)
-        X2_tile = X2 + first2.to(tl.int64) * K2
-        if WIDE_OFFSETS:
-            a2_rows = (rows2 - first2).to(tl.int64) * K2
-        else:
-            a2_rows = (rows2 - first2) * K2
+        X2_tile, a2_rows = _tile_rows(X2, offs_m, row0, HW, OW, H2, W2, K2, STRIDE2, WIDE_OFFSETS)
         for k0 in range(0, K2, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
             k_ok = offs_k < K2
@@ -359,7 +362,7 @@ def eval_candidates(out_channels: int, dtype: torch.dtype, projection: bool,
     return out if heuristic in out else [heuristic] + out
 
 
-def _arch(device: torch.device) -> int:
+def device_arch(device: torch.device) -> int:
     """sm_XY of a CUDA device as XY (80 elsewhere: the interpreter ignores tiles' registers)."""
     if device.type != "cuda":
         return 80
@@ -370,7 +373,7 @@ def _arch(device: torch.device) -> int:
 def select_eval_tiles(x: torch.Tensor, out_channels: int, projection: bool, run=None) -> tuple[int, int, int, int]:
     """The eval 1x1 GEMM's configuration for input x: the tuned table, opt-in autotuning (`run` launches the GEMM
     with a config), else eval_tiles (kernels/tuning.py)."""
-    arch = _arch(x.device)
+    arch = device_arch(x.device)
     return select("pointwise_eval", x.dtype, f"k={x.shape[1]},n={out_channels},proj={int(projection)}",
                   eval_candidates(out_channels, x.dtype, projection, arch),
                   eval_tiles(out_channels, x.dtype, projection, arch), x.device, run)

@@ -17,7 +17,7 @@ The fc programs take a block of up to 16 images and run their fc layer as small 
 weights are read once per image block rather than once per image (regnet_y_16gf's last stage at batch 256: 16
 reads of its 9 MB of SE weights instead of 256). Every forward program's serial chain is short: the pool sums up to
 64 row-block partials per step (1 step for the zoo at 224 px, where it had been up to 49 steps inside fc1), fc1
-steps 128 channels deep (C / 128 steps), fc2 64 squeeze channels deep (S / 64). The backward (training) is still one
+steps 128 channels deep over up to 4 channel splits (cdiv(C, 512) steps), fc2 64 squeeze channels deep (S / 64). The backward (training) is still one
 program per image block.
 """
 
@@ -50,14 +50,14 @@ def _rows_times_matrix(Rows, row_stride, offs_i, i_ok, Mat, mat_r, mat_k, offs_o
 
 
 @triton.jit
-def _store_squeeze_sums(values, offs_m, m_ok, block, HW, SqPart, offs_c, c_ok, C, BLOCK_M: tl.constexpr,
-                        SLOTS: tl.constexpr):
+def _store_squeeze_sums(values, offs_m, m_ok, block, HW, SqPart, offs_c, c_ok, C, SLOTS, BLOCK_M: tl.constexpr):
     """The SE squeeze's share of one block of BLOCK_M rows (flattened image x pixel rows, blocks may straddle
     images): for each image the block can touch, the channel sums of its rows, in SqPart row block * SLOTS + s for
-    image first + s, first being the image of the block's first row (a slot past the block's images holds 0)."""
+    image first + s, first being the image of the block's first row (a slot past the block's images holds 0). SLOTS
+    is a run-time loop bound: one compiled variant serves every map size."""
     first = (block * BLOCK_M) // HW
     img = offs_m // HW
-    for s in tl.static_range(SLOTS):
+    for s in range(0, SLOTS):
         keep = m_ok & (img == first + s)
         tl.store(SqPart + (block.to(tl.int64) * SLOTS + s) * C + offs_c,
                  tl.sum(tl.where(keep[:, None], values, 0.0), axis=0), mask=c_ok)
@@ -68,9 +68,9 @@ def _se_squeeze_kernel(
     X,  # NHWC activation (N, H, W, C)
     SqPart,  # (row blocks * SLOTS, C) fp32 out: channel sums of each block's rows per image (squeeze_layout)
     M, HW, C,  # rows (N * H * W), pixels per image, channels
+    SLOTS,  # images a block can touch
     BLOCK_M: tl.constexpr,  # rows per block
     BLOCK_C: tl.constexpr,  # channels per program
-    SLOTS: tl.constexpr,  # images a block can touch
 ):
     pid_m = tl.program_id(0)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -78,7 +78,7 @@ def _se_squeeze_kernel(
     m_ok, c_ok = offs_m < M, offs_c < C
     x = tl.load(X + offs_m.to(tl.int64)[:, None] * C + offs_c[None, :], mask=m_ok[:, None] & c_ok[None, :],
                 other=0.0).to(tl.float32)
-    _store_squeeze_sums(x, offs_m, m_ok, pid_m, HW, SqPart, offs_c, c_ok, C, BLOCK_M, SLOTS)
+    _store_squeeze_sums(x, offs_m, m_ok, pid_m, HW, SqPart, offs_c, c_ok, C, SLOTS, BLOCK_M)
 
 
 @triton.jit
@@ -289,7 +289,7 @@ def se_squeeze(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     blocks = triton.cdiv(n * h * w, rows)
     sq_part = torch.empty((blocks * slots, c), device=x.device, dtype=torch.float32)
     _se_squeeze_kernel[(blocks, triton.cdiv(c, _BLOCK_C))](
-        nhwc(x), sq_part, n * h * w, h * w, c, BLOCK_M=rows, BLOCK_C=_BLOCK_C, SLOTS=slots)
+        nhwc(x), sq_part, n * h * w, h * w, c, slots, BLOCK_M=rows, BLOCK_C=_BLOCK_C)
     record(_se_squeeze_kernel)
     return sq_part, rows
 
@@ -364,7 +364,6 @@ def squeeze_excite_variants() -> list[tuple]:
                  "W2": "*fp32", "GPre2": "*fp32", "GPre1": "*fp32", "GPooled": "*fp32", "C": "i32", "S": "i32",
                  "parts": "i32", "images": "i32"}, vecs, _EXCITE_WARPS))
     for ty in ("*fp32", "*fp16", "*bf16"):
-        for slots in (2, 3):  # the zoo's maps at 224 px in 64-row blocks: 56^2 .. 14^2 take 2 slots, 7^2 takes 3
-            out.append((_se_squeeze_kernel, {"X": ty, "SqPart": "*fp32", "M": "i32", "HW": "i32", "C": "i32"},
-                        dict(BLOCK_M=SQUEEZE_BLOCK_M, BLOCK_C=_BLOCK_C, SLOTS=slots), 4))
+        out.append((_se_squeeze_kernel, {"X": ty, "SqPart": "*fp32", "M": "i32", "HW": "i32", "C": "i32",
+                                         "SLOTS": "i32"}, dict(BLOCK_M=SQUEEZE_BLOCK_M, BLOCK_C=_BLOCK_C), 4))
     return out
