@@ -441,11 +441,33 @@ def part_correctness(c: Campaign) -> bool:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _gpu_name(c: Campaign) -> str:
+    return torch.cuda.get_device_name(c.device) if c.device.type == "cuda" else "cpu (dry run)"
+
+
+def _sweep(c: Campaign, table: dict, family: str, dtype: torch.dtype, key: str, configs: list, heuristic: tuple,
+           launch, what: str) -> dict:
+    """Time launch(config) for every configuration (under tuning.force), enter the fastest in `table` under the
+    kernel family's `key`, and return the case's record (`what`: what one timed call runs)."""
+    from .kernels.tuning import force, table_key
+
+    def step(config):
+        with force(config):
+            launch()
+
+    times = {str(list(config)): _time(lambda config=config: step(config), c) for config in configs}
+    best = min(times, key=times.get)
+    gpu = _gpu_name(c)
+    table.setdefault(gpu, {})[table_key(family, dtype, key)] = json.loads(best)
+    h = str(list(heuristic))
+    return {"status": "ok", "gpu": gpu, "dtype": str(dtype), f"seconds_per_config ({what})": times,
+            "best": json.loads(best), "heuristic": list(heuristic), "heuristic_over_best": times[h] / times[best]}
+
+
 def _tune_cases(c: Campaign, table: dict):
     from .design import MODEL_CONFIGS
     from .kernels.grouped_conv import (grouped_conv_bwd, grouped_conv_candidates, grouped_conv_fwd,
-                                       grouped_conv_tiles, grouped_conv_train_fwd)
-    from .kernels.tuning import force, table_key
+                                       grouped_conv_tiles, grouped_conv_train_fwd, shape_key)
     from .shapes import grouped_conv_shapes
 
     dtype = torch.float32 if c.dry_run else torch.bfloat16
@@ -460,7 +482,6 @@ def _tune_cases(c: Campaign, table: dict):
     shapes = {gw: first_stride1.get(gw, shape) for gw, shape in first.items()}
     if c.dry_run:
         shapes = {16: {"channels": 32, "group_width": 16, "hw": 6, "stride": 1, "model": "tiny"}}  # 2 candidates
-    gpu = torch.cuda.get_device_name(c.device) if c.device.type == "cuda" else "cpu (dry run)"
     batch = 2 if c.dry_run else 64
     for gw, shape in shapes.items():
         def run(gw=gw, shape=shape):
@@ -473,42 +494,34 @@ def _tune_cases(c: Campaign, table: dict):
             bn = [torch.rand(ch, **f32) + 0.5, torch.randn(ch, **f32), torch.randn(ch, **f32),
                   torch.rand(ch, **f32) + 0.5]
             groups = ch // gw
-            times = {}
-            for config in grouped_conv_candidates(gw, dtype):
-                def step(config=config):
-                    with force(config):
-                        grouped_conv_fwd(x, w, None, stride, groups, True, bn=bn, eps=1e-5)
-                        out, y, mean, _, invstd = grouped_conv_train_fwd(x, w, bn[0], bn[1], 1e-5, stride, groups,
-                                                                         True)
-                        grouped_conv_bwd(torch.ones_like(out), x, w, y, mean, invstd, bn[0], bn[1], stride, groups,
-                                         True, True)
-                times[str(list(config))] = _time(step, c)
-            best = min(times, key=times.get)
-            table.setdefault(gpu, {})[table_key("grouped_conv", dtype, f"gw={gw}")] = json.loads(best)
-            heuristic = str(list(grouped_conv_tiles(gw, dtype)))
-            return {"status": "ok", "gpu": gpu, "dtype": str(dtype), "shape": {**shape, "batch": batch},
-                    "seconds_per_config (eval fwd + train fwd + bwd)": times, "best": json.loads(best),
-                    "heuristic": json.loads(heuristic), "heuristic_over_best": times[heuristic] / times[best]}
+
+            def launch():
+                grouped_conv_fwd(x, w, None, stride, groups, True, bn=bn, eps=1e-5)
+                out, y, mean, _, invstd = grouped_conv_train_fwd(x, w, bn[0], bn[1], 1e-5, stride, groups, True)
+                grouped_conv_bwd(torch.ones_like(out), x, w, y, mean, invstd, bn[0], bn[1], stride, groups, True,
+                                 True)
+
+            record = _sweep(c, table, "grouped_conv", dtype, shape_key(gw), grouped_conv_candidates(gw, dtype),
+                            grouped_conv_tiles(gw, dtype), launch, "eval fwd + train fwd + bwd")
+            return {**record, "shape": {**shape, "batch": batch}}
         yield f"tune grouped conv gw={gw} ({shape['model']} {shape['channels']} ch, {shape['hw']} px)", run
 
 
 def _tune_pointwise_cases(c: Campaign, table: dict):
     """The eval 1x1 GEMM's tuning space (kernels/pointwise_conv.eval_candidates) at each distinct eval 1x1 shape of
     the priority models, batch 64."""
-    from .kernels.pointwise_conv import device_arch, eval_candidates, eval_tiles, pointwise_conv_fwd
-    from .kernels.tuning import force, table_key
+    from .kernels.pointwise_conv import device_arch, eval_candidates, eval_shape_key, eval_tiles, pointwise_conv_fwd
     from .shapes import pointwise_eval_shapes
 
     dtype = torch.float16 if c.dry_run else torch.bfloat16  # fp16: the dry run's interpreter refuses bf16
     shapes = [s for name in PRIORITY_MODELS for s in pointwise_eval_shapes(name)]
     if c.dry_run:
         shapes = [{"model": "tiny", "k": 16, "n": 24, "hw": 4, "proj_k": 8, "proj_stride": 2}]
-    gpu = torch.cuda.get_device_name(c.device) if c.device.type == "cuda" else "cpu (dry run)"
     batch = 2 if c.dry_run else 64
     seen = set()
     for shape in shapes:
         k, n, hw, proj = shape["k"], shape["n"], shape["hw"], shape["proj_k"] > 0
-        key = table_key("pointwise_eval", dtype, f"k={k},n={n},proj={int(proj)}")
+        key = eval_shape_key(k, n, proj)
         if key in seen:
             continue
         seen.add(key)
@@ -529,22 +542,14 @@ def _tune_pointwise_cases(c: Campaign, table: dict):
                 extra = dict(x2=t(batch, shape["proj_k"], hw * s2, hw * s2).contiguous(
                     memory_format=torch.channels_last), weight2=t(n, shape["proj_k"], 1, 1, scale=0.1), bn2=bn,
                     eps2=1e-5, stride2=s2)
-            times = {}
             arch = device_arch(c.device)
+            heuristic = eval_tiles(n, dtype, proj, arch)
             configs = eval_candidates(n, dtype, proj, arch)
             if c.dry_run:  # the interpreter runs each configuration for seconds: the heuristic and one other
-                configs = list(dict.fromkeys([eval_tiles(n, dtype, proj, arch), configs[0]]))
-            for config in configs:
-                def step(config=config):
-                    with force(config):
-                        pointwise_conv_fwd(x, w, bn, 1e-5, True, **extra)
-                times[str(list(config))] = _time(step, c)
-            best = min(times, key=times.get)
-            table.setdefault(gpu, {})[key] = json.loads(best)
-            heuristic = str(list(eval_tiles(n, dtype, proj, arch)))
-            return {"status": "ok", "gpu": gpu, "dtype": str(dtype), "shape": {**shape, "batch": batch},
-                    "seconds_per_config (eval fwd)": times, "best": json.loads(best),
-                    "heuristic": json.loads(heuristic), "heuristic_over_best": times[heuristic] / times[best]}
+                configs = list(dict.fromkeys([heuristic, configs[0]]))
+            record = _sweep(c, table, "pointwise_eval", dtype, key, configs, heuristic,
+                            lambda: pointwise_conv_fwd(x, w, bn, 1e-5, True, **extra), "eval fwd")
+            return {**record, "shape": {**shape, "batch": batch}}
         yield f"tune eval 1x1 k={k} n={n}{' +proj' if proj else ''} ({shape['model']}, {hw} px)", run
 
 

@@ -75,19 +75,14 @@ class Launch:
         return d
 
 
-def _reread_dram(tensor_bytes: float, reads: int, gpu: GPU) -> float:
-    """DRAM bytes of a tensor read `reads` times in one launch, under the L2 reuse model."""
+def _reread_dram(tensor_bytes: float, reads: int, gpu: GPU, footprint: float | None = None) -> float:
+    """DRAM bytes of a tensor read `reads` times in one launch, under the L2 reuse model: the re-reads hit L2 when
+    their footprint (the whole tensor, or the part the programs running together share: a launch-order group's rows,
+    a weight grad's row split) fits in half of it."""
     if reads <= 1:
         return tensor_bytes * reads
-    return tensor_bytes * (1 if tensor_bytes <= gpu.l2_bytes / 2 else reads)
-
-
-def _reread_dram_split(tensor_bytes: float, reads: int, split_footprint: float, gpu: GPU) -> float:
-    """DRAM bytes of a tensor read `reads` times by a launch whose programs run split by split (a weight grad's row
-    splits): the re-reads hit L2 when one split's footprint fits in half of it."""
-    if reads <= 1 or split_footprint <= gpu.l2_bytes / 2:
-        return tensor_bytes
-    return tensor_bytes * reads
+    footprint = tensor_bytes if footprint is None else footprint
+    return tensor_bytes * (1 if footprint <= gpu.l2_bytes / 2 else reads)
 
 
 def _finish(launch: Launch, gpu: GPU, rate: float) -> Launch:
@@ -141,8 +136,8 @@ def gemm_launch(step: _Step, kernel: str, layer: str, m: int, k: int, n: int, ti
     reads_a = nb
     # programs run pid_m fastest: A's rows are re-read once per N block, after a sweep over all of M (or over a
     # group of `swizzle_rows` row blocks when the grid is grouped, so the re-read footprint is that group's rows)
-    footprint_a = (a_bytes + a2_bytes) if swizzle_rows == 1 else (a_bytes + a2_bytes) * min(1.0, swizzle_rows / mb)
-    dram_a = (a_bytes + a2_bytes) * (1 if footprint_a <= step.gpu.l2_bytes / 2 else reads_a)
+    footprint_a = (a_bytes + a2_bytes) * min(1.0, swizzle_rows / mb) if swizzle_rows > 1 else None
+    dram_a = _reread_dram(a_bytes + a2_bytes, reads_a, step.gpu, footprint_a)
     out = m * n * e
     park = 2 * out if second_k else 0
     tiled = (a_bytes + a2_bytes) * reads_a + w_bytes * mb + out + park + extra_read + extra_write
@@ -184,7 +179,7 @@ def grouped_conv_launch(step: _Step, kernel: str, layer: str, n: int, c: int, gw
     # grouped launch order: GROUP_M row blocks run across all (group, chunk) programs together, so a group's N
     # chunks re-read rows that were just read: the re-read footprint is those rows' window
     footprint = launch_group_m(block_m) * block_m * 3 * c * e * stride
-    a_dram = a_tensor * (1 if chunks == 1 or footprint <= step.gpu.l2_bytes / 2 else chunks)
+    a_dram = _reread_dram(a_tensor, chunks, step.gpu, footprint)
     w_bytes = c * 9 * gw * e
     out = rows * c * e
     extra = (row_blocks * slots * c * 4 if squeeze else 0) + (2 * row_blocks * c * 4 if stats else 0)
@@ -227,8 +222,8 @@ def grouped_wgrad_launch(step: _Step, layer: str, n: int, c: int, gw: int, h: in
     part = split * c * 9 * gw * 4
     tiled = x_tiled + g_tiled + part
     footprint = rows_per_split * row_bytes  # a split's programs run together (launch order: split slowest)
-    dram = _reread_dram_split(x_bytes, chunks * k_blocks, footprint, step.gpu) + \
-        _reread_dram_split(g_bytes, k_blocks, footprint, step.gpu) + part
+    dram = _reread_dram(x_bytes, chunks * k_blocks, step.gpu, footprint) + \
+        _reread_dram(g_bytes, k_blocks, step.gpu, footprint) + part
     flops = 2.0 * m_out * c * 9 * gw
     issued = 2.0 * split * rows_per_split * groups * chunks * bn * k_blocks * bk
     step.add(Launch("_grouped_conv_bwd_weight_kernel", layer, (groups * chunks, k_blocks, split), tiled, dram,
@@ -344,7 +339,7 @@ def _pointwise_train_bwd(step: _Step, layer: str, n: int, h: int, k: int, c: int
     x_bytes = mi * k * e / (stride * stride)
     tiled = g_bytes * kb + x_bytes * nb + split * c * k * 4
     footprint = rows * row_bytes  # a split's programs run together (launch order: split slowest)
-    dram = _reread_dram_split(g_bytes, kb, footprint, step.gpu) + _reread_dram_split(x_bytes, nb, footprint, step.gpu) \
+    dram = _reread_dram(g_bytes, kb, step.gpu, footprint) + _reread_dram(x_bytes, nb, step.gpu, footprint) \
         + split * c * k * 4
     issued = 2.0 * split * math.ceil(rows / WGRAD_BLOCK_M) * WGRAD_BLOCK_M * nb * BLOCK_N * kb * wk
     step.add(Launch("_pointwise_conv_bwd_weight_kernel", layer, (nb, kb, split), tiled, dram,

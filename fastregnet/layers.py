@@ -128,12 +128,12 @@ class ConvNormActivation(NotScriptable, nn.Sequential):
             return super().forward(x)
         conv, bn = self[0], self[1]
         stride, groups = conv.stride[0], conv.groups
-        if self.uses_batch_stats and self.needs_sync:
-            running_mean, running_var, momentum = self.running_update()
-            return ops.conv_sync_bn_act_train(x, conv.weight, bn.weight, bn.bias, running_mean, running_var,
-                                              momentum, bn.eps, stride, groups, self.has_activation, bn.process_group)
         if self.uses_batch_stats:
             running_mean, running_var, momentum = self.running_update()
+            if self.needs_sync:
+                return ops.conv_sync_bn_act_train(x, conv.weight, bn.weight, bn.bias, running_mean, running_var,
+                                                  momentum, bn.eps, stride, groups, self.has_activation,
+                                                  bn.process_group)
             train_op = ops.grouped_conv_bn_act_train if self.grouped3x3 else ops.conv_bn_act_train
             return train_op(x, conv.weight, bn.weight, bn.bias, running_mean, running_var, momentum, bn.eps,
                             stride, groups, self.has_activation)
@@ -224,7 +224,7 @@ class ResBottleneckBlock(NotScriptable, nn.Module):
     epilogue and backward.
 
     With plain children and no hooks (`fastregnet.fusion.block_reason`), the block runs fused: in eval with
-    gradients off as one op (5 Triton launches with SE); in training (`block_tail_reason`) with SE, conv c, BN, the
+    gradients off as one op (6 Triton launches with SE); in training (`block_tail_reason`) with SE, conv c, BN, the
     add and the ReLU as one op, after calling f.a, f.b and the projection. Otherwise it runs its children as
     torchvision's block does.
     """
@@ -295,7 +295,7 @@ class ResBottleneckBlock(NotScriptable, nn.Module):
         return self.activation(shortcut + branch)
 
     def _forward_inference(self, x: torch.Tensor) -> torch.Tensor:
-        """Eval with gradients off: the whole block as one op (5 Triton launches with SE), BN from the live tensors."""
+        """Eval with gradients off: the whole block as one op (6 Triton launches with SE), BN from the live tensors."""
         f = self.f
         conv_b = f.b[0]
         se = self._se_params()

@@ -172,18 +172,21 @@ def _grouped_conv_bn_eval_op(x: Tensor, weight: Tensor, bn: list[Tensor], eps: f
     return grouped_conv_fwd(x, weight, None, stride, groups, True, bn=bn, eps=eps), _absent(x)
 
 
-def _squeeze_layout(h: int, w: int, dtype: torch.dtype) -> tuple[int, int]:
+def _squeeze_rows(h: int, w: int, dtype: torch.dtype) -> int:
+    """Rows per block of the SE squeeze sums the grouped conv's eval epilogue writes for h x w maps."""
     from .kernels.grouped_conv import eval_squeeze_layout
 
-    return eval_squeeze_layout(h, w, dtype)
+    return eval_squeeze_layout(h, w, dtype)[0]
 
 
 @_grouped_conv_bn_eval_op.register_fake
 def _(x, weight, bn, eps, stride, groups, squeeze):
     n, c, ho, wo = _out_shape(x, stride)
     if squeeze:
-        rows, slots = _squeeze_layout(ho, wo, x.dtype)
-        sq_part = x.new_empty((-(-n * ho * wo // rows) * slots, c), dtype=torch.float32)
+        from .kernels.squeeze_excite import squeeze_part_rows
+
+        rows = squeeze_part_rows(n, ho * wo, _squeeze_rows(ho, wo, x.dtype))
+        sq_part = x.new_empty((rows, c), dtype=torch.float32)
     else:
         sq_part = _absent(x)
     return _empty_nhwc((n, c, ho, wo), x), sq_part
@@ -503,9 +506,9 @@ def residual_block_eval(x: Tensor, a: tuple, b: tuple, se: tuple | None, c: tupl
 
     On the Triton path this is 6 launches (3 without SE), each applying its BatchNorm in the epilogue from the
     live tensors: conv a; grouped conv b with the SE squeeze in its epilogue; the excitation's pool, fc1 and fc2;
-    conv c with the gate applied to its input tiles, the projection as a second accumulator (or the identity
-    shortcut added) and the final ReLU. The reference path folds each BatchNorm into its conv (fast on CPU), afresh
-    on every call."""
+    conv c with the gate applied to its input tiles, the projection's bn2 parked in its output tile (or the identity
+    shortcut) added in the epilogue, and the final ReLU. The reference path folds each BatchNorm into its conv
+    (fast on CPU), afresh on every call."""
     (wa, bn_a, eps_a), (wb, bn_b, eps_b, stride, groups), (wc, bn_c, eps_c) = a, b, c
     supported, why = _dtype_supported(x)
     if supported:
@@ -518,8 +521,7 @@ def residual_block_eval(x: Tensor, a: tuple, b: tuple, se: tuple | None, c: tupl
         gate = None
         if se is not None:
             ho, wo = y.shape[-2:]
-            gate = torch.ops.fastregnet.se_excite(sq_part, y.shape[0], ho * wo, _squeeze_layout(ho, wo, y.dtype)[0],
-                                                  *se)
+            gate = torch.ops.fastregnet.se_excite(sq_part, y.shape[0], ho * wo, _squeeze_rows(ho, wo, y.dtype), *se)
         if proj is None:
             return torch.ops.fastregnet.pointwise_conv(y, wc, bn_c, eps_c, True, gate, x, None, None, [], 0.0, 1)
         wp, bn_p, eps_p = proj

@@ -42,6 +42,13 @@ def nhwc(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous(memory_format=torch.channels_last)
 
 
+def wide_offsets(block_m: int, rows_per_image: int, image_elements: int, halo_images: int = 0) -> bool:
+    """WIDE_OFFSETS for a kernel that addresses its input as 32-bit offsets from its tile's first row: whether
+    BLOCK_M output rows, which span at most cdiv(BLOCK_M, rows_per_image) + 1 images (+ `halo_images` where taps
+    reach past them), can reach 2^31 elements of the input."""
+    return (triton.cdiv(block_m, rows_per_image) + 1 + halo_images) * image_elements >= 2**31
+
+
 def dot_precision(dtype: torch.dtype) -> str:
     """tl.dot input precision. fp32 storage follows PyTorch's policy for convolutions, read at every launch:
     TF32 tensor cores while torch.backends.cudnn.allow_tf32 is on (PyTorch's default, what cuDNN then does), exact

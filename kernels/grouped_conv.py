@@ -36,15 +36,16 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import WGRAD_SLAB_BYTES, dot_precision, grouped_launch_order, nhwc, pointer_type, record
+from ._launch import (WGRAD_SLAB_BYTES, dot_precision, grouped_launch_order, nhwc, pointer_type, record,
+                      wide_offsets)
 from .batch_norm import (_eval_bn_affine, _grad_y, _load_channel_vectors, _store_block_stats, bn_act_apply,
                          bn_act_bwd_reduce, bn_batch_stats, bn_grad_sums)
 from .relu import relu
-from .squeeze_excite import _store_squeeze_sums, squeeze_layout
+from .squeeze_excite import _store_squeeze_sums, squeeze_layout, squeeze_part_rows
 from .tuning import select
 
 __all__ = ["grouped_conv_fwd", "grouped_conv_train_fwd", "grouped_conv_bwd", "grouped_conv_tiles",
-           "grouped_conv_candidates", "select_tiles",
+           "grouped_conv_candidates", "select_tiles", "shape_key",
            "eval_block_m", "eval_squeeze_layout", "kernel_variants", "useful_mma_fraction"]
 
 
@@ -342,11 +343,16 @@ def grouped_conv_candidates(group_width: int, dtype: torch.dtype) -> list[tuple[
     return out if heuristic in out else [heuristic] + out
 
 
+def shape_key(group_width: int) -> str:
+    """The grouped conv's shape key in the tuned table (family "grouped_conv")."""
+    return f"gw={group_width}"
+
+
 def select_tiles(group_width: int, x: torch.Tensor, run=None) -> tuple[int, int, int]:
     """(BLOCK_N, BLOCK_K, num_warps) for a grouped conv on x: the tuned table, opt-in autotuning (`run` launches the
     forward with a config), else grouped_conv_tiles (kernels/tuning.py). One configuration per (GPU, dtype, group
     width) serves the forward and both backward kernels."""
-    return select("grouped_conv", x.dtype, f"gw={group_width}", grouped_conv_candidates(group_width, x.dtype),
+    return select("grouped_conv", x.dtype, shape_key(group_width), grouped_conv_candidates(group_width, x.dtype),
                   grouped_conv_tiles(group_width, x.dtype), x.device, run)
 
 
@@ -386,12 +392,6 @@ def _out_hw(h: int, w: int, stride: int) -> tuple[int, int]:
     return (h - 1) // stride + 1, (w - 1) // stride + 1
 
 
-def _window_offsets_fit(block_m: int, hw_out: int, h: int, w: int, c: int) -> bool:
-    """Whether a forward tile's input offsets relative to its first window fit in int32: BLOCK_M output rows span
-    at most cdiv(BLOCK_M, HO * WO) + 1 images, and the taps reach one input row and pixel either side."""
-    return (triton.cdiv(block_m, hw_out) + 2) * h * w * c < 2**31
-
-
 def eval_block_m(dtype: torch.dtype) -> int:
     """Rows per program of the eval forward. 16-bit: 128, so each weight tile is re-read by half as many programs
     (regnet_y_16gf's f.b launches at batch 256 sat 1.6-2.2x above their floor at 64, 1.0-1.8x at 128, modelled); no
@@ -424,7 +424,8 @@ def grouped_conv_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     bn_vectors = tuple(t.contiguous() for t in bn) if bn is not None else (unused,) * 4
     block_m, slots = eval_squeeze_layout(ho, wo, x.dtype) if squeeze else (eval_block_m(x.dtype), 1)
     row_blocks = triton.cdiv(m, block_m)
-    sq_part = torch.empty((row_blocks * slots, c), device=x.device, dtype=torch.float32) if squeeze else unused
+    sq_part = torch.empty((squeeze_part_rows(n, ho * wo, block_m), c), device=x.device, dtype=torch.float32) \
+        if squeeze else unused
 
     def launch(config):
         bn_, bk, warps = config
@@ -434,7 +435,7 @@ def grouped_conv_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
             STRIDE=stride,
             HAS_BIAS=bias is not None, EVAL_BN=bn is not None, RELU=relu, STATS=False, SQUEEZE=squeeze,
             PRECISION=dot_precision(x.dtype), BLOCK_M=block_m, BLOCK_N=bn_, BLOCK_K=bk, GROUP_M=launch_group_m(block_m),
-            WIDE_OFFSETS=not _window_offsets_fit(block_m, ho * wo, h, w, c), num_warps=warps)
+            WIDE_OFFSETS=wide_offsets(block_m, ho * wo, h * w * c, halo_images=1), num_warps=warps)
 
     launch(select_tiles(gw, x, launch))
     record(_grouped_conv_fwd_kernel)
@@ -466,7 +467,7 @@ def grouped_conv_train_fwd(x: torch.Tensor, weight: torch.Tensor, gamma: torch.T
             x, wk, *([unused] * 5), eps, y, mean_part, m2_part, unused, 1, m, h, w, c, ho, wo, gw, chunks,
             STRIDE=stride, HAS_BIAS=False, EVAL_BN=False, RELU=False, STATS=True, SQUEEZE=False,
             PRECISION=dot_precision(x.dtype), BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=GROUP_M,
-            WIDE_OFFSETS=not _window_offsets_fit(BLOCK_M_CONV, ho * wo, h, w, c), num_warps=warps)
+            WIDE_OFFSETS=wide_offsets(BLOCK_M_CONV, ho * wo, h * w * c, halo_images=1), num_warps=warps)
 
     launch(select_tiles(gw, x, launch))
     record(_grouped_conv_fwd_kernel)

@@ -31,7 +31,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import WGRAD_SLAB_BYTES, dot_precision, grouped_launch_order, nhwc, pointer_type, record
+from ._launch import (WGRAD_SLAB_BYTES, dot_precision, grouped_launch_order, nhwc, pointer_type, record,
+                      wide_offsets)
 from .batch_norm import _eval_bn_affine, _grad_y, _load_channel_vectors, _store_block_stats, bn_act_apply, \
     bn_act_bwd_reduce, bn_batch_stats, bn_grad_sums
 from .relu import relu
@@ -39,7 +40,7 @@ from .squeeze_excite import se_excite_bwd
 from .tuning import select
 
 __all__ = ["pointwise_conv_fwd", "pointwise_conv_train_fwd", "pointwise_conv_bwd", "pointwise_variants", "eval_tiles",
-           "eval_candidates", "select_eval_tiles", "device_arch"]
+           "eval_candidates", "eval_shape_key", "select_eval_tiles", "device_arch"]
 
 
 @triton.jit
@@ -306,8 +307,8 @@ def _pointwise_conv_bwd_weight_kernel(
 # From the AOT ptxas report: 16-bit storage is spill-free on 4 warps; fp32 (ieee dot) spills up to 324 B on 4 warps
 # and none on 8. The eval GEMM has its own tiles and tuning space: eval_tiles.
 BLOCK_M, BLOCK_N, BLOCK_K = 64, 64, 32
-# Launch-order grouping of row blocks for the forward and data-grad GEMMs (see _launch.grouped_launch_order): 8 row blocks
-# (512 rows) sweep all N blocks together, so their A rows stay in L2 across the sweep.
+# Launch-order grouping of row blocks for the forward and data-grad GEMMs (see _launch.grouped_launch_order): 8 row
+# blocks (512 rows) sweep all N blocks together, so their A rows stay in L2 across the sweep.
 GROUP_M = 8
 # Weight grad: a 64x64 (out x in channel) fp32 accumulator per program, 32 rows per step; with a gate the kernel
 # holds a second (per-image) accumulator, so its tile is 64x32.
@@ -322,8 +323,8 @@ def _warps(dtype: torch.dtype) -> int:
     return 8 if dtype == torch.float32 else 4
 
 
-# The eval kernel computes its BatchNorm(s) in the epilogue (and conv c + projection keep two accumulators): on 4
-# warps the 16-bit variants reached 255 registers and spilled on sm_90 (AOT report); on 8 none spills.
+# The eval kernel computes its BatchNorm(s) in the epilogue: on 4 warps the 16-bit variants reached 255 registers and
+# spilled on sm_90 (AOT report); on 8 none spills (conv c + projection on sm_90: eval_tiles).
 EVAL_WARPS = 8
 EVAL_BLOCK_K = 32
 
@@ -370,11 +371,16 @@ def device_arch(device: torch.device) -> int:
     return 10 * major + minor
 
 
+def eval_shape_key(in_channels: int, out_channels: int, projection: bool) -> str:
+    """The eval 1x1 GEMM's shape key in the tuned table (family "pointwise_eval")."""
+    return f"k={in_channels},n={out_channels},proj={int(projection)}"
+
+
 def select_eval_tiles(x: torch.Tensor, out_channels: int, projection: bool, run=None) -> tuple[int, int, int, int]:
     """The eval 1x1 GEMM's configuration for input x: the tuned table, opt-in autotuning (`run` launches the GEMM
     with a config), else eval_tiles (kernels/tuning.py)."""
     arch = device_arch(x.device)
-    return select("pointwise_eval", x.dtype, f"k={x.shape[1]},n={out_channels},proj={int(projection)}",
+    return select("pointwise_eval", x.dtype, eval_shape_key(x.shape[1], out_channels, projection),
                   eval_candidates(out_channels, x.dtype, projection, arch),
                   eval_tiles(out_channels, x.dtype, projection, arch), x.device, run)
 
@@ -382,12 +388,6 @@ def select_eval_tiles(x: torch.Tensor, out_channels: int, projection: bool, run=
 def channel_align(*channels: int) -> int:
     """CHANNEL_ALIGN for the 1x1 kernels: 8 when every channel count is a multiple of 8 (the whole zoo), else 1."""
     return 8 if all(c % 8 == 0 for c in channels) else 1
-
-
-def _local_offsets_fit(block_m: int, hw: int, h_in: int, w_in: int, k: int) -> bool:
-    """Whether a tile's input offsets relative to its first source row fit in int32: BLOCK_M output rows span at
-    most cdiv(BLOCK_M, HW) + 1 images of the input."""
-    return (triton.cdiv(block_m, hw) + 1) * h_in * w_in * k < 2**31
 
 
 def _bwd_warps(dtype: torch.dtype, gated_weight_grad: bool = False) -> int:
@@ -456,8 +456,8 @@ def pointwise_conv_fwd(x: torch.Tensor, weight: torch.Tensor, bn, eps: float, re
 
     def launch(config):
         block_m, block_n, block_k, warps = config
-        wide = not _local_offsets_fit(block_m, h * w, h, w, k) or (
-            x2 is not None and not _local_offsets_fit(block_m, h * w, x2.shape[2], x2.shape[3], k2))
+        wide = wide_offsets(block_m, h * w, h * w * k) or (
+            x2 is not None and wide_offsets(block_m, h * w, x2.shape[2] * x2.shape[3] * k2))
         _pointwise_conv_kernel[(triton.cdiv(m, block_m), triton.cdiv(out_c, block_n))](
             *args, STRIDE=1, HAS_GATE=gate is not None, HAS_X2=x2 is not None, STRIDE2=stride2, EVAL_BN=True,
             HAS_SHORTCUT=shortcut is not None, RELU=relu, STATS=False, PRECISION=dot_precision(x.dtype),
@@ -497,7 +497,7 @@ def pointwise_conv_train_fwd(x: torch.Tensor, weight: torch.Tensor, gamma: torch
         1, 1, STRIDE=stride, HAS_GATE=gate is not None, HAS_X2=False, STRIDE2=1, EVAL_BN=False, HAS_SHORTCUT=False,
         RELU=False, STATS=True, PRECISION=dot_precision(x.dtype), BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K,
         GROUP_M=GROUP_M, CHANNEL_ALIGN=channel_align(k, out_c),
-        WIDE_OFFSETS=not _local_offsets_fit(BLOCK_M, ho * wo, x.shape[2], x.shape[3], k), num_warps=_warps(x.dtype))
+        WIDE_OFFSETS=wide_offsets(BLOCK_M, ho * wo, x.shape[2] * x.shape[3] * k), num_warps=_warps(x.dtype))
     record(_pointwise_conv_kernel)
     mean, var, invstd = bn_batch_stats(mean_part, m2_part, m, BLOCK_M, eps, sync)
     out = bn_act_apply(y, mean, invstd, gamma, beta, relu, shortcut, sample_scale)

@@ -17,8 +17,8 @@ The fc programs take a block of up to 16 images and run their fc layer as small 
 weights are read once per image block rather than once per image (regnet_y_16gf's last stage at batch 256: 16
 reads of its 9 MB of SE weights instead of 256). Every forward program's serial chain is short: the pool sums up to
 64 row-block partials per step (1 step for the zoo at 224 px, where it had been up to 49 steps inside fc1), fc1
-steps 128 channels deep over up to 4 channel splits (cdiv(C, 512) steps), fc2 64 squeeze channels deep (S / 64). The backward (training) is still one
-program per image block.
+steps 128 channels deep over up to 4 channel splits (cdiv(C, 512) steps), fc2 64 squeeze channels deep (S / 64).
+The backward (training) is still one program per image block.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from ._launch import nhwc, record
 from .relu import relu, relu_grad
 
 __all__ = ["se_squeeze", "se_excite", "se_excite_bwd", "squeeze_excite_variants", "excite_plan", "squeeze_layout",
-           "SQUEEZE_BLOCK_M"]
+           "squeeze_slots", "squeeze_part_rows", "SQUEEZE_BLOCK_M"]
 
 
 @triton.jit
@@ -239,9 +239,19 @@ def squeeze_layout(hw: int, block_m: int) -> tuple[int, int]:
     image-aligned 64-row block held 49 useful rows at 7 x 7 and 4 in its last block at 14 x 14), each with one slot
     per image it can touch, cdiv(R - 1, hw) + 1; R is halved (down to 16) while that passes 16 (maps under 9 pixels)."""
     rows = block_m
-    while rows > 16 and triton.cdiv(rows - 1, hw) + 1 > 16:
+    while rows > 16 and squeeze_slots(rows, hw) > 16:
         rows //= 2
-    return rows, triton.cdiv(rows - 1, hw) + 1
+    return rows, squeeze_slots(rows, hw)
+
+
+def squeeze_slots(rows_per_block: int, hw: int) -> int:
+    """Images a block of `rows_per_block` consecutive rows can touch, over maps of `hw` pixels."""
+    return triton.cdiv(rows_per_block - 1, hw) + 1
+
+
+def squeeze_part_rows(images: int, hw: int, rows_per_block: int) -> int:
+    """Rows of the squeeze's partial sums (row blocks x image slots) over `images` maps of `hw` pixels."""
+    return triton.cdiv(images * hw, rows_per_block) * squeeze_slots(rows_per_block, hw)
 
 
 def fc1_splits(c: int) -> tuple[int, int]:
@@ -286,9 +296,8 @@ def se_squeeze(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     the squeeze_layout the grouped conv's epilogue also writes."""
     n, c, h, w = x.shape
     rows, slots = squeeze_layout(h * w, SQUEEZE_BLOCK_M)
-    blocks = triton.cdiv(n * h * w, rows)
-    sq_part = torch.empty((blocks * slots, c), device=x.device, dtype=torch.float32)
-    _se_squeeze_kernel[(blocks, triton.cdiv(c, _BLOCK_C))](
+    sq_part = torch.empty((squeeze_part_rows(n, h * w, rows), c), device=x.device, dtype=torch.float32)
+    _se_squeeze_kernel[(triton.cdiv(n * h * w, rows), triton.cdiv(c, _BLOCK_C))](
         nhwc(x), sq_part, n * h * w, h * w, c, slots, BLOCK_M=rows, BLOCK_C=_BLOCK_C)
     record(_se_squeeze_kernel)
     return sq_part, rows
@@ -299,8 +308,8 @@ def se_excite(sq_part: torch.Tensor, images: int, hw: int, rows_per_block: int, 
     """(images, C) fp32 gate from the squeeze's partial sums over `images` maps of `hw` pixels, written in blocks of
     `rows_per_block` rows (squeeze_layout); with saved=True, (gate, pooled, hidden) for the backward."""
     c = sq_part.shape[1]
-    slots = triton.cdiv(rows_per_block - 1, hw) + 1
-    if sq_part.shape[0] != triton.cdiv(images * hw, rows_per_block) * slots:
+    slots = squeeze_slots(rows_per_block, hw)
+    if sq_part.shape[0] != squeeze_part_rows(images, hw, rows_per_block):
         raise ValueError(f"se_excite: {sq_part.shape[0]} partial rows do not fit {images} images of {hw} pixels in "
                          f"blocks of {rows_per_block} rows")
     s = fc1_weight.shape[0]

@@ -66,7 +66,7 @@ def test_opcheck_block_ops():
         torch.library.opcheck(torch.ops.fastregnet.grouped_conv_bn_eval, (x, w, bn(16), 1e-5, 2, 2, squeeze))
     y, sq = torch.ops.fastregnet.grouped_conv_bn_eval(x, w, bn(16), 1e-5, 1, 2, True)
     fc = [torch.randn(4, 16, 1, 1), torch.randn(4), torch.randn(16, 4, 1, 1), torch.randn(16)]
-    rows = fastregnet.ops._squeeze_layout(6, 5, x.dtype)[0]  # x: (2, 16, 6, 5), stride 1
+    rows = fastregnet.ops._squeeze_rows(6, 5, x.dtype)  # x: (2, 16, 6, 5), stride 1
     torch.library.opcheck(torch.ops.fastregnet.se_excite, (sq, 2, 30, rows, *[t.to(DEVICE) for t in fc]))
     gate = torch.rand(2, 16, device=DEVICE)
     wc, wp = torch.randn(24, 16, 1, 1).to(DEVICE), torch.randn(24, 16, 1, 1).to(DEVICE)
@@ -118,7 +118,7 @@ def test_every_eval_1x1_candidate_computes_the_same_gemm(k, n, proj, gate, monke
     assert len(candidates) >= 3 and pc.eval_tiles(n, torch.float16, proj) in candidates
     for wide in (False, True):
         if wide:
-            monkeypatch.setattr(pc, "_local_offsets_fit", lambda *a: False)
+            monkeypatch.setattr(pc, "wide_offsets", lambda *a, **k: True)
         for config in candidates:
             with tuning.force(config):
                 out = pc.pointwise_conv_fwd(x, w, bn1, 1e-5, True, gate=gate_t, **extra)
