@@ -126,9 +126,9 @@ def gemm_launch(step: _Step, kernel: str, layer: str, m: int, k: int, n: int, ti
                 extra_read: float = 0.0, extra_write: float = 0.0, second_k: int = 0, a2_bytes: float = 0.0,
                 swizzle_rows: int = 1) -> None:
     """A 1x1-conv GEMM (M x K) @ (K x N) on BLOCK_M x BLOCK_N tiles stepping K by BLOCK_K, with an optional second
-    GEMM of depth `second_k` into the same tile (the projection, whose result each program parks in its output tile
-    and reads back: one more write and read of the output, from L2). `a_bytes` is the A operand's size (it may be
-    read at a stride); `swizzle_rows` row blocks share each sweep over N when the launch order groups them."""
+    GEMM of depth `second_k` into the same tile (the projection, whose result each program holds in registers).
+    `a_bytes` is the A operand's size (it may be read at a stride); `swizzle_rows` row blocks share each sweep over N
+    when the launch order groups them."""
     bm, bn, bk = tiles
     e = step.e
     mb, nb = math.ceil(m / bm), math.ceil(n / bn)
@@ -139,8 +139,7 @@ def gemm_launch(step: _Step, kernel: str, layer: str, m: int, k: int, n: int, ti
     footprint_a = (a_bytes + a2_bytes) * min(1.0, swizzle_rows / mb) if swizzle_rows > 1 else None
     dram_a = _reread_dram(a_bytes + a2_bytes, reads_a, step.gpu, footprint_a)
     out = m * n * e
-    park = 2 * out if second_k else 0
-    tiled = (a_bytes + a2_bytes) * reads_a + w_bytes * mb + out + park + extra_read + extra_write
+    tiled = (a_bytes + a2_bytes) * reads_a + w_bytes * mb + out + extra_read + extra_write
     dram = dram_a + _reread_dram(w_bytes, mb, step.gpu) + out + extra_read + extra_write
     flops = 2.0 * m * n * (k + second_k)
     issued = 2.0 * mb * bm * nb * bn * (math.ceil(k / bk) + math.ceil(second_k / bk)) * bk

@@ -506,7 +506,7 @@ def residual_block_eval(x: Tensor, a: tuple, b: tuple, se: tuple | None, c: tupl
 
     On the Triton path this is 6 launches (3 without SE), each applying its BatchNorm in the epilogue from the
     live tensors: conv a; grouped conv b with the SE squeeze in its epilogue; the excitation's pool, fc1 and fc2;
-    conv c with the gate applied to its input tiles, the projection's bn2 parked in its output tile (or the identity
+    conv c with the gate applied to its input tiles, the projection's bn2 held in registers (or the identity
     shortcut) added in the epilogue, and the final ReLU. The reference path folds each BatchNorm into its conv
     (fast on CPU), afresh on every call."""
     (wa, bn_a, eps_a), (wb, bn_b, eps_b, stride, groups), (wc, bn_c, eps_c) = a, b, c

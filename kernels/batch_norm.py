@@ -26,15 +26,34 @@ from .relu import relu, relu_grad
 __all__ = ["bn_batch_stats", "stats_merge_plan", "bn_update_running_stats", "bn_act_apply", "bn_act_bwd_reduce", "batch_norm_variants"]
 
 
+# Rows of the tile `_channel_vector` loads a vector as: with at least as many elements as the largest launch has
+# threads (16 warps), Triton treats the load as expensive and keeps it in a compact layout.
+VECTOR_TILE_THREADS = tl.constexpr(512)
+
+
+@triton.jit
+def _channel_vector(P, offs_c, c_ok, other):
+    """P[offs_c] in fp32 (`other` where not c_ok), for a conv epilogue. Loaded as a (rows, C) tile whose row 0 alone
+    is read, summed over rows (x + -0.0 is x, NaN and signed zero included): Triton re-derives a load of fewer
+    elements than threads in its consumer's layout, the MMA accumulator's, where each thread loads and computes
+    every column it holds (32 of 128 on 8 warps); four such vectors cost the 1x1 eval epilogue ~60 registers and
+    spilled conv c + projection on sm_90 (AOT report). From the tile, scale and shift are computed once per column
+    and converted to the accumulator's layout through shared memory."""
+    ROWS: tl.constexpr = max(1, VECTOR_TILE_THREADS // offs_c.shape[0])
+    row = tl.arange(0, ROWS)[:, None]
+    v = tl.load(P + offs_c[None, :] + row * 0, mask=(row == 0) & c_ok[None, :], other=-0.0)
+    return tl.where(c_ok, tl.sum(v.to(tl.float32), axis=0), other)
+
+
 @triton.jit
 def _eval_bn_affine(Gamma, Beta, Mean, Var, eps, offs_c, c_ok):
     """Eval BatchNorm as a per-channel (scale, shift) in fp32, from the module's live tensors on every launch:
     scale = gamma / sqrt(var + eps), shift = beta - mean * scale. A conv epilogue then computes
     acc * scale + shift, so no folded weight exists that could go stale."""
-    gamma = tl.load(Gamma + offs_c, mask=c_ok, other=0.0).to(tl.float32)
-    beta = tl.load(Beta + offs_c, mask=c_ok, other=0.0).to(tl.float32)
-    mean = tl.load(Mean + offs_c, mask=c_ok, other=0.0).to(tl.float32)
-    var = tl.load(Var + offs_c, mask=c_ok, other=1.0).to(tl.float32)
+    gamma = _channel_vector(Gamma, offs_c, c_ok, 0.0)
+    beta = _channel_vector(Beta, offs_c, c_ok, 0.0)
+    mean = _channel_vector(Mean, offs_c, c_ok, 0.0)
+    var = _channel_vector(Var, offs_c, c_ok, 1.0)
     scale = gamma * (1.0 / tl.sqrt(var + eps))
     return scale, beta - mean * scale
 

@@ -6,8 +6,8 @@
     out[m, :] = act( bn((x[m, :] * gate[img(m), :]) @ W^T)  +  bn2(x2[rows2(m), :] @ W2^T)  +  shortcut[m, :] )
 
 with every term but the first optional: the SE gate applied to the A tile as it is loaded (prologue), the projection
-shortcut as a first GEMM from an input read at stride s whose bn2 is parked in the program's own output tile and
-added back in the epilogue (so conv c and proj share one accumulator and one kernel), the identity shortcut added
+shortcut as a first GEMM from an input read at stride s whose bn2, rounded to the output dtype, is held in registers
+and added back in the epilogue (so conv c and proj share one accumulator and one kernel), the identity shortcut added
 in the epilogue, and ReLU. bn and bn2 are the eval BatchNorms as scale and shift computed in the epilogue from the
 modules' live tensors (nothing is folded ahead of the launch, so nothing can go stale).
 
@@ -87,7 +87,7 @@ def _pointwise_conv_kernel(
     H2, W2, K2,  # second input height, width, channels
     STRIDE: tl.constexpr,  # stride of X (1, or 2 for a strided projection)
     HAS_GATE: tl.constexpr,  # multiply A by the per-image gate on load
-    HAS_X2: tl.constexpr,  # add the projection GEMM with its own BatchNorm, parked in Y (eval only)
+    HAS_X2: tl.constexpr,  # add the projection GEMM with its own BatchNorm (eval only)
     STRIDE2: tl.constexpr,  # stride of the projection (1 or 2)
     EVAL_BN: tl.constexpr,  # apply the eval BatchNorm in the epilogue
     HAS_SHORTCUT: tl.constexpr,  # add the identity shortcut
@@ -124,10 +124,10 @@ def _pointwise_conv_kernel(
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     if HAS_X2:
         # The projection first: bn2 of it, rounded to the output dtype as the module path rounds the shortcut
-        # branch, is parked in this program's own output tile and read back in the epilogue like an identity
-        # shortcut, so one accumulator serves both GEMMs. Two fp32 accumulators (or one kept beside the parked
-        # values) spilled 560-850 B on sm_90 at 128 x 128 tiles (AOT report); the park costs one write and one read
-        # of the tile, from L2.
+        # branch, is held in registers (16 bits per value in 16-bit dtypes) while the same accumulator runs conv c.
+        # This fits once the BN vectors load in a compact layout (_channel_vector): before, two fp32 accumulators or
+        # one beside the rounded values spilled 560-850 B on sm_90 at 128 x 128, and the result was parked in the
+        # output tile instead, one more write and read of it from L2.
         X2_tile, a2_rows = _tile_rows(X2, offs_m, row0, HW, OW, H2, W2, K2, STRIDE2, WIDE_OFFSETS)
         for k0 in range(0, K2, BLOCK_K):
             offs_k = k0 + tl.arange(0, BLOCK_K)
@@ -136,8 +136,7 @@ def _pointwise_conv_kernel(
             b = tl.load(W2t + offs_n[None, :] * K2 + offs_k[:, None], mask=n_ok[None, :] & k_ok[:, None], other=0.0)
             acc = tl.dot(a, b, acc, input_precision=PRECISION)
         scale2, shift2 = _eval_bn_affine(Gamma2, Beta2, Mean2, Var2, eps2, offs_n, n_ok)
-        tl.store(Y + tile_off + out_off, (acc * scale2[None, :] + shift2[None, :]).to(Y.dtype.element_ty), mask=mask)
-        tl.debug_barrier()
+        projection = (acc * scale2[None, :] + shift2[None, :]).to(Y.dtype.element_ty)
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
@@ -150,9 +149,8 @@ def _pointwise_conv_kernel(
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
     if EVAL_BN:
         scale, shift = _eval_bn_affine(Gamma, Beta, Mean, Var, eps, offs_n, n_ok)
-        if HAS_X2:  # one FMA with the parked projection: 8 registers fewer than two adds on sm_90
-            acc = acc * scale[None, :] + (tl.load(Y + tile_off + out_off, mask=mask, other=0.0).to(tl.float32)
-                                          + shift[None, :])
+        if HAS_X2:
+            acc = acc * scale[None, :] + (projection.to(tl.float32) + shift[None, :])
         else:
             acc = acc * scale[None, :] + shift[None, :]
     if STATS:
@@ -324,7 +322,7 @@ def _warps(dtype: torch.dtype) -> int:
 
 
 # The eval kernel computes its BatchNorm(s) in the epilogue: on 4 warps the 16-bit variants reached 255 registers and
-# spilled on sm_90 (AOT report); on 8 none spills (conv c + projection on sm_90: eval_tiles).
+# spilled on sm_90 (AOT report); on 8 none spills.
 EVAL_WARPS = 8
 EVAL_BLOCK_K = 32
 
@@ -342,24 +340,26 @@ def eval_tiles(out_channels: int, dtype: torch.dtype, projection: bool, arch: in
     """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps) of the eval 1x1 GEMM on an sm_`arch` GPU, the heuristic until a GPU
     tuning sweep fills the table. 16-bit: 128-row blocks, so each weight tile is re-read by half as many programs (at
     64 rows, 51 of 166 inference launches of the four cost-tested models sat 1.5-2.1x above their floor on those
-    re-reads; at 128 none does, modelled), on 8 warps; conv c + projection on sm_90 on 16 (8 spilled 8 B there, AOT
-    report; 16 spills on sm_80 with the gate). fp32 keeps 64 x 64 tiles."""
+    re-reads; at 128 none does, modelled), on 8 warps. Conv c + projection on sm_80 steps K by 16: at 32 its gated
+    variant spilled 4-28 B there (AOT report). fp32 keeps 64 x 64 tiles."""
     if dtype == torch.float32:
         return 64, 64, EVAL_BLOCK_K, EVAL_WARPS
-    warps = 16 if projection and arch >= 90 else EVAL_WARPS
-    return 128, eval_block_n(out_channels, dtype), EVAL_BLOCK_K, warps
+    block_n = eval_block_n(out_channels, dtype)
+    return 128, block_n, _eval_block_k(128, block_n, projection, arch), EVAL_WARPS
+
+
+def _eval_block_k(block_m: int, block_n: int, projection: bool, arch: int) -> int:
+    return 16 if projection and arch < 90 and block_m == block_n == 128 else EVAL_BLOCK_K
 
 
 def eval_candidates(out_channels: int, dtype: torch.dtype, projection: bool,
                     arch: int = 80) -> list[tuple[int, int, int, int]]:
-    """The eval 1x1 GEMM's tuning space on sm_`arch`: 64- and 128-row / -column tiles, K step 32, on 8 warps (the
-    heuristic's 16 for conv c + projection on sm_90), minus those the AOT report shows spilling (fp32 beyond 64 x 64
-    with IEEE dots; 128 x 128 on 8 warps for conv c + projection on sm_90)."""
+    """The eval 1x1 GEMM's tuning space on sm_`arch`: 64- and 128-row / -column tiles on 8 warps, K step 32 (16
+    where the heuristic needs it), minus what the AOT report shows spilling (fp32 beyond 64 x 64 with IEEE dots)."""
     heuristic = eval_tiles(out_channels, dtype, projection, arch)
     if dtype == torch.float32:
         return [heuristic]
-    out = [(m, n, EVAL_BLOCK_K, EVAL_WARPS) for m in (64, 128) for n in (64, 128)
-           if not (projection and arch >= 90 and m == n == 128)]
+    out = [(m, n, _eval_block_k(m, n, projection, arch), EVAL_WARPS) for m in (64, 128) for n in (64, 128)]
     return out if heuristic in out else [heuristic] + out
 
 

@@ -125,3 +125,29 @@ def test_every_eval_1x1_candidate_computes_the_same_gemm(k, n, proj, gate, monke
             assert rel_err(out, ref) < 2e-3, (config, wide)
     with pytest.raises(ValueError, match="not a candidate"), tuning.force((32, 64, 32, 8)):
         pc.pointwise_conv_fwd(x, w, bn1, 1e-5, True, gate=gate_t, **extra)
+
+
+def test_eval_1x1_nan_in_a_bn_channel_reaches_exactly_that_channel():
+    # The epilogue loads each BN vector as a (rows, C) tile, reads row 0 and sums over rows (_channel_vector): a NaN
+    # in one channel's gamma (bn) or running mean (the projection's bn2) must reach every output of that channel and
+    # no other, as in PyTorch.
+    from fastregnet.kernels import pointwise_conv as pc
+
+    g = torch.Generator().manual_seed(1)
+
+    def t(*size):
+        return torch.randn(*size, generator=g).to(DEVICE)
+
+    cl = dict(memory_format=torch.channels_last)
+    x, w = t(2, 16, 5, 6).half().contiguous(**cl), (t(24, 16, 1, 1) * 0.25).half()
+    x2, w2 = t(2, 8, 10, 11).half().contiguous(**cl), (t(24, 8, 1, 1) * 0.3).half()
+    bn1 = [t(24).abs() + 0.5, t(24), t(24), t(24).abs() + 0.5]
+    bn2 = [t(24).abs() + 0.5, t(24), t(24), t(24).abs() + 0.5]
+    bn1[0][3] = float("nan")
+    bn2[2][17] = float("nan")
+    out = pc.pointwise_conv_fwd(x, w, bn1, 1e-5, True, x2=x2, weight2=w2, bn2=bn2, eps2=1e-5, stride2=2)
+    ref = _eval_1x1_reference(x, w, bn1, 1e-5, x2, w2, bn2, 2)
+    assert torch.equal(torch.isnan(out), torch.isnan(ref))
+    assert torch.isnan(out[:, [3, 17]]).all() and torch.isnan(out).sum() == 2 * 2 * 5 * 6
+    keep = [c for c in range(24) if c not in (3, 17)]
+    assert rel_err(out[:, keep], ref[:, keep]) < 2e-3

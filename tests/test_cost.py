@@ -124,31 +124,22 @@ def test_se_excitation_reads_its_weights_once_per_16_images(launches):
     assert checked > 50
 
 
-# Inference launches still above 1.5x their floor, each held to its ratio: conv c + projection, whose weights and
-# two inputs are re-read per 128 x 128 tile and whose parked projection adds a write and a read of the output tile
-# (at 64-row tiles these sat at 1.9-2.1x; 128 x 128 with two accumulators spills on sm_90, AOT report).
-OVER_FLOOR = {("regnet_y_400mf", "block11.f.c+proj"): 1.65, ("regnet_x_400mf", "block11.f.c+proj"): 1.6,
-              ("regnet_y_16gf", "block3.f.c+proj"): 1.71}
-
-
 def test_every_inference_launch_within_1_5x_of_its_floor(launches):
-    # The bound, per launch, under the L2 reuse model above: predicted time <= 1.5 x the layer's floor. The
-    # listed exceptions must still be over 1.5x (so the list cannot go stale) and within their ceilings.
+    # The bound, per launch, under the L2 reuse model above: predicted time <= 1.5 x the layer's floor.
+    # The last three over it were conv c + projection launches (1.59-1.70x) that parked the projection's bn2 in
+    # their output tile; they hold it in registers now.
     checked = 0
     for model in MODELS:
         for x in launches[(model, "infer")]:
-            ratio = x.predicted_s / x.floor_s
-            ceiling = OVER_FLOOR.get((model, x.layer), 1.5) if x.kernel == "_pointwise_conv_kernel" else 1.5
-            assert ratio <= ceiling, (model, x)
-            if ceiling > 1.5:
-                assert ratio > 1.5, f"{model} {x.layer} is within 1.5x now: drop it from OVER_FLOOR"
+            assert x.predicted_s <= 1.5 * x.floor_s, (model, x)
             checked += not x.kernel.startswith("torch:")
     assert checked > 400
 
 
 def test_whole_model_inference_stays_near_its_floor(launches):
     # A regression guard on the modelled totals. Measured (modelled) with 128-row 16-bit eval tiles for the 1x1 and
-    # grouped convs and the split excitation: 1.01 / 1.02 / 1.22 / 1.02 (were 1.09 / 1.18 / 1.78 / 1.07).
+    # grouped convs, the split excitation and the projection held in registers: 1.01 / 1.02 / 1.21 / 1.01 (were
+    # 1.09 / 1.18 / 1.78 / 1.07).
     bound = {"regnet_y_400mf": 1.03, "regnet_y_1_6gf": 1.04, "regnet_y_16gf": 1.25, "regnet_x_400mf": 1.04}
     for model in MODELS:
         s = summarize(launches[(model, "infer")])
