@@ -452,7 +452,7 @@ def _sweep(c: Campaign, table: dict, family: str, dtype: torch.dtype, key: str, 
     from .kernels.tuning import force, table_key
 
     def step(config):
-        with force(config):
+        with force(config, family):
             launch()
 
     times = {str(list(config)): _time(lambda config=config: step(config), c) for config in configs}
@@ -553,10 +553,66 @@ def _tune_pointwise_cases(c: Campaign, table: dict):
         yield f"tune eval 1x1 k={k} n={n}{' +proj' if proj else ''} ({shape['model']}, {hw} px)", run
 
 
+def _tune_pointwise_train_cases(c: Campaign, table: dict):
+    """The training 1x1 kernels' tuning spaces (kernels/pointwise_conv.train_candidates: forward GEMM with
+    statistics, data grad, weight grad), one role at a time with the others on their heuristic, at each distinct
+    training 1x1 shape of the priority models, batch 64; each timed call runs the op's forward and backward."""
+    from .kernels.pointwise_conv import (TRAIN_FAMILIES, _train_heuristic, pointwise_conv_bwd,
+                                         pointwise_conv_train_fwd, train_candidates, train_shape_key)
+    from .kernels.squeeze_excite import se_excite, se_squeeze
+    from .shapes import pointwise_train_shapes
+
+    dtype = torch.float16 if c.dry_run else torch.bfloat16  # fp16: the dry run's interpreter refuses bf16
+    shapes = [s for name in PRIORITY_MODELS for s in pointwise_train_shapes(name)]
+    if c.dry_run:
+        shapes = [{"model": "tiny", "k": 16, "n": 24, "hw": 4, "stride": 1, "gated": True}]
+    batch = 2 if c.dry_run else 64
+    seen = set()
+    for shape in shapes:
+        k, n, hw, stride, gated = shape["k"], shape["n"], shape["hw"], shape["stride"], shape["gated"]
+        key = train_shape_key(k, n, stride, gated)
+        if key in seen:
+            continue
+        seen.add(key)
+        for role, family in TRAIN_FAMILIES.items():
+            def run(k=k, n=n, hw=hw, stride=stride, gated=gated, shape=shape, key=key, role=role, family=family):
+                gen = torch.Generator().manual_seed(0)
+
+                def t(*size, scale=1.0):
+                    return (torch.randn(*size, generator=gen) * scale).to(c.device)
+
+                x = t(batch, k, hw, hw).to(dtype).contiguous(memory_format=torch.channels_last)
+                w = t(n, k, 1, 1, scale=k ** -0.5).to(dtype)
+                gamma, beta = t(n).abs() + 0.5, t(n)
+                gate = se = shortcut = None
+                if gated:  # conv c: the SE gate (4 hidden units) and the identity shortcut
+                    sq, rows = se_squeeze(x)
+                    fc = (t(4, k, 1, 1, scale=0.1), t(4), t(k, 4, 1, 1, scale=0.1), t(k))
+                    gate, pooled, hidden = se_excite(sq, batch, hw * hw, rows, *fc, saved=True)
+                    se = (pooled, hidden, fc[0], fc[2])
+                    shortcut = t(batch, n, hw, hw).to(dtype).contiguous(memory_format=torch.channels_last)
+
+                def launch():
+                    out, y, mean, _, invstd = pointwise_conv_train_fwd(x, w, gamma, beta, 1e-5, stride, True, gate,
+                                                                       shortcut)
+                    pointwise_conv_bwd(torch.ones_like(out), x, w, y, out if gated else None, mean, invstd, gamma,
+                                       beta, stride, True, gate, se)
+
+                heuristic = _train_heuristic(role, n, dtype, gated)
+                configs = train_candidates(role, n, dtype, gated)
+                if c.dry_run:  # the heuristic and one other
+                    configs = list(dict.fromkeys([heuristic, configs[0]]))
+                record = _sweep(c, table, family, dtype, key, configs, heuristic, launch, "train fwd + bwd")
+                return {**record, "shape": {**shape, "batch": batch}}
+            yield (f"tune train 1x1 {role} k={k} n={n} s={stride}{' +gate' if gated else ''} "
+                   f"({shape['model']}, {hw} px)"), run
+
+
 def part_tune(c: Campaign) -> bool:
     table: dict = {}
     try:
-        return _each(c, "tune", list(_tune_cases(c, table)) + list(_tune_pointwise_cases(c, table)))
+        return _each(c, "tune", list(_tune_cases(c, table)) + list(_tune_pointwise_cases(c, table))
+                     + list(_tune_pointwise_train_cases(c, table)))
     finally:  # whatever was measured, even when the time box cut the sweep
         path = os.path.join(os.path.dirname(c.path), "tuned_configs.json")
         with open(path, "w") as f:

@@ -306,22 +306,22 @@ def _block_infer(step: _Step, name: str, n: int, h: int, w_in: int, w_out: int, 
 def _pointwise_train(step: _Step, layer: str, n: int, h: int, k: int, c: int, stride: int, relu: bool,
                      shortcut: bool, gate: bool) -> None:
     """Forward of pointwise_conv_bn_train: GEMM + statistics epilogue, merge, running update, BN apply."""
-    from .kernels.pointwise_conv import BLOCK_K, BLOCK_M, BLOCK_N, GROUP_M
+    from .kernels.pointwise_conv import GROUP_M, train_fwd_tiles
 
     e = step.e
     ho = (h - 1) // stride + 1
     m = n * ho * ho
-    blocks = math.ceil(m / BLOCK_M)
-    gemm_launch(step, "_pointwise_conv_kernel", layer, m, k, c, (BLOCK_M, BLOCK_N, BLOCK_K), m * k * e,
+    block_m, block_n, block_k, _ = train_fwd_tiles(c, _torch_dtype(step.dtype))
+    blocks = math.ceil(m / block_m)
+    gemm_launch(step, "_pointwise_conv_kernel", layer, m, k, c, (block_m, block_n, block_k), m * k * e,
                 extra_read=n * k * 4 if gate else 0, extra_write=2 * blocks * c * 4, swizzle_rows=GROUP_M)
-    bn_stats_launches(step, layer, m, c, BLOCK_M)
+    bn_stats_launches(step, layer, m, c, block_m)
     elementwise_launch(step, "_bn_act_apply_kernel", layer, m, c, 2 if shortcut else 1, 1)
 
 
 def _pointwise_train_bwd(step: _Step, layer: str, n: int, h: int, k: int, c: int, stride: int, residual: bool,
                          gate: int) -> None:
-    from .kernels.pointwise_conv import (BLOCK_K, BLOCK_M, BLOCK_N, GROUP_M, WGRAD_BLOCK_M, _wgrad_block_k,
-                                         _weight_grad_split)
+    from .kernels.pointwise_conv import GROUP_M, _weight_grad_split, data_grad_tiles, weight_grad_tiles
 
     e = step.e
     ho = (h - 1) // stride + 1
@@ -329,25 +329,30 @@ def _pointwise_train_bwd(step: _Step, layer: str, n: int, h: int, k: int, c: int
     elementwise_launch(step, "_bn_act_bwd_reduce_kernel", layer, m, c, 3 if residual else 2, 1 if residual else 0,
                        partial_rows=2 * math.ceil(m / 64))
     step.torch_op(layer, "partial sums", 2 * math.ceil(m / 64) * c * 4)
-    wk = _wgrad_block_k(bool(gate))
-    nb, kb = math.ceil(c / BLOCK_N), math.ceil(k / wk)
+    dtype = _torch_dtype(step.dtype)
+    wm, wn, wk, _ = weight_grad_tiles(dtype, bool(gate))
+    nb, kb = math.ceil(c / wn), math.ceil(k / wk)
     row_bytes = ((3 if residual else 2) * c + k) * e
-    rows = _weight_grad_split(m, ho * ho, nb * kb, True, bool(gate), row_bytes)
+    rows = _weight_grad_split(m, ho * ho, nb * kb, True, bool(gate), row_bytes, wm)
     split = math.ceil(m / rows)
     g_bytes = (3 if residual else 2) * m * c * e
     x_bytes = mi * k * e / (stride * stride)
-    tiled = g_bytes * kb + x_bytes * nb + split * c * k * 4
+    gate_part = nb * n * k * 4 if gate else 0  # the gate's partial grads, one per N block
+    tiled = g_bytes * kb + x_bytes * nb + split * c * k * 4 + gate_part
     footprint = rows * row_bytes  # a split's programs run together (launch order: split slowest)
     dram = _reread_dram(g_bytes, kb, step.gpu, footprint) + _reread_dram(x_bytes, nb, step.gpu, footprint) \
-        + split * c * k * 4
-    issued = 2.0 * split * math.ceil(rows / WGRAD_BLOCK_M) * WGRAD_BLOCK_M * nb * BLOCK_N * kb * wk
+        + split * c * k * 4 + gate_part
+    issued = 2.0 * split * math.ceil(rows / wm) * wm * nb * wn * kb * wk
     step.add(Launch("_pointwise_conv_bwd_weight_kernel", layer, (nb, kb, split), tiled, dram,
-                    g_bytes + x_bytes + c * k * 4, 2.0 * m * c * k, issued, math.ceil(rows / WGRAD_BLOCK_M)))
+                    g_bytes + x_bytes + c * k * 4 + (n * k * 4 if gate else 0), 2.0 * m * c * k, issued,
+                    math.ceil(rows / wm)))
     step.torch_op(layer, "weight-grad partial sum", split * c * k * 4 + c * k * e)
     if gate:
+        if nb > 1:
+            step.torch_op(f"{layer}.se", "gate-grad partial sum", gate_part + n * k * 4)
         se_excite_launch(step, f"{layer}.se", n, k, gate, h * h, 1, backward=True)
         step.torch_op(f"{layer}.se", "fc grads", 4 * n * (k + gate) * 4, 2.0 * 2 * n * k * gate)
-    gemm_launch(step, "_pointwise_conv_bwd_data_kernel", layer, mi, c, k, (BLOCK_M, BLOCK_N, BLOCK_K),
+    gemm_launch(step, "_pointwise_conv_bwd_data_kernel", layer, mi, c, k, data_grad_tiles(dtype)[:3],
                 g_bytes, extra_read=n * k * 8 if gate else 0, swizzle_rows=GROUP_M)
 
 

@@ -50,3 +50,23 @@ def pointwise_eval_shapes(model: str, resolution: int = 224) -> list[dict]:
                 out.append({"model": model, **shape})
         res = ho
     return out
+
+
+def pointwise_train_shapes(model: str, resolution: int = 224) -> list[dict]:
+    """The distinct training 1x1 GEMMs of a model (conv a; the projection; conv c, gated where the block has SE):
+    input channels k, output channels n, input H=W, stride, and whether SE gates the input."""
+    p = resolve_name(model).params()
+    out, seen, res = [], set(), resolution // 2
+    for w_in, w_out, stride, _, _ in p.blocks():
+        ho = (res - 1) // stride + 1
+        shapes = [{"k": w_in, "n": w_out, "hw": res, "stride": 1, "gated": False},
+                  {"k": w_out, "n": w_out, "hw": ho, "stride": 1, "gated": bool(p.se_ratio)}]
+        if stride != 1 or w_in != w_out:
+            shapes.append({"k": w_in, "n": w_out, "hw": res, "stride": stride, "gated": False})
+        for shape in shapes:
+            key = (shape["k"], shape["n"], shape["stride"], shape["gated"])
+            if key not in seen:
+                seen.add(key)
+                out.append({"model": model, **shape})
+        res = ho
+    return out

@@ -71,8 +71,8 @@ def zoo_variants(group_widths, candidates: bool = False, arch: int = 80) -> list
     """Every distinct (kernel, signature, constexprs, num_warps, group width or None) launched for these group widths
     in fp32 (TF32 and IEEE) / fp16 / bf16, stride 1 and 2. Variants depend on the tile (from the group width), dtype
     and stride, so many widths share one. candidates=True: every grouped-conv configuration of the tuning space
-    (grouped_conv_candidates) and of the eval 1x1 GEMM (eval_candidates), not only the heuristic's picks, as
-    launched on sm_`arch` (some eval 1x1 configurations depend on it)."""
+    (grouped_conv_candidates) and of the 1x1 kernels (eval_candidates, train_candidates), not only the heuristic's
+    picks, as launched on sm_`arch` (some eval 1x1 configurations depend on it)."""
     import torch
 
     from .batch_norm import batch_norm_variants

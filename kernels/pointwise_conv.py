@@ -40,7 +40,9 @@ from .squeeze_excite import se_excite_bwd
 from .tuning import select
 
 __all__ = ["pointwise_conv_fwd", "pointwise_conv_train_fwd", "pointwise_conv_bwd", "pointwise_variants", "eval_tiles",
-           "eval_candidates", "eval_shape_key", "select_eval_tiles", "device_arch"]
+           "eval_candidates", "eval_shape_key", "select_eval_tiles", "device_arch", "train_fwd_tiles",
+           "data_grad_tiles", "weight_grad_tiles", "train_candidates", "train_shape_key", "select_train_tiles",
+           "TRAIN_FAMILIES"]
 
 
 @triton.jit
@@ -301,24 +303,88 @@ def _pointwise_conv_bwd_weight_kernel(
 # launchers
 # ----------------------------------------------------------------------------------------------------------------
 
-# Training and backward: 64x64 output tiles, K step 32 (their statistics and backward tiles are tied to 64 rows).
-# From the AOT ptxas report: 16-bit storage is spill-free on 4 warps; fp32 (ieee dot) spills up to 324 B on 4 warps
-# and none on 8. The eval GEMM has its own tiles and tuning space: eval_tiles.
-BLOCK_M, BLOCK_N, BLOCK_K = 64, 64, 32
 # Launch-order grouping of row blocks for the forward and data-grad GEMMs (see _launch.grouped_launch_order): 8 row
-# blocks (512 rows) sweep all N blocks together, so their A rows stay in L2 across the sweep.
+# blocks sweep all N blocks together, so their A rows stay in L2 across the sweep.
 GROUP_M = 8
-# Weight grad: a 64x64 (out x in channel) fp32 accumulator per program, 32 rows per step; with a gate the kernel
-# holds a second (per-image) accumulator, so its tile is 64x32.
+# The fp32 training and backward tiles: 64 x 64 outputs, K step 32; the weight grad reduces 32 rows per step. fp32
+# (IEEE dots) spills on larger tiles and on 4 warps (AOT ptxas report).
+BLOCK_M, BLOCK_N, BLOCK_K = 64, 64, 32
 WGRAD_BLOCK_M = 32
+TRAIN_WARPS = 8
 
 
-def _wgrad_block_k(has_gate: bool) -> int:
-    return 32 if has_gate else 64
+def train_fwd_tiles(out_channels: int, dtype: torch.dtype) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps) of the training forward GEMM (statistics epilogue), the heuristic until
+    a tuning sweep fills the table: the eval GEMM's 128-row 16-bit tiles, so A's rows and the weights are re-read
+    half as often as at 64 x 64, and the statistics have half as many partial rows; fp32 64 x 64."""
+    if dtype == torch.float32:
+        return BLOCK_M, BLOCK_N, BLOCK_K, TRAIN_WARPS
+    return 128, eval_block_n(out_channels, dtype), BLOCK_K, TRAIN_WARPS
 
 
-def _warps(dtype: torch.dtype) -> int:
-    return 8 if dtype == torch.float32 else 4
+def data_grad_tiles(dtype: torch.dtype) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps) of the data-grad GEMM: 128 input rows x 64 input channels in 16-bit
+    (128 x 128 spilled 824-1,180 B with the SE gate's epilogue, which loads the gate and its pooled grad per element,
+    AOT report); fp32 64 x 64."""
+    if dtype == torch.float32:
+        return BLOCK_M, BLOCK_N, BLOCK_K, TRAIN_WARPS
+    return 128, 64, BLOCK_K, TRAIN_WARPS
+
+
+def weight_grad_tiles(dtype: torch.dtype, gated: bool) -> tuple[int, int, int, int]:
+    """(rows per step, BLOCK_N output channels, BLOCK_K input channels, num_warps) of the weight-grad kernel. 16-bit:
+    128 x 128 fp32 accumulators, so grad_out and y are re-read by half as many K blocks and x by half as many N
+    blocks as at 64 x 64; with the gate, whose per-image accumulator doubles the registers, 64 x 64 (128 x 64
+    spilled 80-240 B, AOT report; 128 x 32 re-reads grad_out, y and out once per 32 input channels, and 32 x 128
+    writes 4x the gate's partial grads). fp32: 64 x 64 (64 x 32 with the gate)."""
+    if dtype == torch.float32:
+        return WGRAD_BLOCK_M, BLOCK_N, 32 if gated else 64, TRAIN_WARPS
+    return (WGRAD_BLOCK_M, 64, 64, TRAIN_WARPS) if gated else (WGRAD_BLOCK_M, 128, 128, TRAIN_WARPS)
+
+
+def _train_heuristic(role: str, out_channels: int, dtype: torch.dtype, gated: bool) -> tuple[int, int, int, int]:
+    if role == "fwd":
+        return train_fwd_tiles(out_channels, dtype)
+    return data_grad_tiles(dtype) if role == "data" else weight_grad_tiles(dtype, gated)
+
+
+def train_candidates(role: str, out_channels: int, dtype: torch.dtype,
+                     gated: bool) -> list[tuple[int, int, int, int]]:
+    """The tuning space of a training 1x1 kernel (`role`: "fwd", "data" or "weight"): 64- and 128-wide tiles on 8
+    warps, minus what the AOT report shows spilling in 16-bit (the data grad at 128 x 128, 16 B with stochastic
+    depth on sm_90, and with the gate beyond 64 input channels; the weight grad at 128 x 64, 16 B on sm_80, and
+    with the gate at 128 x 64 and 64 x 128), the gated weight grad at 64 x 32 on 4 warps (32 B spilled on 8);
+    fp32 has its heuristic alone."""
+    heuristic = _train_heuristic(role, out_channels, dtype, gated)
+    if dtype == torch.float32:
+        return [heuristic]
+    if role == "fwd":
+        out = [(m, n, BLOCK_K, TRAIN_WARPS) for m in (64, 128) for n in (64, 128)]
+    elif role == "data":
+        out = [(m, n, BLOCK_K, TRAIN_WARPS) for m, n in ((64, 64), (128, 64)) + (() if gated else ((64, 128),))]
+    elif gated:
+        out = [(WGRAD_BLOCK_M, 64, 32, 4), (WGRAD_BLOCK_M, 128, 32, TRAIN_WARPS), (WGRAD_BLOCK_M, 64, 64, TRAIN_WARPS),
+               (WGRAD_BLOCK_M, 32, 128, TRAIN_WARPS)]
+    else:
+        out = [(WGRAD_BLOCK_M, n, k, TRAIN_WARPS) for n, k in ((64, 64), (64, 128), (128, 128))]
+    return out if heuristic in out else [heuristic] + out
+
+
+TRAIN_FAMILIES = {"fwd": "pointwise_train_fwd", "data": "pointwise_bwd_data", "weight": "pointwise_bwd_weight"}
+
+
+def train_shape_key(in_channels: int, out_channels: int, stride: int, gated: bool) -> str:
+    """A training 1x1 kernel's shape key in the tuned table (families: TRAIN_FAMILIES)."""
+    return f"k={in_channels},n={out_channels},s={stride},gate={int(gated)}"
+
+
+def select_train_tiles(role: str, x: torch.Tensor, out_channels: int, stride: int, gated: bool,
+                       run=None) -> tuple[int, int, int, int]:
+    """A training 1x1 kernel's configuration for input x: the tuned table, opt-in autotuning (`run` launches the
+    kernel with a config), else the role's heuristic (kernels/tuning.py)."""
+    return select(TRAIN_FAMILIES[role], x.dtype, train_shape_key(x.shape[1], out_channels, stride, gated),
+                  train_candidates(role, out_channels, x.dtype, gated),
+                  _train_heuristic(role, out_channels, x.dtype, gated), x.device, run)
 
 
 # The eval kernel computes its BatchNorm(s) in the epilogue: on 4 warps the 16-bit variants reached 255 registers and
@@ -388,13 +454,6 @@ def select_eval_tiles(x: torch.Tensor, out_channels: int, projection: bool, run=
 def channel_align(*channels: int) -> int:
     """CHANNEL_ALIGN for the 1x1 kernels: 8 when every channel count is a multiple of 8 (the whole zoo), else 1."""
     return 8 if all(c % 8 == 0 for c in channels) else 1
-
-
-def _bwd_warps(dtype: torch.dtype, gated_weight_grad: bool = False) -> int:
-    """Backward kernels recompute gy in their prologue (3 loads and the BN math per element). From the AOT ptxas
-    report: on 4 warps the 16-bit gated data grad spills 8 B, on 8 none; the gated weight grad is the odd one out,
-    spilling 32 B on 8 warps in bf16 on sm_80 (ptxas caps it at 128 registers) and none on 4."""
-    return 4 if gated_weight_grad and dtype != torch.float32 else 8
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor, stride: int) -> tuple[int, int, int, int, int, int]:
@@ -487,34 +546,43 @@ def pointwise_conv_train_fwd(x: torch.Tensor, weight: torch.Tensor, gamma: torch
                          f"{(n, out_c, ho, wo)}")
     x = nhwc(x)
     y = torch.empty((n, out_c, ho, wo), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
-    blocks = triton.cdiv(m, BLOCK_M)
-    mean_part = torch.empty((blocks, out_c), device=x.device, dtype=torch.float32)
-    m2_part = torch.empty_like(mean_part)
     unused = torch.empty(1, device=x.device, dtype=x.dtype)
-    _pointwise_conv_kernel[(blocks, triton.cdiv(out_c, BLOCK_N))](
-        x, weight.reshape(out_c, k).contiguous(), gate.float().contiguous() if gate is not None else unused, x, x,
-        *([unused] * 8), eps, eps, unused, y, mean_part, m2_part, m, k, out_c, ho * wo, wo, x.shape[2], x.shape[3], 1,
-        1, 1, STRIDE=stride, HAS_GATE=gate is not None, HAS_X2=False, STRIDE2=1, EVAL_BN=False, HAS_SHORTCUT=False,
-        RELU=False, STATS=True, PRECISION=dot_precision(x.dtype), BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K,
-        GROUP_M=GROUP_M, CHANNEL_ALIGN=channel_align(k, out_c),
-        WIDE_OFFSETS=wide_offsets(BLOCK_M, ho * wo, x.shape[2] * x.shape[3] * k), num_warps=_warps(x.dtype))
+    w2d = weight.reshape(out_c, k).contiguous()
+    gate_arg = gate.float().contiguous() if gate is not None else unused
+
+    def launch(config):
+        """The GEMM with the statistics epilogue; returns (rows per block, per-block means, per-block M2)."""
+        block_m, block_n, block_k, warps = config
+        blocks = triton.cdiv(m, block_m)
+        mean_part = torch.empty((blocks, out_c), device=x.device, dtype=torch.float32)
+        m2_part = torch.empty_like(mean_part)
+        _pointwise_conv_kernel[(blocks, triton.cdiv(out_c, block_n))](
+            x, w2d, gate_arg, x, x, *([unused] * 8), eps, eps, unused, y, mean_part, m2_part, m, k, out_c, ho * wo, wo,
+            x.shape[2], x.shape[3], 1, 1, 1, STRIDE=stride, HAS_GATE=gate is not None, HAS_X2=False, STRIDE2=1,
+            EVAL_BN=False, HAS_SHORTCUT=False, RELU=False, STATS=True, PRECISION=dot_precision(x.dtype),
+            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=GROUP_M, CHANNEL_ALIGN=channel_align(k, out_c),
+            WIDE_OFFSETS=wide_offsets(block_m, ho * wo, x.shape[2] * x.shape[3] * k), num_warps=warps)
+        return block_m, mean_part, m2_part
+
+    rows_per_block, mean_part, m2_part = launch(select_train_tiles("fwd", x, out_c, stride, gate is not None, launch))
     record(_pointwise_conv_kernel)
-    mean, var, invstd = bn_batch_stats(mean_part, m2_part, m, BLOCK_M, eps, sync)
+    mean, var, invstd = bn_batch_stats(mean_part, m2_part, m, rows_per_block, eps, sync)
     out = bn_act_apply(y, mean, invstd, gamma, beta, relu, shortcut, sample_scale)
     return out, y, mean, var, invstd
 
 
-def _weight_grad_split(m: int, hw: int, programs: int, on_gpu: bool, whole_images: bool, row_bytes: int) -> int:
+def _weight_grad_split(m: int, hw: int, programs: int, on_gpu: bool, whole_images: bool, row_bytes: int,
+                       block_m: int = WGRAD_BLOCK_M) -> int:
     """Rows per split of the weight grad: enough programs to fill a GPU (~4 waves of 132 SMs), and enough splits
     that one split's rows (`row_bytes` each, over every tensor read) fit WGRAD_SLAB_BYTES, so the K blocks' re-reads
     hit L2; each split at least 8 steps long, whole images when the gate's grad is folded per image. One split under
-    the interpreter."""
+    the interpreter. `block_m`: the kernel's rows per step."""
     if not on_gpu:
         return m
-    longest = triton.cdiv(m, 8 * WGRAD_BLOCK_M)
+    longest = triton.cdiv(m, 8 * block_m)
     split = max(1, min(longest, max(triton.cdiv(528, programs), triton.cdiv(m * row_bytes, WGRAD_SLAB_BYTES))))
     rows = triton.cdiv(m, split)
-    return triton.cdiv(rows, hw) * hw if whole_images else triton.cdiv(rows, WGRAD_BLOCK_M) * WGRAD_BLOCK_M
+    return triton.cdiv(rows, hw) * hw if whole_images else triton.cdiv(rows, block_m) * block_m
 
 
 def pointwise_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, y: torch.Tensor,
@@ -551,17 +619,24 @@ def pointwise_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Te
     common = dict(RELU=relu, RESIDUAL=residual, DROP_PATH=drop, HAS_GATE=has_gate, PRECISION=dot_precision(x.dtype))
 
     # weight grad first: with a gate it also yields the gate's grad, which the data grad's epilogue needs
-    wgrad_k = _wgrad_block_k(has_gate)
-    n_blocks, k_blocks = triton.cdiv(out_c, BLOCK_N), triton.cdiv(k, wgrad_k)
     row_bytes = ((3 if residual else 2) * out_c + k) * x.element_size()  # grad_out, y (, out) and x per row
-    rows_per_split = _weight_grad_split(m, ho * wo, n_blocks * k_blocks, dev.type == "cuda", has_gate, row_bytes)
-    split = triton.cdiv(m, rows_per_split)
-    gw_part = torch.empty((split, out_c, k), **f32)
-    g_gate_part = torch.empty((n_blocks, n, k), **f32) if has_gate else gw_part
-    _pointwise_conv_bwd_weight_kernel[(n_blocks, k_blocks, split)](
-        grad_out, y, out, x, gate, w2d, gw_part, g_gate_part, mean, invstd, gamma, beta, dbeta_arg, dgamma_arg, scale,
-        m, k, out_c, ho * wo, wo, x.shape[2], x.shape[3], inv_count, rows_per_split, STRIDE=stride,
-        BLOCK_M=WGRAD_BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=wgrad_k, num_warps=_bwd_warps(x.dtype, has_gate), **common)
+
+    def weight_grad(config):
+        """(per-split weight grads, per-N-block gate grads or None)."""
+        block_m, block_n, block_k, warps = config
+        n_blocks, k_blocks = triton.cdiv(out_c, block_n), triton.cdiv(k, block_k)
+        rows_per_split = _weight_grad_split(m, ho * wo, n_blocks * k_blocks, dev.type == "cuda", has_gate, row_bytes,
+                                            block_m)
+        split = triton.cdiv(m, rows_per_split)
+        gw_part = torch.empty((split, out_c, k), **f32)
+        g_gate_part = torch.empty((n_blocks, n, k), **f32) if has_gate else gw_part
+        _pointwise_conv_bwd_weight_kernel[(n_blocks, k_blocks, split)](
+            grad_out, y, out, x, gate, w2d, gw_part, g_gate_part, mean, invstd, gamma, beta, dbeta_arg, dgamma_arg,
+            scale, m, k, out_c, ho * wo, wo, x.shape[2], x.shape[3], inv_count, rows_per_split, STRIDE=stride,
+            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps, **common)
+        return gw_part, g_gate_part if has_gate else None
+
+    gw_part, g_gate_part = weight_grad(select_train_tiles("weight", x, out_c, stride, has_gate, weight_grad))
     record(_pointwise_conv_bwd_weight_kernel)
     grad_w = gw_part.sum(0).reshape(out_c, k, 1, 1).to(weight.dtype)
 
@@ -571,36 +646,43 @@ def pointwise_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Te
 
     mi = x.shape[0] * x.shape[2] * x.shape[3]
     grad_x = torch.empty(x.shape, device=dev, dtype=x.dtype, memory_format=torch.channels_last)
-    _pointwise_conv_bwd_data_kernel[(triton.cdiv(mi, BLOCK_M), triton.cdiv(k, BLOCK_N))](
-        grad_out, y, out, w2d, gate, g_pooled, grad_x, mean, invstd, gamma, beta, dbeta_arg, dgamma_arg, scale, mi, k,
-        out_c, x.shape[2], x.shape[3], ho, wo, inv_count, 1.0 / (ho * wo), STRIDE=stride, BLOCK_M=BLOCK_M,
-        BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, GROUP_M=GROUP_M, num_warps=_bwd_warps(x.dtype), **common)
+
+    def data_grad(config):
+        block_m, block_n, block_k, warps = config
+        _pointwise_conv_bwd_data_kernel[(triton.cdiv(mi, block_m), triton.cdiv(k, block_n))](
+            grad_out, y, out, w2d, gate, g_pooled, grad_x, mean, invstd, gamma, beta, dbeta_arg, dgamma_arg, scale, mi,
+            k, out_c, x.shape[2], x.shape[3], ho, wo, inv_count, 1.0 / (ho * wo), STRIDE=stride, BLOCK_M=block_m,
+            BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=GROUP_M, num_warps=warps, **common)
+
+    data_grad(select_train_tiles("data", x, out_c, stride, has_gate, data_grad))
     record(_pointwise_conv_bwd_data_kernel)
     return grad_x, grad_w, dgamma, dbeta, g_shortcut, se_grads
 
 
 def pointwise_variants(dtype: torch.dtype, candidates: bool = False, arch: int = 80) -> list[tuple]:
     """(kernel, signature, constexprs, num_warps) of the 1x1-conv variants the blocks launch on sm_`arch`, eval and
-    train, at the zoo's channel counts (multiples of 8); candidates=True: every eval configuration of the tuning
-    space (eval_candidates), not only the heuristic's picks."""
+    train, at the zoo's channel counts (multiples of 8); candidates=True: every configuration of the eval and
+    training tuning spaces (eval_candidates, train_candidates), not only the heuristic's picks."""
     ty = pointer_type(dtype)
-    warps, prec = _warps(dtype), dot_precision(dtype)
+    prec = dot_precision(dtype)
     bn_vectors = {k: "*fp32" for k in ("Gamma", "Beta", "Mean", "Var", "Gamma2", "Beta2", "Mean2", "Var2")}
     sig = {"X": ty, "Wt": ty, "Gate": "*fp32", "X2": ty, "W2t": ty, **bn_vectors, "eps": "fp32", "eps2": "fp32",
            "Shortcut": ty, "Y": ty, "MeanPart": "*fp32", "M2Part": "*fp32", "M": "i32", "K": "i32", "N": "i32",
            "HW": "i32", "OW": "i32", "H_in": "i32", "W_in": "i32", "H2": "i32", "W2": "i32", "K2": "i32"}
-    tiles = dict(PRECISION=prec, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, GROUP_M=GROUP_M, CHANNEL_ALIGN=8,
-                 WIDE_OFFSETS=False)
 
-    def fwd(config=None, **ce):
+    def tiles(config) -> dict:
+        block_m, block_n, block_k, _ = config
+        return {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k}
+
+    def fwd(config, **ce):
         base = dict(STRIDE=1, HAS_GATE=False, HAS_X2=False, STRIDE2=1, EVAL_BN=True, HAS_SHORTCUT=False, RELU=True,
-                    STATS=False)
-        ce = {**base, **tiles, **ce}
-        if config is None:
-            return _pointwise_conv_kernel, sig, ce, warps
-        block_m, block_n, block_k, config_warps = config
-        return _pointwise_conv_kernel, sig, {**ce, "BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k}, \
-            config_warps
+                    STATS=False, PRECISION=prec, GROUP_M=GROUP_M, CHANNEL_ALIGN=8, WIDE_OFFSETS=False)
+        return _pointwise_conv_kernel, sig, {**base, **ce, **tiles(config)}, config[3]
+
+    def train_configs(role: str, gated: bool) -> list[tuple]:
+        widths = (64, 128)  # every BLOCK_N the forward heuristic picks for this dtype
+        return sorted({cfg for c in widths for cfg in (
+            train_candidates(role, c, dtype, gated) if candidates else [_train_heuristic(role, c, dtype, gated)])})
 
     def eval_configs(projection: bool) -> list[tuple]:
         widths = (64, 128)  # every eval BLOCK_N the heuristic picks for this dtype
@@ -615,8 +697,9 @@ def pointwise_variants(dtype: torch.dtype, candidates: bool = False, arch: int =
     for config in eval_configs(True):  # conv c + projection
         out += [fwd(config, HAS_GATE=gate, HAS_X2=True, STRIDE2=s) for gate in (False, True) for s in (1, 2)]
     # train: conv a, conv c (gate or not), projection (stride 1 or 2)
-    out += [fwd(EVAL_BN=False, RELU=False, STATS=True, HAS_GATE=g) for g in (False, True)]
-    out.append(fwd(EVAL_BN=False, RELU=False, STATS=True, STRIDE=2))
+    for gate, stride in ((False, 1), (True, 1), (False, 2)):
+        out += [fwd(config, EVAL_BN=False, RELU=False, STATS=True, HAS_GATE=gate, STRIDE=stride)
+                for config in train_configs("fwd", gate)]
 
     vec = {k: "*fp32" for k in ("Mean", "Invstd", "Gamma", "Beta", "DBeta", "DGamma")}
     data_sig = {"GO": ty, "S": ty, "Out": ty, "Wt": ty, "Gate": "*fp32", "GPooled": "*fp32", "GX": ty, **vec,
@@ -634,10 +717,8 @@ def pointwise_variants(dtype: torch.dtype, candidates: bool = False, arch: int =
                                                (1, True, True, True, False), (1, True, True, False, True),
                                                (1, True, True, True, True)):
         ce = dict(STRIDE=stride, RELU=relu, RESIDUAL=residual, DROP_PATH=drop, HAS_GATE=gate, PRECISION=prec)
-        out.append((_pointwise_conv_bwd_data_kernel, data_sig, {**ce, "BLOCK_M": BLOCK_M, "BLOCK_N": BLOCK_N,
-                                                                "BLOCK_K": BLOCK_K, "GROUP_M": GROUP_M},
-                    _bwd_warps(dtype)))
-        out.append((_pointwise_conv_bwd_weight_kernel, weight_sig,
-                    {**ce, "BLOCK_M": WGRAD_BLOCK_M, "BLOCK_N": BLOCK_N, "BLOCK_K": _wgrad_block_k(gate)},
-                    _bwd_warps(dtype, gate)))
+        out += [(_pointwise_conv_bwd_data_kernel, data_sig, {**ce, **tiles(config), "GROUP_M": GROUP_M}, config[3])
+                for config in train_configs("data", gate)]
+        out += [(_pointwise_conv_bwd_weight_kernel, weight_sig, {**ce, **tiles(config)}, config[3])
+                for config in train_configs("weight", gate)]
     return out

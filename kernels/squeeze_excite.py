@@ -175,13 +175,13 @@ def _se_gate_kernel(
 
 @triton.jit
 def _se_excite_bwd_kernel(
-    GGatePart,  # (parts, images, C) fp32: partial grads of the gate, summed here
+    GGate,  # (images, C) fp32: grad of the gate
     Gate, Pooled, Hidden,  # forward outputs (images, C), (images, C), (images, S) fp32
     W1, W2,  # fc1 (S, C), fc2 (C, S) weights, fp32
     GPre2,  # (images, C) fp32 out: grad of fc2's output (pre-sigmoid)
     GPre1,  # (images, S) fp32 out: grad of fc1's output (pre-ReLU)
     GPooled,  # (images, C) fp32 out: grad of the pooled mean
-    C, S, parts, images,
+    C, S, images,
     BLOCK_I: tl.constexpr,  # images per program
     BLOCK_C: tl.constexpr,  # channels per step
     BLOCK_S: tl.constexpr,  # squeeze channels per step
@@ -192,9 +192,7 @@ def _se_excite_bwd_kernel(
         offs_c = c0 + tl.arange(0, BLOCK_C)
         mask = i_ok[:, None] & (offs_c < C)[None, :]
         off = offs_i[:, None] * C + offs_c[None, :]
-        g = tl.zeros((BLOCK_I, BLOCK_C), dtype=tl.float32)
-        for p in range(0, parts):
-            g += tl.load(GGatePart + p * images * C + off, mask=mask, other=0.0)
+        g = tl.load(GGate + off, mask=mask, other=0.0)
         gate = tl.load(Gate + off, mask=mask, other=0.0)
         tl.store(GPre2 + off, g * gate * (1.0 - gate), mask=mask)
     tl.debug_barrier()
@@ -337,15 +335,18 @@ def se_excite(sq_part: torch.Tensor, images: int, hw: int, rows_per_block: int, 
 def se_excite_bwd(g_gate_part: torch.Tensor, gate: torch.Tensor, pooled: torch.Tensor, hidden: torch.Tensor,
                   fc1_weight: torch.Tensor, fc2_weight: torch.Tensor):
     """Backward of se_excite from partial gate grads (parts, images, C): returns (g_pooled (images, C), grads of
-    fc1 weight, fc1 bias, fc2 weight, fc2 bias) fp32, weights shaped like the conv weights."""
+    fc1 weight, fc1 bias, fc2 weight, fc2 bias) fp32, weights shaped like the conv weights. The parts (one per N
+    block of the weight grad that wrote them) are summed by one torch reduction, parallel over images and channels,
+    not inside the kernel, whose 16-image programs would walk them in series (C / 64 x parts steps)."""
     parts, images, c = g_gate_part.shape
+    g_gate = g_gate_part.sum(0) if parts > 1 else g_gate_part[0]
     s = fc1_weight.shape[0]
     f32 = dict(device=gate.device, dtype=torch.float32)
     g_pre2, g_pre1, g_pooled = torch.empty((images, c), **f32), torch.empty((images, s), **f32), torch.empty(
         (images, c), **f32)
     _se_excite_bwd_kernel[(triton.cdiv(images, _BLOCK_I),)](
-        g_gate_part, gate, pooled, hidden, _f32(fc1_weight, s, c), _f32(fc2_weight, c, s), g_pre2, g_pre1, g_pooled,
-        c, s, parts, images, BLOCK_I=_BLOCK_I, BLOCK_C=_BLOCK_C, BLOCK_S=_BLOCK_S, num_warps=_EXCITE_WARPS)
+        g_gate, gate, pooled, hidden, _f32(fc1_weight, s, c), _f32(fc2_weight, c, s), g_pre2, g_pre1, g_pooled,
+        c, s, images, BLOCK_I=_BLOCK_I, BLOCK_C=_BLOCK_C, BLOCK_S=_BLOCK_S, num_warps=_EXCITE_WARPS)
     record(_se_excite_bwd_kernel)
     # The fc weight grads are (images x C)^T (images x S) products, a few KB: one torch matmul each, not a kernel.
     g_fc1_w = (g_pre1.t() @ pooled).reshape(s, c, 1, 1)
@@ -369,9 +370,9 @@ def squeeze_excite_variants() -> list[tuple]:
                      "Gate": "*fp32", "images": "i32", "C": "i32", "S": "i32", "splits": "i32"},
                     dict(BLOCK_I=_BLOCK_I, BLOCK_C=_FC2_BLOCK_C, BLOCK_S=_FC2_BLOCK_S, SPLITS=splits), _FC_WARPS))
     out.append((_se_excite_bwd_kernel,
-                {"GGatePart": "*fp32", "Gate": "*fp32", "Pooled": "*fp32", "Hidden": "*fp32", "W1": "*fp32",
+                {"GGate": "*fp32", "Gate": "*fp32", "Pooled": "*fp32", "Hidden": "*fp32", "W1": "*fp32",
                  "W2": "*fp32", "GPre2": "*fp32", "GPre1": "*fp32", "GPooled": "*fp32", "C": "i32", "S": "i32",
-                 "parts": "i32", "images": "i32"}, vecs, _EXCITE_WARPS))
+                 "images": "i32"}, vecs, _EXCITE_WARPS))
     for ty in ("*fp32", "*fp16", "*bf16"):
         out.append((_se_squeeze_kernel, {"X": ty, "SqPart": "*fp32", "M": "i32", "HW": "i32", "C": "i32",
                                          "SLOTS": "i32"}, dict(BLOCK_M=SQUEEZE_BLOCK_M, BLOCK_C=_BLOCK_C), 4))

@@ -31,10 +31,10 @@ _forced: contextvars.ContextVar = contextvars.ContextVar("fastregnet_forced_conf
 
 
 @contextlib.contextmanager
-def force(config: tuple):
-    """Launch with `config` inside the block (the GPU campaign's tuning sweep and the tests); it must be one of the
-    kernel's candidates."""
-    token = _forced.set(tuple(config))
+def force(config: tuple, family: str | None = None):
+    """Launch with `config` inside the block (the GPU campaign's tuning sweep and the tests): every selection, or
+    only that kernel `family`'s when given; it must be one of the kernel's candidates."""
+    token = _forced.set((family, tuple(config)))
     try:
         yield
     finally:
@@ -103,8 +103,8 @@ def select(family: str, dtype: torch.dtype, shape_key: str, candidates: list[tup
     """The configuration for one launch. `candidates` are the kernel's tuning space (heuristic among them), `run`
     launches the kernel with a given configuration on the call's inputs (needed only for autotuning)."""
     key = table_key(family, dtype, shape_key)
-    forced = _forced.get()
-    if forced is not None:
+    forced_family, forced = _forced.get() or (None, None)
+    if forced is not None and forced_family in (None, family):
         if forced not in candidates:
             raise ValueError(f"{family}: forced configuration {forced} is not a candidate for {shape_key} "
                              f"({str(dtype)}): {candidates}")

@@ -121,6 +121,46 @@ def test_opcheck_pointwise_train_ops(stride, shortcut, se, drop):
                            stride, shortcut, *se_saved, scale))
 
 
+@pytest.mark.parametrize("stride,se", [(2, False), (1, True)])
+def test_every_training_1x1_candidate_computes_the_same_op(stride, se):
+    # The training 1x1 kernels' tuning spaces (forward GEMM with statistics, data grad, weight grad) in fp16, the
+    # dtype the interpreter runs of the 16-bit ones: every configuration of one role, the others on their
+    # heuristic, gives the op's outputs and grads within fp16 rounding of the heuristic's; with the SE gate (whose
+    # weight grad also folds the gate's grad) and at stride 2.
+    from fastregnet.kernels import pointwise_conv as pc
+    from fastregnet.kernels import tuning
+    from fastregnet.kernels.squeeze_excite import se_excite, se_squeeze
+
+    x = _nhwc(2, 16, 7, 6, seed=0).abs().half()
+    w = (torch.randn(72, 16, 1, 1, generator=torch.Generator().manual_seed(1)) * 0.3).to(DEVICE).half()
+    gamma, beta = torch.rand(72, device=DEVICE) + 0.5, torch.randn(72, device=DEVICE)
+    gate = saved = shortcut = None
+    if se:
+        fc = [torch.randn(4, 16, 1, 1), torch.randn(4), torch.randn(16, 4, 1, 1), torch.randn(16)]
+        sq, rows = se_squeeze(x)
+        gate, pooled, hidden = se_excite(sq, 2, 42, rows, *[t.to(DEVICE) for t in fc], saved=True)
+        saved = (pooled, hidden, fc[0].to(DEVICE), fc[2].to(DEVICE))
+        shortcut = _nhwc(2, 72, 7, 6, seed=3).half()
+    probe = _nhwc(*((2, 72) + ((7, 6) if stride == 1 else (4, 3))), seed=4).half()
+
+    def run():
+        out, y, mean, var, invstd = pc.pointwise_conv_train_fwd(x, w, gamma, beta, 1e-5, stride, True, gate,
+                                                                shortcut)
+        grads = pc.pointwise_conv_bwd(probe, x, w, y, out if se else None, mean, invstd, gamma, beta, stride, True,
+                                      gate, saved)
+        return [out, mean, var, *grads[:4]] + (list(grads[5]) if se else [])
+
+    expected = run()
+    for role, family in pc.TRAIN_FAMILIES.items():
+        candidates = pc.train_candidates(role, 72, torch.float16, se)
+        assert len(candidates) >= 2
+        for config in candidates:
+            with tuning.force(config, family):
+                got = run()
+            for a, e in zip(got, expected):
+                assert rel_err(a.float(), e.float()) < 3e-3, (role, config)
+
+
 def test_bad_gate_and_shortcut_shapes_are_reported():
     from fastregnet.kernels.pointwise_conv import pointwise_conv_train_fwd
 
@@ -186,8 +226,8 @@ def test_weight_grad_row_splits_sum_to_the_single_split_result(stride, se, monke
     out, y, mean, var, invstd = pc.pointwise_conv_train_fwd(x, w, gamma, beta, 1e-5, stride, True, gate, shortcut)
     args = (torch.randn_like(out), x, w, y, out if se else None, mean, invstd, gamma, beta, stride, True, gate, saved)
     single = pc.pointwise_conv_bwd(*args)
-    rows_per_split = (lambda m, hw, programs, on_gpu, whole_images, row_bytes:
-                      hw if whole_images else pc.WGRAD_BLOCK_M)
+    rows_per_split = (lambda m, hw, programs, on_gpu, whole_images, row_bytes, block_m:
+                      hw if whole_images else block_m)
     monkeypatch.setattr(pc, "_weight_grad_split", rows_per_split)
     split = pc.pointwise_conv_bwd(*args)
     assert_close(split[1], single[1], rtol=1e-5, atol=1e-6, name="grad_weight with row splits")

@@ -46,6 +46,9 @@ def test_dry_run_runs_every_part_green(dry_run):
     assert len(tune["seconds_per_config (eval fwd + train fwd + bwd)"]) == 2  # every candidate timed
     table = json.loads((out / "tuned_configs.json").read_text())
     assert table["format"] == 1 and table["gpus"]["cpu (dry run)"]["grouped_conv|float32|gw=16"] == tune["best"]
+    for family in ("pointwise_eval", "pointwise_train_fwd", "pointwise_bwd_data", "pointwise_bwd_weight"):
+        entries = [k for k in table["gpus"]["cpu (dry run)"] if k.startswith(family + "|float16|")]
+        assert len(entries) == 1, (family, entries)  # every 1x1 tuning family swept and entered in the table
     block = next(r for c, r in records.items() if c.startswith("block ") and c.endswith("fp32 train"))
     assert block["tensors_checked"] > 10  # output, input grad, every parameter grad, running statistics
     assert 0 < block["worst_error_over_bound"] <= 1

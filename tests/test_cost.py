@@ -150,13 +150,17 @@ def test_weight_grads_reread_from_l2_not_dram(launches):
     # The weight grads split their rows so that one split's rows fit a 16 MiB slab (kernels/_launch.WGRAD_SLAB_BYTES)
     # and their K blocks' re-reads hit L2: DRAM sees each input about once plus the per-split fp32 partials (they
     # went to DRAM once per K block before: up to ~70x the compulsory bytes in regnet_y_16gf). The modelled training
-    # totals are guarded too: 1.14 / 1.35 / 2.38 / 1.17, from 1.63 / 2.37 / 4.98 / 1.52 before the slabs and before
-    # the model counted the 1x1 data grad's grouped launch order (which the kernel already had).
+    # totals are guarded too: 1.09 / 1.22 / 1.94 / 1.12 with 128-wide 16-bit training 1x1 tiles (1.14 / 1.35 / 2.38 /
+    # 1.17 at 64 x 64; 1.63 / 2.37 / 4.98 / 1.52 before the slabs and before the model counted the 1x1 data grad's
+    # grouped launch order, which the kernel already had).
     for model in MODELS:
         for x in launches[(model, "train")]:
             if "bwd_weight" in x.kernel:
-                assert x.dram_bytes <= 3 * x.min_bytes, (model, x)
-    bound = {"regnet_y_400mf": 1.2, "regnet_y_1_6gf": 1.4, "regnet_y_16gf": 2.45, "regnet_x_400mf": 1.2}
+                # the SE-gated conv c also writes its gate's partial grads, one (images x channels) slab per N block
+                # (regnet_y_16gf's last conv c: 149 MB beside 695 MB of fp32 weight partials for 343 MB compulsory)
+                gated = model.startswith("regnet_y") and x.layer.endswith(".f.c")
+                assert x.dram_bytes <= (3.5 if gated else 3) * x.min_bytes, (model, x)
+    bound = {"regnet_y_400mf": 1.15, "regnet_y_1_6gf": 1.3, "regnet_y_16gf": 2.05, "regnet_x_400mf": 1.15}
     for model in MODELS:
         s = summarize(launches[(model, "train")])
         assert s["predicted_over_floor"] <= bound[model], (model, s)
