@@ -185,26 +185,38 @@ def _pointwise_conv_bwd_data_kernel(
     DROP_PATH: tl.constexpr,  # bn(y) was scaled per image before the shortcut add (RESIDUAL only)
     HAS_GATE: tl.constexpr,  # the input was gated (SE)
     PRECISION: tl.constexpr,  # tl.dot input precision
-    BLOCK_M: tl.constexpr,  # input rows per program
+    BLOCK_M: tl.constexpr,  # rows per program: input rows at stride 1, output rows at stride 2
     BLOCK_N: tl.constexpr,  # input channels per program
     BLOCK_K: tl.constexpr,  # output channels per K step
     GROUP_M: tl.constexpr,  # row blocks per launch-order group (L2 reuse)
 ):
+    # The gate (SE on conv c) only comes at stride 1: its pooled grad reaches every input pixel, off the grid too
+    tl.static_assert(STRIDE == 1 or not HAS_GATE)
     pid_m, pid_n = grouped_launch_order(GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    m_ok = offs_m < MI
     n_ok = offs_n < K
-    rows = offs_m.to(tl.int64)
-    img = rows // (H * W)
     if STRIDE == 1:
+        m_ok = offs_m < MI
+        rows = offs_m.to(tl.int64)
         orow = rows
-        o_ok = m_ok
+        img = rows // (H * W)
     else:
-        hi = (rows // W) % H
-        wi = rows % W
-        o_ok = m_ok & (hi % STRIDE == 0) & (wi % STRIDE == 0)
-        orow = (img * HO + hi // STRIDE) * WO + wi // STRIDE
+        # Programs walk output rows: each computes the grad of the input pixel its output row read, (2 oh, 2 ow),
+        # and writes zeros to the other pixels of that 2 x 2 cell, so no MMA work is spent on the three quarters of
+        # the input off the stride grid (which got masked-out zeros through the GEMM before).
+        m_ok = offs_m < (MI // (H * W)) * HO * WO
+        img = offs_m // (HO * WO)  # 32-bit (row counts fit): with 64-bit divisions 128 x 64 spilled 300-450 B
+        hi = (offs_m // WO) % HO * STRIDE
+        wi = offs_m % WO * STRIDE
+        orow = offs_m.to(tl.int64)
+        rows = ((img * H + hi) * W + wi).to(tl.int64)
+        # the zeros first, while no accumulator is live (after the GEMM their pointers spilled 700 B)
+        zeros = tl.zeros((BLOCK_M, BLOCK_N), dtype=GX.dtype.element_ty)
+        for d in tl.static_range(1, STRIDE * STRIDE):
+            ok = m_ok & (hi + d // STRIDE < H) & (wi + d % STRIDE < W)
+            cell = rows + (d // STRIDE) * W + d % STRIDE
+            tl.store(GX + cell[:, None] * K + offs_n[None, :], zeros, mask=ok[:, None] & n_ok[None, :])
     row_scale = 1.0
     if DROP_PATH:
         row_scale = tl.load(SampleScale + img, mask=m_ok, other=0.0)[:, None]
@@ -213,7 +225,7 @@ def _pointwise_conv_bwd_data_kernel(
         offs_j = j0 + tl.arange(0, BLOCK_K)
         mean, invstd, gamma, beta, dbeta_m, dgamma_m = _load_channel_vectors(
             Mean, Invstd, Gamma, Beta, DBeta, DGamma, offs_j, N, inv_M, True)
-        gy = _grad_y(GO, S, Out, orow[:, None] * N + offs_j[None, :], o_ok[:, None] & (offs_j < N)[None, :], mean,
+        gy = _grad_y(GO, S, Out, orow[:, None] * N + offs_j[None, :], m_ok[:, None] & (offs_j < N)[None, :], mean,
                      invstd, gamma, beta, dbeta_m, dgamma_m, True, RELU, RESIDUAL, row_scale)
         b = tl.load(Wt + offs_j[:, None] * K + offs_n[None, :], mask=(offs_j < N)[:, None] & n_ok[None, :],
                     other=0.0)
@@ -649,7 +661,8 @@ def pointwise_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Te
 
     def data_grad(config):
         block_m, block_n, block_k, warps = config
-        _pointwise_conv_bwd_data_kernel[(triton.cdiv(mi, block_m), triton.cdiv(k, block_n))](
+        rows = mi if stride == 1 else m  # stride 2: programs walk the output rows (see the kernel)
+        _pointwise_conv_bwd_data_kernel[(triton.cdiv(rows, block_m), triton.cdiv(k, block_n))](
             grad_out, y, out, w2d, gate, g_pooled, grad_x, mean, invstd, gamma, beta, dbeta_arg, dgamma_arg, scale, mi,
             k, out_c, x.shape[2], x.shape[3], ho, wo, inv_count, 1.0 / (ho * wo), STRIDE=stride, BLOCK_M=block_m,
             BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=GROUP_M, num_warps=warps, **common)

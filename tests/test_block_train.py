@@ -161,6 +161,36 @@ def test_every_training_1x1_candidate_computes_the_same_op(stride, se):
                 assert rel_err(a.float(), e.float()) < 3e-3, (role, config)
 
 
+@pytest.mark.parametrize("bad_weight", [False, True])
+def test_stride2_data_grad_is_exactly_zero_off_the_stride_grid(bad_weight):
+    # The stride-2 1x1 data grad walks the output rows and writes zeros to the input pixels its conv never read, as
+    # PyTorch's conv backward leaves them, even when a weight is Inf (0 * Inf through the GEMM would make them NaN);
+    # on the grid it matches PyTorch in float64. Odd height, even width.
+    from fastregnet.kernels import pointwise_conv as pc
+
+    x = _nhwc(2, 16, 7, 6, seed=5)
+    w = (torch.randn(24, 16, 1, 1, generator=torch.Generator().manual_seed(6)) * 0.3).to(DEVICE)
+    if bad_weight:
+        w[3, 5] = float("inf")
+    gamma, beta = torch.rand(24, device=DEVICE) + 0.5, torch.randn(24, device=DEVICE)
+    out, y, mean, var, invstd = pc.pointwise_conv_train_fwd(x, w, gamma, beta, 1e-5, 2, False)
+    probe = _nhwc(2, 24, 4, 3, seed=7)
+    grad_x = pc.pointwise_conv_bwd(probe, x, w, y, None, mean, invstd, gamma, beta, 2, False)[0]
+    off_grid = torch.ones(7, 6, dtype=torch.bool, device=DEVICE)
+    off_grid[::2, ::2] = False
+    assert torch.equal(grad_x[:, :, off_grid], torch.zeros_like(grad_x[:, :, off_grid]))
+    leaves = [t.double().requires_grad_() for t in (x, w, gamma, beta)]
+    ref = torch.nn.functional.batch_norm(torch.nn.functional.conv2d(leaves[0], leaves[1], stride=2), None, None,
+                                         leaves[2], leaves[3], training=True, eps=1e-5)
+    (ref_gx,) = torch.autograd.grad((ref * probe.double()).sum(), leaves[0])
+    assert torch.equal(ref_gx[:, :, off_grid], torch.zeros_like(ref_gx[:, :, off_grid]))
+    on_grid = grad_x[:, :, ::2, ::2]
+    if bad_weight:
+        assert torch.equal(torch.isnan(on_grid), torch.isnan(ref_gx[:, :, ::2, ::2]))
+    else:
+        assert rel_err(on_grid, ref_gx[:, :, ::2, ::2]) < 1e-5
+
+
 def test_bad_gate_and_shortcut_shapes_are_reported():
     from fastregnet.kernels.pointwise_conv import pointwise_conv_train_fwd
 

@@ -150,7 +150,7 @@ def test_weight_grads_reread_from_l2_not_dram(launches):
     # The weight grads split their rows so that one split's rows fit a 16 MiB slab (kernels/_launch.WGRAD_SLAB_BYTES)
     # and their K blocks' re-reads hit L2: DRAM sees each input about once plus the per-split fp32 partials (they
     # went to DRAM once per K block before: up to ~70x the compulsory bytes in regnet_y_16gf). The modelled training
-    # totals are guarded too: 1.09 / 1.22 / 1.94 / 1.12 with 128-wide 16-bit training 1x1 tiles (1.14 / 1.35 / 2.38 /
+    # totals are guarded too: 1.09 / 1.22 / 1.95 / 1.12 with 128-wide 16-bit training 1x1 tiles (1.14 / 1.35 / 2.38 /
     # 1.17 at 64 x 64; 1.63 / 2.37 / 4.98 / 1.52 before the slabs and before the model counted the 1x1 data grad's
     # grouped launch order, which the kernel already had).
     for model in MODELS:
