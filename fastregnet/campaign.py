@@ -608,11 +608,20 @@ def _tune_pointwise_train_cases(c: Campaign, table: dict):
                    f"({shape['model']}, {hw} px)"), run
 
 
+def _interleave(*case_lists) -> list:
+    """Round-robin over the lists, so that a time box that cuts the sweep leaves every kernel family with its first
+    (priority-model) shapes tuned rather than one family whole and the others untouched."""
+    out = []
+    for i in range(max(map(len, case_lists), default=0)):
+        out += [cases[i] for cases in case_lists if i < len(cases)]
+    return out
+
+
 def part_tune(c: Campaign) -> bool:
     table: dict = {}
     try:
-        return _each(c, "tune", list(_tune_cases(c, table)) + list(_tune_pointwise_cases(c, table))
-                     + list(_tune_pointwise_train_cases(c, table)))
+        return _each(c, "tune", _interleave(list(_tune_cases(c, table)), list(_tune_pointwise_cases(c, table)),
+                                            list(_tune_pointwise_train_cases(c, table))))
     finally:  # whatever was measured, even when the time box cut the sweep
         path = os.path.join(os.path.dirname(c.path), "tuned_configs.json")
         with open(path, "w") as f:

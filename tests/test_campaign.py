@@ -73,3 +73,11 @@ def test_unknown_part_and_missing_gpu_are_user_errors(tmp_path):
 
     if not __import__("torch").cuda.is_available():
         assert main(["gpu-campaign", "--out", str(tmp_path)]) == 2
+
+
+def test_tune_sweep_interleaves_the_kernel_families():
+    # a time box that cuts the tune part still leaves each family's first shapes tuned
+    from fastregnet.campaign import _interleave
+
+    assert _interleave(["g1", "g2", "g3"], ["e1"], ["t1", "t2"]) == ["g1", "e1", "t1", "g2", "t2", "g3"]
+    assert _interleave() == [] and _interleave([], ["e1"]) == ["e1"]
