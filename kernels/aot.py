@@ -127,7 +127,7 @@ def _has_storage_variants(kernel) -> bool:
     """Whether the kernel comes in fp32 / fp16 / bf16 storage variants (the SE excitation and the statistics merge
     are fp32 whatever the activations' dtype, so they are compiled on every arch)."""
     return kernel.fn.__name__ not in ("_se_pool_kernel", "_se_hidden_kernel", "_se_gate_kernel",
-                                      "_se_excite_bwd_kernel", "_bn_stats_finalize_kernel")
+                                      "_bn_stats_finalize_kernel")
 
 
 if __name__ == "__main__":

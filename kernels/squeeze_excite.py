@@ -9,16 +9,17 @@ applied by the 1x1 conv c as it loads its input (see pointwise_conv.py). What is
     hidden = relu(W1 @ pooled + b1)                                                               (_se_hidden_kernel)
     gate = sigmoid(W2 @ hidden + b2)                                                              (_se_gate_kernel)
 
-and its backward, given grad_gate (computed inside conv c's weight-grad kernel, see pointwise_conv.py):
+and its backward, given grad_gate (computed inside conv c's weight-grad kernel, see pointwise_conv.py), on the same
+two fc kernels with BACKWARD set and each weight read the other way round:
 
-    g_pre2 = grad_gate * gate * (1 - gate),  g_pre1 = (W2^T @ g_pre2) * (hidden > 0),  g_pooled = W1^T @ g_pre1
-                                                                                              (_se_excite_bwd_kernel)
+    g_pre2 = grad_gate * gate * (1 - gate),  g_hidden = W2^T @ g_pre2                          (_se_hidden_kernel)
+    g_pre1 = g_hidden * (hidden > 0),  g_pooled = W1^T @ g_pre1                                 (_se_gate_kernel)
 The fc programs take a block of up to 16 images and run their fc layer as small tl.dot GEMMs (fp32, IEEE), so the fc
 weights are read once per image block rather than once per image (regnet_y_16gf's last stage at batch 256: 16
 reads of its 9 MB of SE weights instead of 256). Every forward program's serial chain is short: the pool sums up to
 64 row-block partials per step (1 step for the zoo at 224 px, where it had been up to 49 steps inside fc1), fc1
-steps 128 channels deep over up to 4 channel splits (cdiv(C, 512) steps), fc2 64 squeeze channels deep (S / 64).
-The backward (training) is still one program per image block.
+steps 128 channels deep over up to 4 channel splits (cdiv(C, 512) steps), fc2 64 squeeze channels deep (S / 64);
+the backward's two launches likewise (its one program per image block had walked C x S twice: 1,056 steps).
 """
 
 from __future__ import annotations
@@ -32,21 +33,6 @@ from .relu import relu, relu_grad
 
 __all__ = ["se_squeeze", "se_excite", "se_excite_bwd", "squeeze_excite_variants", "excite_plan", "squeeze_layout",
            "squeeze_slots", "squeeze_part_rows", "SQUEEZE_BLOCK_M"]
-
-
-@triton.jit
-def _rows_times_matrix(Rows, row_stride, offs_i, i_ok, Mat, mat_r, mat_k, offs_out, R, K, BLOCK_K: tl.constexpr):
-    """acc[i, r] = sum_k rows[i, k] * M[r, k] (fp32, IEEE) for images offs_i and outputs offs_out of an (R, K)
-    matrix with strides (mat_r, mat_k): one small GEMM per K step, so the matrix is read once per image block."""
-    acc = tl.zeros((offs_i.shape[0], offs_out.shape[0]), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        v = tl.load(Rows + offs_i[:, None] * row_stride + offs_k[None, :], mask=i_ok[:, None] & (offs_k < K)[None, :],
-                    other=0.0)
-        w = tl.load(Mat + offs_out[None, :] * mat_r + offs_k[:, None] * mat_k,
-                    mask=(offs_out < R)[None, :] & (offs_k < K)[:, None], other=0.0)
-        acc = tl.dot(v, w, acc, input_precision="ieee")
-    return acc
 
 
 @triton.jit
@@ -110,17 +96,22 @@ def _se_pool_kernel(
 
 @triton.jit
 def _se_hidden_kernel(
-    Pooled,  # (images, C) fp32 means from _se_pool_kernel
-    W1,  # fc1: (S, C) weight, fp32
-    HiddenPart,  # (splits, images, S) fp32 out: fc1's pre-activation, summed over each split's channels
+    A,  # (images, C) fp32: pooled means (forward) or the gate's grad (BACKWARD)
+    Gate,  # (images, C) fp32 gate, read when BACKWARD
+    W,  # fc weight read as w[c, s] = W[c * w_c + s * w_s]: fc1's (S, C), or fc2's (C, S) when BACKWARD
+    APre,  # (images, C) fp32 out when BACKWARD: g_pre2, written by the S-block-0 programs (for fc2's weight grad)
+    HiddenPart,  # (splits, images, S) fp32 out: the products summed over each split's channels
     images, C, S,  # images, channels, squeeze channels
     C_PER_SPLIT,  # channels per split (a multiple of BLOCK_C)
+    w_c, w_s,  # W's strides along c and s
+    BACKWARD: tl.constexpr,  # the excitation's backward: A is grad_gate, multiplied by gate * (1 - gate) on load
     BLOCK_I: tl.constexpr,  # images per program
     BLOCK_C: tl.constexpr,  # channels per K step
     BLOCK_S: tl.constexpr,  # squeeze channels per program
 ):
-    """part[split, i, s] = sum over the split's channels c of pooled[i, c] * W1[s, c], for one (image block, S block,
-    split): C_PER_SPLIT / BLOCK_C steps."""
+    """part[split, i, s] = sum over the split's channels c of a[i, c] * w[c, s], for one (image block, S block,
+    split): C_PER_SPLIT / BLOCK_C steps. Forward: fc1's pre-activation from the pooled means; backward: grad of fc2's
+    input, hidden, from g_pre2 = grad_gate * gate * (1 - gate)."""
     offs_i = tl.program_id(0) * BLOCK_I + tl.arange(0, BLOCK_I)
     offs_s = tl.program_id(1) * BLOCK_S + tl.arange(0, BLOCK_S)
     split = tl.program_id(2)
@@ -129,9 +120,15 @@ def _se_hidden_kernel(
     c_start = split * C_PER_SPLIT
     for c0 in range(c_start, tl.minimum(c_start + C_PER_SPLIT, C), BLOCK_C):
         offs_c = c0 + tl.arange(0, BLOCK_C)
-        c_ok = offs_c < C
-        v = tl.load(Pooled + offs_i[:, None] * C + offs_c[None, :], mask=i_ok[:, None] & c_ok[None, :], other=0.0)
-        w = tl.load(W1 + offs_s[None, :] * C + offs_c[:, None], mask=s_ok[None, :] & c_ok[:, None], other=0.0)
+        mask = i_ok[:, None] & (offs_c < C)[None, :]
+        off = offs_i[:, None] * C + offs_c[None, :]
+        v = tl.load(A + off, mask=mask, other=0.0)
+        if BACKWARD:
+            gate = tl.load(Gate + off, mask=mask, other=0.0)
+            v = v * gate * (1.0 - gate)
+            tl.store(APre + off, v, mask=mask & (tl.program_id(1) == 0))
+        w = tl.load(W + offs_s[None, :] * w_s + offs_c[:, None] * w_c, mask=s_ok[None, :] & (offs_c < C)[:, None],
+                    other=0.0)
         acc = tl.dot(v, w, acc, input_precision="ieee")
     tl.store(HiddenPart + (split * images + offs_i[:, None]) * S + offs_s[None, :], acc,
              mask=i_ok[:, None] & s_ok[None, :])
@@ -140,18 +137,23 @@ def _se_hidden_kernel(
 @triton.jit
 def _se_gate_kernel(
     HiddenPart,  # (splits, images, S) fp32 from _se_hidden_kernel
-    B1,  # fc1's (S,) bias, fp32
-    W2, B2,  # fc2: (C, S) weight and (C,) bias, fp32
-    Hidden,  # (images, S) fp32 out: relu(fc1(pooled)), written by the C-block-0 programs (saved for backward)
-    Gate,  # (images, C) fp32 out: sigmoid(fc2(hidden))
+    B1,  # fc1's (S,) bias, fp32 (forward)
+    W,  # fc weight read as w[s, c] = W[s * w_s + c * w_c]: fc2's (C, S), or fc1's (S, C) when BACKWARD
+    B2,  # fc2's (C,) bias, fp32 (forward)
+    Saved,  # (images, S) fp32 hidden saved by the forward, the ReLU mask when BACKWARD
+    HiddenOut,  # (images, S) fp32 out, written by the C-block-0 programs: hidden (forward), g_pre1 (BACKWARD)
+    Out,  # (images, C) fp32 out: the gate (forward), the grad of the pooled means (BACKWARD)
     images, C, S, splits,  # images, channels, squeeze channels, fc1 splits
+    w_c, w_s,  # W's strides along c and s
+    BACKWARD: tl.constexpr,  # the excitation's backward
     BLOCK_I: tl.constexpr,  # images per program
     BLOCK_C: tl.constexpr,  # channels per program
     BLOCK_S: tl.constexpr,  # squeeze channels per K step
     SPLITS: tl.constexpr,  # fc1 splits, padded to a power of two
 ):
-    """hidden = relu(sum of fc1's split partials + b1) as each K step loads them, then gate[i, c] = sigmoid(sum_s
-    hidden[i, s] * W2[c, s] + b2[c]) for one (image block, C block): S / BLOCK_S steps."""
+    """For one (image block, C block), S / BLOCK_S steps, each summing the split partials as it loads them. Forward:
+    hidden = relu(partials + b1), gate[i, c] = sigmoid(sum_s hidden[i, s] * W2[c, s] + b2[c]). Backward:
+    g_pre1 = partials where the saved hidden > 0, g_pooled[i, c] = sum_s g_pre1[i, s] * W1[s, c]."""
     offs_i = tl.program_id(0) * BLOCK_I + tl.arange(0, BLOCK_I)
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     offs_p = tl.arange(0, SPLITS)
@@ -164,50 +166,18 @@ def _se_gate_kernel(
         part = tl.load(HiddenPart + (offs_p[:, None, None] * images + offs_i[None, :, None]) * S
                        + offs_s[None, None, :],
                        mask=(offs_p < splits)[:, None, None] & i_ok[None, :, None] & s_ok[None, None, :], other=0.0)
-        hidden = relu(tl.sum(part, axis=0) + tl.load(B1 + offs_s, mask=s_ok, other=0.0)[None, :])
-        tl.store(Hidden + offs_i[:, None] * S + offs_s[None, :], hidden, mask=i_ok[:, None] & s_ok[None, :] & first)
-        w = tl.load(W2 + offs_c[None, :] * S + offs_s[:, None], mask=c_ok[None, :] & s_ok[:, None], other=0.0)
+        hs_off = offs_i[:, None] * S + offs_s[None, :]
+        hs_mask = i_ok[:, None] & s_ok[None, :]
+        if BACKWARD:
+            hidden = relu_grad(tl.sum(part, axis=0), tl.load(Saved + hs_off, mask=hs_mask, other=0.0))
+        else:
+            hidden = relu(tl.sum(part, axis=0) + tl.load(B1 + offs_s, mask=s_ok, other=0.0)[None, :])
+        tl.store(HiddenOut + hs_off, hidden, mask=hs_mask & first)
+        w = tl.load(W + offs_c[None, :] * w_c + offs_s[:, None] * w_s, mask=c_ok[None, :] & s_ok[:, None], other=0.0)
         acc = tl.dot(hidden, w, acc, input_precision="ieee")
-    acc += tl.load(B2 + offs_c, mask=c_ok, other=0.0)[None, :]
-    tl.store(Gate + offs_i[:, None] * C + offs_c[None, :], 1.0 / (1.0 + tl.exp(-acc)),
-             mask=i_ok[:, None] & c_ok[None, :])
-
-
-@triton.jit
-def _se_excite_bwd_kernel(
-    GGate,  # (images, C) fp32: grad of the gate
-    Gate, Pooled, Hidden,  # forward outputs (images, C), (images, C), (images, S) fp32
-    W1, W2,  # fc1 (S, C), fc2 (C, S) weights, fp32
-    GPre2,  # (images, C) fp32 out: grad of fc2's output (pre-sigmoid)
-    GPre1,  # (images, S) fp32 out: grad of fc1's output (pre-ReLU)
-    GPooled,  # (images, C) fp32 out: grad of the pooled mean
-    C, S, images,
-    BLOCK_I: tl.constexpr,  # images per program
-    BLOCK_C: tl.constexpr,  # channels per step
-    BLOCK_S: tl.constexpr,  # squeeze channels per step
-):
-    offs_i = tl.program_id(0) * BLOCK_I + tl.arange(0, BLOCK_I)
-    i_ok = offs_i < images
-    for c0 in range(0, C, BLOCK_C):
-        offs_c = c0 + tl.arange(0, BLOCK_C)
-        mask = i_ok[:, None] & (offs_c < C)[None, :]
-        off = offs_i[:, None] * C + offs_c[None, :]
-        g = tl.load(GGate + off, mask=mask, other=0.0)
-        gate = tl.load(Gate + off, mask=mask, other=0.0)
-        tl.store(GPre2 + off, g * gate * (1.0 - gate), mask=mask)
-    tl.debug_barrier()
-    for s0 in range(0, S, BLOCK_S):
-        offs_s = s0 + tl.arange(0, BLOCK_S)
-        mask = i_ok[:, None] & (offs_s < S)[None, :]
-        g_hidden = _rows_times_matrix(GPre2, C, offs_i, i_ok, W2, 1, S, offs_s, S, C, BLOCK_C)  # g_pre2 @ W2
-        hidden = tl.load(Hidden + offs_i[:, None] * S + offs_s[None, :], mask=mask, other=0.0)
-        tl.store(GPre1 + offs_i[:, None] * S + offs_s[None, :], relu_grad(g_hidden, hidden), mask=mask)
-    tl.debug_barrier()
-    for c0 in range(0, C, BLOCK_C):
-        offs_c = c0 + tl.arange(0, BLOCK_C)
-        g_pooled = _rows_times_matrix(GPre1, S, offs_i, i_ok, W1, 1, C, offs_c, C, S, BLOCK_S)  # g_pre1 @ W1
-        tl.store(GPooled + offs_i[:, None] * C + offs_c[None, :], g_pooled,
-                 mask=i_ok[:, None] & (offs_c < C)[None, :])
+    if not BACKWARD:
+        acc = 1.0 / (1.0 + tl.exp(-(acc + tl.load(B2 + offs_c, mask=c_ok, other=0.0)[None, :])))
+    tl.store(Out + offs_i[:, None] * C + offs_c[None, :], acc, mask=i_ok[:, None] & c_ok[None, :])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -215,20 +185,20 @@ def _se_excite_bwd_kernel(
 # ----------------------------------------------------------------------------------------------------------------
 
 SQUEEZE_BLOCK_M = 64  # rows per training squeeze block; the grouped conv's squeeze epilogue uses its own BLOCK_M
-_BLOCK_C, _BLOCK_S = 64, 32  # the squeeze's channels per program; the backward's steps
+_BLOCK_C = 64  # the squeeze's channels per program
 # The pool: 64 row-block partials (of 64 channels) per step, so up to 64 x 64 = 4,096 pixels per image in one step.
 _POOL_BLOCK_J, _POOL_BLOCK_C = 64, 64
-# The forward fc programs: fc1 = (16 images x 128 channels) @ (128 x 32 squeeze) per step, over up to 4 channel
-# splits (fc1_splits) whose partials fc2's programs sum as they load them; fc2 = (16 x 64 squeeze) @ (64 x 64
-# channels) per step. A step's weight tile is 16 KB, and the chains are C / 512 (at least 1) and S / 64 steps (6 and
-# 12 in regnet_y_16gf's last stage; the unsplit excitation walked 48 x 2 and 24). On 8 warps: on 4 they spilled 8-116
-# B (AOT report).
+# The fc programs (forward, and the backward's two GEMMs the other way round): fc1 = (16 images x 128 channels) @
+# (128 x 32 squeeze) per step, over up to 4 channel splits (fc1_splits) whose partials fc2's programs sum as they load
+# them; fc2 = (16 x 64 squeeze) @ (64 x 64 channels) per step. A step's weight tile is 16 KB, and the chains are
+# C / 512 (at least 1) and S / 64 steps (6 and 12 in regnet_y_16gf's last stage; the unsplit excitation walked
+# 48 x 2 and 24, its one-program backward 1,056). On 8 warps: on 4 they spilled 8-116 B (AOT report).
 _FC1_BLOCK_C, _FC1_BLOCK_S, _FC1_MAX_SPLITS = 128, 32, 4
 _FC2_BLOCK_S, _FC2_BLOCK_C = 64, 64
 _FC_WARPS = 8
 # Images per excitation program: the fc weights are read once per image block (cdiv(images, 16) times per layer,
 # instead of once per image). 16 is tl.dot's minimum; 32- and 64-image blocks spill on sm_90 (AOT report).
-_BLOCK_I, _EXCITE_WARPS = 16, 4
+_BLOCK_I = 16
 
 
 def squeeze_layout(hw: int, block_m: int) -> tuple[int, int]:
@@ -265,24 +235,22 @@ def excite_plan(images: int, c: int, s: int, hw: int, rows_per_block: int, backw
     """Per launch of the excitation (pool, hidden, gate) or of its backward: (kernel name, grid, reads of the fc
     weight it uses, serial steps per program, activation bytes as tiled, least activation bytes)."""
     image_blocks = triton.cdiv(images, _BLOCK_I)
-    if backward:
-        c_steps, s_steps = triton.cdiv(c, _BLOCK_C), triton.cdiv(s, _BLOCK_S)
-        acts = images * (5 * c + 2 * s) * 4
-        return [("_se_excite_bwd_kernel", (image_blocks,), image_blocks, 2 * c_steps * s_steps + 2 * c_steps, acts,
-                 acts)]
-    parts = (triton.cdiv(hw, rows_per_block) + 1) * images  # squeeze partial rows read, at most
     splits, per_split = fc1_splits(c)
     c_blocks = triton.cdiv(c, _FC2_BLOCK_C)
-    pool = (parts * c + images * c) * 4
-    hidden = (images * c + splits * images * s) * 4
-    gate_min = (splits * images * s + images * s + images * c) * 4
+    # backward: the first GEMM also reads the gate and writes g_pre2; the second also reads the saved hidden
+    hidden = (images * c * (3 if backward else 1) + splits * images * s) * 4
+    gate_min = (splits * images * s + images * s * (2 if backward else 1) + images * c) * 4
     gate_tiled = gate_min + (c_blocks - 1) * splits * images * s * 4  # every C block re-reads the fc1 partials
+    fc = [("_se_hidden_kernel", (image_blocks, triton.cdiv(s, _FC1_BLOCK_S), splits), image_blocks,
+           per_split // _FC1_BLOCK_C, hidden, hidden),
+          ("_se_gate_kernel", (image_blocks, c_blocks), image_blocks, triton.cdiv(s, _FC2_BLOCK_S), gate_tiled,
+           gate_min)]
+    if backward:
+        return fc
+    parts = (triton.cdiv(hw, rows_per_block) + 1) * images  # squeeze partial rows read, at most
+    pool = (parts * c + images * c) * 4
     return [("_se_pool_kernel", (images, triton.cdiv(c, _POOL_BLOCK_C)), 0,
-             triton.cdiv(triton.cdiv(hw, rows_per_block) + 1, _POOL_BLOCK_J), pool, pool),
-            ("_se_hidden_kernel", (image_blocks, triton.cdiv(s, _FC1_BLOCK_S), splits), image_blocks,
-             per_split // _FC1_BLOCK_C, hidden, hidden),
-            ("_se_gate_kernel", (image_blocks, c_blocks), image_blocks, triton.cdiv(s, _FC2_BLOCK_S), gate_tiled,
-             gate_min)]
+             triton.cdiv(triton.cdiv(hw, rows_per_block) + 1, _POOL_BLOCK_J), pool, pool)] + fc
 
 
 def _f32(t: torch.Tensor, *shape) -> torch.Tensor:
@@ -314,22 +282,36 @@ def se_excite(sq_part: torch.Tensor, images: int, hw: int, rows_per_block: int, 
     f32 = dict(device=sq_part.device, dtype=torch.float32)
     pooled, hidden, gate = torch.empty((images, c), **f32), torch.empty((images, s), **f32), torch.empty((images, c),
                                                                                                         **f32)
-    splits, per_split = fc1_splits(c)
-    hidden_part = torch.empty((splits, images, s), **f32)
-    image_blocks = triton.cdiv(images, _BLOCK_I)
     _se_pool_kernel[(images, triton.cdiv(c, _POOL_BLOCK_C))](
         sq_part, pooled, c, hw, rows_per_block, slots, 1.0 / hw, BLOCK_J=_POOL_BLOCK_J, BLOCK_C=_POOL_BLOCK_C)
     record(_se_pool_kernel)
+    _fc_pair(pooled, None, _f32(fc1_weight, s, c), (1, c), _f32(fc1_bias, s), _f32(fc2_weight, c, s), (s, 1),
+             _f32(fc2_bias, c), None, hidden, gate, backward=False)
+    return (gate, pooled, hidden) if saved else gate
+
+
+def _fc_pair(a, gate, w_first, first_strides, b1, w_second, second_strides, b2, saved, hidden_out, out, backward,
+             a_pre=None):
+    """The two fc launches: _se_hidden_kernel (a @ w_first over split channel ranges) and _se_gate_kernel (the
+    splits summed, then @ w_second), each weight read through its (channel, squeeze channel) strides. Forward: fc1
+    (S, C) then fc2 (C, S) with their biases; backward: fc2 then fc1, each read the other way round."""
+    images, c = a.shape
+    s = hidden_out.shape[1]
+    splits, per_split = fc1_splits(c)
+    hidden_part = torch.empty((splits, images, s), device=a.device, dtype=torch.float32)
+    image_blocks = triton.cdiv(images, _BLOCK_I)
+    unused = hidden_out  # a pointer the kernels never read in this direction
     _se_hidden_kernel[(image_blocks, triton.cdiv(s, _FC1_BLOCK_S), splits)](
-        pooled, _f32(fc1_weight, s, c), hidden_part, images, c, s, per_split, BLOCK_I=_BLOCK_I, BLOCK_C=_FC1_BLOCK_C,
-        BLOCK_S=_FC1_BLOCK_S, num_warps=_FC_WARPS)
+        a, gate if backward else unused, w_first, a_pre if backward else unused, hidden_part, images, c, s, per_split,
+        *first_strides, BACKWARD=backward, BLOCK_I=_BLOCK_I, BLOCK_C=_FC1_BLOCK_C, BLOCK_S=_FC1_BLOCK_S,
+        num_warps=_FC_WARPS)
     record(_se_hidden_kernel)
     _se_gate_kernel[(image_blocks, triton.cdiv(c, _FC2_BLOCK_C))](
-        hidden_part, _f32(fc1_bias, s), _f32(fc2_weight, c, s), _f32(fc2_bias, c), hidden, gate, images, c, s, splits,
+        hidden_part, unused if backward else b1, w_second, unused if backward else b2, saved if backward else unused,
+        hidden_out, out, images, c, s, splits, *second_strides, BACKWARD=backward,
         BLOCK_I=_BLOCK_I, BLOCK_C=_FC2_BLOCK_C, BLOCK_S=_FC2_BLOCK_S, SPLITS=triton.next_power_of_2(splits),
         num_warps=_FC_WARPS)
     record(_se_gate_kernel)
-    return (gate, pooled, hidden) if saved else gate
 
 
 def se_excite_bwd(g_gate_part: torch.Tensor, gate: torch.Tensor, pooled: torch.Tensor, hidden: torch.Tensor,
@@ -344,10 +326,9 @@ def se_excite_bwd(g_gate_part: torch.Tensor, gate: torch.Tensor, pooled: torch.T
     f32 = dict(device=gate.device, dtype=torch.float32)
     g_pre2, g_pre1, g_pooled = torch.empty((images, c), **f32), torch.empty((images, s), **f32), torch.empty(
         (images, c), **f32)
-    _se_excite_bwd_kernel[(triton.cdiv(images, _BLOCK_I),)](
-        g_gate, gate, pooled, hidden, _f32(fc1_weight, s, c), _f32(fc2_weight, c, s), g_pre2, g_pre1, g_pooled,
-        c, s, images, BLOCK_I=_BLOCK_I, BLOCK_C=_BLOCK_C, BLOCK_S=_BLOCK_S, num_warps=_EXCITE_WARPS)
-    record(_se_excite_bwd_kernel)
+    # g_hidden = g_pre2 @ W2 (C, S), then g_pooled = g_pre1 @ W1 (S, C): the forward's fc launches, reversed
+    _fc_pair(g_gate.contiguous(), gate, _f32(fc2_weight, c, s), (s, 1), None, _f32(fc1_weight, s, c), (1, c), None,
+             hidden, g_pre1, g_pooled, backward=True, a_pre=g_pre2)
     # The fc weight grads are (images x C)^T (images x S) products, a few KB: one torch matmul each, not a kernel.
     g_fc1_w = (g_pre1.t() @ pooled).reshape(s, c, 1, 1)
     g_fc2_w = (g_pre2.t() @ hidden).reshape(c, s, 1, 1)
@@ -356,23 +337,22 @@ def se_excite_bwd(g_gate_part: torch.Tensor, gate: torch.Tensor, pooled: torch.T
 
 def squeeze_excite_variants() -> list[tuple]:
     """(kernel, signature, constexprs, num_warps) of the SE kernels (all fp32 except the squeeze's input)."""
-    vecs = dict(BLOCK_I=_BLOCK_I, BLOCK_C=_BLOCK_C, BLOCK_S=_BLOCK_S)
     out = [(_se_pool_kernel,
             {"SqPart": "*fp32", "Pooled": "*fp32", "C": "i32", "HW": "i32", "ROWS": "i32", "SLOTS": "i32",
              "inv_hw": "fp32"},
-            dict(BLOCK_J=_POOL_BLOCK_J, BLOCK_C=_POOL_BLOCK_C), 4),
-           (_se_hidden_kernel,
-            {"Pooled": "*fp32", "W1": "*fp32", "HiddenPart": "*fp32", "images": "i32", "C": "i32", "S": "i32",
-             "C_PER_SPLIT": "i32"}, dict(BLOCK_I=_BLOCK_I, BLOCK_C=_FC1_BLOCK_C, BLOCK_S=_FC1_BLOCK_S), _FC_WARPS)]
-    for splits in (1, 2, 4):
-        out.append((_se_gate_kernel,
-                    {"HiddenPart": "*fp32", "B1": "*fp32", "W2": "*fp32", "B2": "*fp32", "Hidden": "*fp32",
-                     "Gate": "*fp32", "images": "i32", "C": "i32", "S": "i32", "splits": "i32"},
-                    dict(BLOCK_I=_BLOCK_I, BLOCK_C=_FC2_BLOCK_C, BLOCK_S=_FC2_BLOCK_S, SPLITS=splits), _FC_WARPS))
-    out.append((_se_excite_bwd_kernel,
-                {"GGate": "*fp32", "Gate": "*fp32", "Pooled": "*fp32", "Hidden": "*fp32", "W1": "*fp32",
-                 "W2": "*fp32", "GPre2": "*fp32", "GPre1": "*fp32", "GPooled": "*fp32", "C": "i32", "S": "i32",
-                 "images": "i32"}, vecs, _EXCITE_WARPS))
+            dict(BLOCK_J=_POOL_BLOCK_J, BLOCK_C=_POOL_BLOCK_C), 4)]
+    for backward in (False, True):
+        out.append((_se_hidden_kernel,
+                    {"A": "*fp32", "Gate": "*fp32", "W": "*fp32", "APre": "*fp32", "HiddenPart": "*fp32",
+                     "images": "i32", "C": "i32", "S": "i32", "C_PER_SPLIT": "i32", "w_c": "i32", "w_s": "i32"},
+                    dict(BACKWARD=backward, BLOCK_I=_BLOCK_I, BLOCK_C=_FC1_BLOCK_C, BLOCK_S=_FC1_BLOCK_S), _FC_WARPS))
+        for splits in (1, 2, 4):
+            out.append((_se_gate_kernel,
+                        {"HiddenPart": "*fp32", "B1": "*fp32", "W": "*fp32", "B2": "*fp32", "Saved": "*fp32",
+                         "HiddenOut": "*fp32", "Out": "*fp32", "images": "i32", "C": "i32", "S": "i32",
+                         "splits": "i32", "w_c": "i32", "w_s": "i32"},
+                        dict(BACKWARD=backward, BLOCK_I=_BLOCK_I, BLOCK_C=_FC2_BLOCK_C, BLOCK_S=_FC2_BLOCK_S,
+                             SPLITS=splits), _FC_WARPS))
     for ty in ("*fp32", "*fp16", "*bf16"):
         out.append((_se_squeeze_kernel, {"X": ty, "SqPart": "*fp32", "M": "i32", "HW": "i32", "C": "i32",
                                          "SLOTS": "i32"}, dict(BLOCK_M=SQUEEZE_BLOCK_M, BLOCK_C=_BLOCK_C), 4))

@@ -116,8 +116,8 @@ def train_step_launches(proj: bool, se: bool) -> dict:
                 "_bn_stats_finalize_kernel": pointwise + 1, "_bn_act_apply_kernel": pointwise + 1,
                 "_bn_act_bwd_reduce_kernel": pointwise + 1, "_running_stats_update_kernel": pointwise + 1}
     if se:
-        launches |= {"_se_squeeze_kernel": 1, "_se_pool_kernel": 1, "_se_hidden_kernel": 1, "_se_gate_kernel": 1,
-                     "_se_excite_bwd_kernel": 1}
+        # the excitation's fc launches run forward and backward
+        launches |= {"_se_squeeze_kernel": 1, "_se_pool_kernel": 1, "_se_hidden_kernel": 2, "_se_gate_kernel": 2}
     return launches
 
 

@@ -19,7 +19,7 @@ KERNELS = {"_grouped_conv_fwd_kernel", "_grouped_conv_bwd_data_kernel", "_groupe
            "_bn_stats_finalize_kernel", "_running_stats_update_kernel", "_bn_act_apply_kernel",
            "_bn_act_bwd_reduce_kernel", "_pointwise_conv_kernel", "_pointwise_conv_bwd_data_kernel",
            "_pointwise_conv_bwd_weight_kernel", "_se_squeeze_kernel", "_se_pool_kernel", "_se_hidden_kernel",
-           "_se_gate_kernel", "_se_excite_bwd_kernel"}
+           "_se_gate_kernel"}
 
 
 @pytest.fixture(scope="module")

@@ -342,3 +342,16 @@ def test_se_excitation_over_several_image_s_and_c_blocks(c, s):
     assert_close(pooled, ref_pooled, rtol=1e-5, atol=1e-6, name="pooled")
     assert_close(hidden, ref_hidden, rtol=1e-5, atol=1e-5, name="hidden")
     assert_close(gate, ref_gate, rtol=1e-5, atol=1e-6, name="gate")
+    # the backward runs the same two fc kernels the other way round, over the same splits and blocks, from gate
+    # grads given as 3 partial parts (as conv c's weight grad writes them, one per N block)
+    from fastregnet.kernels.squeeze_excite import se_excite_bwd
+
+    g_part = torch.randn(3, 20, c, generator=g).to(DEVICE)
+    g_pooled, g_w1, g_b1, g_w2, g_b2 = se_excite_bwd(g_part, gate, pooled, hidden, fc[0].to(DEVICE), fc[2].to(DEVICE))
+    leaves = [t.double().requires_grad_() for t in (ref_pooled, *fc)]
+    h = torch.relu(leaves[0] @ leaves[1].reshape(s, c).t() + leaves[2])
+    out = torch.sigmoid(h @ leaves[3].reshape(c, s).t() + leaves[4])
+    refs = torch.autograd.grad((out * g_part.double().cpu().sum(0)).sum(), leaves)
+    for name, got, ref in zip(("g_pooled", "g_fc1_w", "g_fc1_b", "g_fc2_w", "g_fc2_b"),
+                              (g_pooled, g_w1, g_b1, g_w2, g_b2), refs):
+        assert_close(got, ref.reshape(got.shape), rtol=1e-5, atol=1e-5, name=name)
