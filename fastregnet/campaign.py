@@ -608,6 +608,44 @@ def _tune_pointwise_train_cases(c: Campaign, table: dict):
                    f"({shape['model']}, {hw} px)"), run
 
 
+def _tune_bn_cases(c: Campaign, table: dict):
+    """The BatchNorm normalize pass and backward reduction's tuning space (kernels/batch_norm.elementwise_candidates)
+    at each stage width of the priority models (on its output map), batch 64: conv c's shape, with the shortcut."""
+    from .kernels.batch_norm import (ELEMENTWISE_TILES, bn_act_apply, bn_act_bwd_reduce, elementwise_candidates)
+    from .shapes import block_shapes
+
+    dtype = torch.float16 if c.dry_run else torch.bfloat16  # fp16: the dry run's interpreter refuses bf16
+    shapes = {}
+    for name in PRIORITY_MODELS:
+        for b in block_shapes(name):
+            shapes.setdefault(b["width_out"], {"model": name, "hw": (b["hw"] - 1) // b["stride"] + 1})
+    if c.dry_run:
+        shapes = {24: {"model": "tiny", "hw": 4}}
+    batch = 2 if c.dry_run else 64
+    for ch, shape in shapes.items():
+        for family in ("bn_apply", "bn_bwd_reduce"):
+            def run(ch=ch, shape=shape, family=family):
+                gen = torch.Generator().manual_seed(0)
+                y, sc, go = (torch.randn(batch, ch, shape["hw"], shape["hw"], generator=gen).to(c.device, dtype)
+                             .contiguous(memory_format=torch.channels_last) for _ in range(3))
+                mean, invstd, gamma, beta = (torch.rand(ch, generator=gen).to(c.device) + 0.5 for _ in range(4))
+                out = bn_act_apply(y, mean, invstd, gamma, beta, True, sc)
+
+                def launch():
+                    if family == "bn_apply":
+                        bn_act_apply(y, mean, invstd, gamma, beta, True, sc)
+                    else:
+                        bn_act_bwd_reduce(go, y, mean, invstd, gamma, beta, True, True, out)
+
+                configs = elementwise_candidates(family)
+                if c.dry_run:  # the heuristic and one other
+                    configs = configs[:2]
+                record = _sweep(c, table, family, dtype, f"c={ch}", configs, ELEMENTWISE_TILES, launch,
+                                family.replace("bn_", "BN "))
+                return {**record, "shape": {**shape, "channels": ch, "batch": batch}}
+            yield f"tune {family} c={ch} ({shape['model']}, {shape['hw']} px)", run
+
+
 def _interleave(*case_lists) -> list:
     """Round-robin over the lists, so that a time box that cuts the sweep leaves every kernel family with its first
     (priority-model) shapes tuned rather than one family whole and the others untouched."""
@@ -620,8 +658,8 @@ def _interleave(*case_lists) -> list:
 def part_tune(c: Campaign) -> bool:
     table: dict = {}
     try:
-        return _each(c, "tune", _interleave(list(_tune_cases(c, table)), list(_tune_pointwise_cases(c, table)),
-                                            list(_tune_pointwise_train_cases(c, table))))
+        families = (_tune_cases, _tune_pointwise_cases, _tune_pointwise_train_cases, _tune_bn_cases)
+        return _each(c, "tune", _interleave(*(list(cases(c, table)) for cases in families)))
     finally:  # whatever was measured, even when the time box cut the sweep
         path = os.path.join(os.path.dirname(c.path), "tuned_configs.json")
         with open(path, "w") as f:

@@ -244,8 +244,12 @@ def bn_stats_launches(step: _Step, layer: str, m: int, c: int, rows_per_block: i
 def elementwise_launch(step: _Step, kernel: str, layer: str, m: int, c: int, reads: int, writes: int,
                        partial_rows: int = 0) -> None:
     """A pass over (M, C) rows: `reads` tensors read, `writes` written, plus fp32 per-block partial sums."""
+    from .kernels.batch_norm import ELEMENTWISE_TILES
+
     b = (reads + writes) * m * c * step.e + partial_rows * c * 4
-    step.add(Launch(kernel, layer, (math.ceil(m / 64), math.ceil(c / 64)), b, b, b, 0.0, None, 1), mma=False)
+    block_m, block_c, _ = ELEMENTWISE_TILES
+    step.add(Launch(kernel, layer, (math.ceil(m / block_m), math.ceil(c / block_c)), b, b, b, 0.0, None, 1),
+             mma=False)
 
 
 def se_excite_launch(step: _Step, layer: str, n: int, c: int, s: int, hw: int, rows_per_block: int,
@@ -321,14 +325,15 @@ def _pointwise_train(step: _Step, layer: str, n: int, h: int, k: int, c: int, st
 
 def _pointwise_train_bwd(step: _Step, layer: str, n: int, h: int, k: int, c: int, stride: int, residual: bool,
                          gate: int) -> None:
+    from .kernels.batch_norm import ELEMENTWISE_TILES
     from .kernels.pointwise_conv import GROUP_M, _weight_grad_split, data_grad_tiles, weight_grad_tiles
 
     e = step.e
     ho = (h - 1) // stride + 1
     m, mi = n * ho * ho, n * h * h
     elementwise_launch(step, "_bn_act_bwd_reduce_kernel", layer, m, c, 3 if residual else 2, 1 if residual else 0,
-                       partial_rows=2 * math.ceil(m / 64))
-    step.torch_op(layer, "partial sums", 2 * math.ceil(m / 64) * c * 4)
+                       partial_rows=2 * math.ceil(m / ELEMENTWISE_TILES[0]))
+    step.torch_op(layer, "partial sums", 2 * math.ceil(m / ELEMENTWISE_TILES[0]) * c * 4)
     dtype = _torch_dtype(step.dtype)
     wm, wn, wk, _ = weight_grad_tiles(dtype, bool(gate))
     nb, kb = math.ceil(c / wn), math.ceil(k / wk)
@@ -360,6 +365,7 @@ def _pointwise_train_bwd(step: _Step, layer: str, n: int, h: int, k: int, c: int
 
 def _block_train(step: _Step, name: str, n: int, h: int, w_in: int, w_out: int, stride: int, gw: int,
                  se: int) -> None:
+    from .kernels.batch_norm import ELEMENTWISE_TILES
     from .kernels.grouped_conv import BLOCK_M_CONV
 
     e = step.e
@@ -385,8 +391,8 @@ def _block_train(step: _Step, name: str, n: int, h: int, w_in: int, w_out: int, 
     # backward, reverse order
     _pointwise_train_bwd(step, f"{name}.f.c", n, ho, w_out, w_out, 1, residual=True, gate=se)
     elementwise_launch(step, "_bn_act_bwd_reduce_kernel", f"{name}.f.b", m, w_out, 2, 0,
-                       partial_rows=2 * math.ceil(m / 64))
-    step.torch_op(f"{name}.f.b", "partial sums", 2 * math.ceil(m / 64) * w_out * 4)
+                       partial_rows=2 * math.ceil(m / ELEMENTWISE_TILES[0]))
+    step.torch_op(f"{name}.f.b", "partial sums", 2 * math.ceil(m / ELEMENTWISE_TILES[0]) * w_out * 4)
     step.torch_op(f"{name}.f.b", "weight layout", 2 * w_out * gw * 9 * e)
     grouped_conv_launch(step, "_grouped_conv_bwd_data_kernel", f"{name}.f.b", n, w_out, gw, h, stride, False, False,
                         transpose=True)

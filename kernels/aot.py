@@ -71,8 +71,9 @@ def zoo_variants(group_widths, candidates: bool = False, arch: int = 80) -> list
     """Every distinct (kernel, signature, constexprs, num_warps, group width or None) launched for these group widths
     in fp32 (TF32 and IEEE) / fp16 / bf16, stride 1 and 2. Variants depend on the tile (from the group width), dtype
     and stride, so many widths share one. candidates=True: every grouped-conv configuration of the tuning space
-    (grouped_conv_candidates) and of the 1x1 kernels (eval_candidates, train_candidates), not only the heuristic's
-    picks, as launched on sm_`arch` (some eval 1x1 configurations depend on it)."""
+    (grouped_conv_candidates), of the 1x1 kernels (eval_candidates, train_candidates) and of the BatchNorm
+    elementwise kernels (elementwise_candidates), not only the heuristic's picks, as launched on sm_`arch` (some eval
+    1x1 configurations depend on it)."""
     import torch
 
     from .batch_norm import batch_norm_variants
@@ -93,8 +94,8 @@ def zoo_variants(group_widths, candidates: bool = False, arch: int = 80) -> list
                     # keyed with the divisibility too: widths sharing a tile may specialize differently
                     key = variant_name(v[0], v[2]) + str(v[1]) + f"warps={v[3]}" + str(gw % 16 == 0)
                     seen.setdefault(key, (*v, gw))
-        for v in batch_norm_variants(dtype) + pointwise_variants(dtype, candidates, arch):
-            seen.setdefault(variant_name(v[0], v[2]) + str(v[1]), (*v, None))
+        for v in batch_norm_variants(dtype, candidates) + pointwise_variants(dtype, candidates, arch):
+            seen.setdefault(variant_name(v[0], v[2]) + str(v[1]) + f"warps={v[3]}", (*v, None))
     torch.backends.cudnn.allow_tf32 = tf32
     for v in squeeze_excite_variants():
         seen.setdefault(variant_name(v[0], v[2]) + str(v[1]), (*v, None))

@@ -22,8 +22,10 @@ import triton.language as tl
 
 from ._launch import nhwc, pointer_type, record
 from .relu import relu, relu_grad
+from .tuning import select
 
-__all__ = ["bn_batch_stats", "stats_merge_plan", "bn_update_running_stats", "bn_act_apply", "bn_act_bwd_reduce", "batch_norm_variants"]
+__all__ = ["bn_batch_stats", "stats_merge_plan", "bn_update_running_stats", "bn_act_apply", "bn_act_bwd_reduce",
+           "batch_norm_variants", "elementwise_candidates", "select_elementwise_tiles", "ELEMENTWISE_TILES"]
 
 
 # Rows of the tile `_channel_vector` loads a vector as: with at least as many elements as the largest launch has
@@ -269,8 +271,26 @@ def _bn_act_bwd_reduce_kernel(
 # launchers
 # ----------------------------------------------------------------------------------------------------------------
 
-BLOCK_M_ELEMENTWISE = 64
-BLOCK_C_ELEMENTWISE = 64
+# The normalize pass and the backward reduction run (rows x channels) tiles, memory-bound: 64 x 64 on 4 warps is the
+# heuristic; the tuning space reshapes it for a GPU sweep to pick per channel count (table families bn_apply and
+# bn_bwd_reduce, key c=C), at 32 elements per thread: at 64 the variants with a shortcut spilled 96-572 B, and the
+# reduction's sum over rows spilled 4-72 B at 128 x 64 and 64 x 128 on 8 warps and 128 x 32 on 4 (AOT report). The
+# reduction's partial rows follow the tile (cdiv(M, BLOCK_M)), so a configuration fixes its summation order: same
+# configuration, same bits.
+ELEMENTWISE_TILES = (64, 64, 4)
+
+
+def elementwise_candidates(family: str) -> list[tuple[int, int, int]]:
+    """(BLOCK_M, BLOCK_C, num_warps) of the tuning space of the normalize pass (family "bn_apply") or the backward
+    reduction ("bn_bwd_reduce")."""
+    if family == "bn_apply":
+        return [ELEMENTWISE_TILES, (128, 64, 8), (64, 128, 8), (32, 128, 4)]
+    return [ELEMENTWISE_TILES, (32, 128, 4), (128, 32, 8), (32, 64, 2)]
+
+
+def select_elementwise_tiles(family: str, t: torch.Tensor, channels: int, run=None) -> tuple[int, int, int]:
+    """The tuned table, opt-in autotuning (`run` launches with a config), else ELEMENTWISE_TILES (kernels/tuning.py)."""
+    return select(family, t.dtype, f"c={channels}", elementwise_candidates(family), ELEMENTWISE_TILES, t.device, run)
 
 
 # The statistics merge walks a column of per-block partials. One program per 64 channels walking all of them would be
@@ -352,12 +372,17 @@ def bn_act_apply(y: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor, gamm
     if sample_scale is not None and (shortcut is None or tuple(sample_scale.shape) != (n,)):
         raise ValueError(f"bn_act_apply: sample_scale must be ({n},) and come with a shortcut")
     out = torch.empty_like(y, memory_format=torch.channels_last)
-    grid = (triton.cdiv(m, BLOCK_M_ELEMENTWISE), triton.cdiv(c, BLOCK_C_ELEMENTWISE))
-    _bn_act_apply_kernel[grid](y, out, nhwc(shortcut) if shortcut is not None else y, mean, invstd,
-                               gamma.float().contiguous(), beta.float().contiguous(),
-                               sample_scale.float().contiguous() if sample_scale is not None else mean, m, c, h * w,
-                               HAS_SHORTCUT=shortcut is not None, RELU=relu, DROP_PATH=sample_scale is not None,
-                               BLOCK_M=BLOCK_M_ELEMENTWISE, BLOCK_C=BLOCK_C_ELEMENTWISE)
+    args = (y, out, nhwc(shortcut) if shortcut is not None else y, mean, invstd, gamma.float().contiguous(),
+            beta.float().contiguous(), sample_scale.float().contiguous() if sample_scale is not None else mean, m, c,
+            h * w)
+
+    def launch(config):
+        block_m, block_c, warps = config
+        _bn_act_apply_kernel[(triton.cdiv(m, block_m), triton.cdiv(c, block_c))](
+            *args, HAS_SHORTCUT=shortcut is not None, RELU=relu, DROP_PATH=sample_scale is not None, BLOCK_M=block_m,
+            BLOCK_C=block_c, num_warps=warps)
+
+    launch(select_elementwise_tiles("bn_apply", y, c, launch))
     record(_bn_act_apply_kernel)
     return out
 
@@ -370,26 +395,34 @@ def bn_act_bwd_reduce(grad_out: torch.Tensor, saved: torch.Tensor, mean, invstd,
     n, c, h, w = saved.shape
     m = n * h * w
     f32 = dict(device=saved.device, dtype=torch.float32)
-    blocks = triton.cdiv(m, BLOCK_M_ELEMENTWISE)
-    dbeta_part = torch.empty((blocks, c), **f32)
-    dgamma_part = torch.empty((blocks, c), **f32) if train else dbeta_part
     residual = out is not None
     g_shortcut = torch.empty_like(saved, memory_format=torch.channels_last) if residual else None
-    _bn_act_bwd_reduce_kernel[(blocks, triton.cdiv(c, BLOCK_C_ELEMENTWISE))](
-        grad_out, saved, out if residual else saved, g_shortcut if residual else saved, mean, invstd, gamma, beta,
-        dbeta_part, dgamma_part, sample_scale.float().contiguous() if sample_scale is not None else mean, m, c,
-        h * w, TRAIN=train,
-        RELU=relu, RESIDUAL=residual, DROP_PATH=sample_scale is not None, BLOCK_M=BLOCK_M_ELEMENTWISE,
-        BLOCK_C=BLOCK_C_ELEMENTWISE)
+    scale = sample_scale.float().contiguous() if sample_scale is not None else mean
+
+    def launch(config):
+        """(per-row-block dbeta partials, dgamma partials or None)."""
+        block_m, block_c, warps = config
+        blocks = triton.cdiv(m, block_m)
+        dbeta_part = torch.empty((blocks, c), **f32)
+        dgamma_part = torch.empty((blocks, c), **f32) if train else dbeta_part
+        _bn_act_bwd_reduce_kernel[(blocks, triton.cdiv(c, block_c))](
+            grad_out, saved, out if residual else saved, g_shortcut if residual else saved, mean, invstd, gamma, beta,
+            dbeta_part, dgamma_part, scale, m, c, h * w, TRAIN=train, RELU=relu, RESIDUAL=residual,
+            DROP_PATH=sample_scale is not None, BLOCK_M=block_m, BLOCK_C=block_c, num_warps=warps)
+        return dbeta_part, dgamma_part if train else None
+
+    dbeta_part, dgamma_part = launch(select_elementwise_tiles("bn_bwd_reduce", saved, c, launch))
     record(_bn_act_bwd_reduce_kernel)
     return dbeta_part.sum(0), dgamma_part.sum(0) if train else None, g_shortcut
 
 
-def batch_norm_variants(dtype: torch.dtype) -> list[tuple]:
-    """(kernel, signature, constexprs, num_warps) of the BatchNorm kernels the blocks launch for a storage dtype."""
+def batch_norm_variants(dtype: torch.dtype, candidates: bool = False) -> list[tuple]:
+    """(kernel, signature, constexprs, num_warps) of the BatchNorm kernels the blocks launch for a storage dtype;
+    candidates=True: every configuration of the elementwise tuning space (elementwise_candidates)."""
     ty = pointer_type(dtype)
     vec4 = {"Mean": "*fp32", "Invstd": "*fp32", "Gamma": "*fp32", "Beta": "*fp32"}
-    tiles = dict(BLOCK_M=BLOCK_M_ELEMENTWISE, BLOCK_C=BLOCK_C_ELEMENTWISE)
+    apply_configs = elementwise_candidates("bn_apply") if candidates else [ELEMENTWISE_TILES]
+    reduce_configs = elementwise_candidates("bn_bwd_reduce") if candidates else [ELEMENTWISE_TILES]
     merge_sig = {"MeanPart": "*fp32", "M2Part": "*fp32", "Mean": "*fp32", "Var": "*fp32", "Invstd": "*fp32",
                  "num_blocks": "i32", "M": "i32", "ROWS_PER_BLOCK": "i32", "C": "i32", "eps": "fp32",
                  "BLOCKS_PER_PART": "i32"}
@@ -402,14 +435,14 @@ def batch_norm_variants(dtype: torch.dtype) -> list[tuple]:
                  "HW": "i32"}
     # a/b, proj, c + residual, c + residual + drop path
     for shortcut, relu, drop in ((False, True, False), (False, False, False), (True, True, False), (True, True, True)):
-        out.append((_bn_act_apply_kernel, apply_sig, dict(HAS_SHORTCUT=shortcut, RELU=relu, DROP_PATH=drop, **tiles),
-                    4))
+        out += [(_bn_act_apply_kernel, apply_sig, dict(HAS_SHORTCUT=shortcut, RELU=relu, DROP_PATH=drop, BLOCK_M=bm,
+                                                       BLOCK_C=bc), warps) for bm, bc, warps in apply_configs]
     reduce_sig = {"GO": ty, "S": ty, "Out": ty, "GShortcut": ty, **vec4, "DBetaPart": "*fp32", "DGammaPart": "*fp32",
                   "SampleScale": "*fp32", "M": "i32", "C": "i32", "HW": "i32"}
     for train, relu, residual, drop in ((False, True, False, False), (True, True, False, False),
                                         (True, False, False, False), (True, True, True, False),
                                         (True, True, True, True)):
-        out.append((_bn_act_bwd_reduce_kernel, reduce_sig, dict(TRAIN=train, RELU=relu, RESIDUAL=residual,
-                                                                DROP_PATH=drop, **tiles),
-                    4))
+        out += [(_bn_act_bwd_reduce_kernel, reduce_sig,
+                 dict(TRAIN=train, RELU=relu, RESIDUAL=residual, DROP_PATH=drop, BLOCK_M=bm, BLOCK_C=bc), warps)
+                for bm, bc, warps in reduce_configs]
     return out

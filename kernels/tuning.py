@@ -33,8 +33,9 @@ _forced: contextvars.ContextVar = contextvars.ContextVar("fastregnet_forced_conf
 @contextlib.contextmanager
 def force(config: tuple, family: str | None = None):
     """Launch with `config` inside the block (the GPU campaign's tuning sweep and the tests): every selection, or
-    only that kernel `family`'s when given; it must be one of the kernel's candidates."""
-    token = _forced.set((family, tuple(config)))
+    only that kernel `family`'s when given (blocks nest, one family each); it must be one of the kernel's
+    candidates."""
+    token = _forced.set({**(_forced.get() or {}), family: tuple(config)})
     try:
         yield
     finally:
@@ -103,8 +104,9 @@ def select(family: str, dtype: torch.dtype, shape_key: str, candidates: list[tup
     """The configuration for one launch. `candidates` are the kernel's tuning space (heuristic among them), `run`
     launches the kernel with a given configuration on the call's inputs (needed only for autotuning)."""
     key = table_key(family, dtype, shape_key)
-    forced_family, forced = _forced.get() or (None, None)
-    if forced is not None and forced_family in (None, family):
+    forcing = _forced.get() or {}
+    forced = forcing.get(family, forcing.get(None))
+    if forced is not None:
         if forced not in candidates:
             raise ValueError(f"{family}: forced configuration {forced} is not a candidate for {shape_key} "
                              f"({str(dtype)}): {candidates}")

@@ -120,7 +120,7 @@ def test_every_eval_1x1_candidate_computes_the_same_gemm(k, n, proj, gate, monke
         if wide:
             monkeypatch.setattr(pc, "wide_offsets", lambda *a, **k: True)
         for config in candidates:
-            with tuning.force(config):
+            with tuning.force(config, "pointwise_eval"):
                 out = pc.pointwise_conv_fwd(x, w, bn1, 1e-5, True, gate=gate_t, **extra)
             assert rel_err(out, ref) < 2e-3, (config, wide)
     with pytest.raises(ValueError, match="not a candidate"), tuning.force((32, 64, 32, 8)):

@@ -191,6 +191,36 @@ def test_stride2_data_grad_is_exactly_zero_off_the_stride_grid(bad_weight):
         assert rel_err(on_grid, ref_gx[:, :, ::2, ::2]) < 1e-5
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_every_bn_elementwise_candidate_computes_the_same_pass(dtype):
+    # The normalize pass and the backward reduction's tuning space: every configuration gives the normalize pass's
+    # output bit for bit (it is elementwise) and the reduction's sums within fp32 rounding (its partial rows follow
+    # the tile), with a shortcut and stochastic depth; 150 channels (a partial 64- and 128-channel block).
+    from fastregnet.kernels import batch_norm as bn
+    from fastregnet.kernels import tuning
+
+    y, sc, go = (_nhwc(3, 150, 9, 11, seed=s).to(dtype) for s in (1, 2, 3))
+    g = torch.Generator().manual_seed(4)
+    mean, invstd, gamma, beta = (torch.randn(150, generator=g).to(DEVICE) for _ in range(4))
+    invstd, scale = invstd.abs() + 0.5, torch.tensor([0.0, 1.5, 2.0], device=DEVICE)
+
+    def run():
+        out = bn.bn_act_apply(y, mean, invstd, gamma, beta, True, sc, scale)
+        return out, bn.bn_act_bwd_reduce(go, y, mean, invstd, gamma, beta, True, True, out, scale)
+
+    out0, (dbeta0, dgamma0, gsc0) = run()
+    apply_configs, reduce_configs = bn.elementwise_candidates("bn_apply"), bn.elementwise_candidates("bn_bwd_reduce")
+    assert bn.ELEMENTWISE_TILES in apply_configs and bn.ELEMENTWISE_TILES in reduce_configs
+    assert len(apply_configs) == len(reduce_configs) >= 3
+    for apply_config, reduce_config in zip(apply_configs, reduce_configs):
+        config = (apply_config, reduce_config)
+        with tuning.force(apply_config, "bn_apply"), tuning.force(reduce_config, "bn_bwd_reduce"):
+            out, (dbeta, dgamma, gsc) = run()
+        assert torch.equal(out, out0) and torch.equal(gsc, gsc0), config
+        assert_close(dbeta, dbeta0, rtol=1e-5, atol=1e-4, name=f"dbeta {config}")
+        assert_close(dgamma, dgamma0, rtol=1e-5, atol=1e-4, name=f"dgamma {config}")
+
+
 def test_bad_gate_and_shortcut_shapes_are_reported():
     from fastregnet.kernels.pointwise_conv import pointwise_conv_train_fwd
 

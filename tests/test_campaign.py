@@ -46,9 +46,10 @@ def test_dry_run_runs_every_part_green(dry_run):
     assert len(tune["seconds_per_config (eval fwd + train fwd + bwd)"]) == 2  # every candidate timed
     table = json.loads((out / "tuned_configs.json").read_text())
     assert table["format"] == 1 and table["gpus"]["cpu (dry run)"]["grouped_conv|float32|gw=16"] == tune["best"]
-    for family in ("pointwise_eval", "pointwise_train_fwd", "pointwise_bwd_data", "pointwise_bwd_weight"):
+    for family in ("pointwise_eval", "pointwise_train_fwd", "pointwise_bwd_data", "pointwise_bwd_weight", "bn_apply",
+                   "bn_bwd_reduce"):
         entries = [k for k in table["gpus"]["cpu (dry run)"] if k.startswith(family + "|float16|")]
-        assert len(entries) == 1, (family, entries)  # every 1x1 tuning family swept and entered in the table
+        assert len(entries) == 1, (family, entries)  # every 1x1 and BatchNorm family swept and entered in the table
     block = next(r for c, r in records.items() if c.startswith("block ") and c.endswith("fp32 train"))
     assert block["tensors_checked"] > 10  # output, input grad, every parameter grad, running statistics
     assert 0 < block["worst_error_over_bound"] <= 1

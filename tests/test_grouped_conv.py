@@ -255,7 +255,7 @@ def test_every_tuning_candidate_computes_the_same_conv():
     candidates = grouped_conv_candidates(gw, torch.float32)
     assert len(candidates) >= 2
     for config in candidates:
-        with tuning.force(config):
+        with tuning.force(config, "grouped_conv"):  # the BatchNorm passes keep their own configuration
             ev = grouped_conv_fwd(x, weight, None, stride, c // gw, True, bn=bn, eps=1e-5)
             out, y, mean, _, invstd = grouped_conv_train_fwd(x, weight, gamma, beta, 1e-5, stride, c // gw, True)
             grads = grouped_conv_bwd(torch.ones_like(out), x, weight, y, mean, invstd, gamma, beta, stride, c // gw,
