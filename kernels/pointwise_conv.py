@@ -692,16 +692,18 @@ def pointwise_variants(dtype: torch.dtype, candidates: bool = False, arch: int =
                     STATS=False, PRECISION=prec, GROUP_M=GROUP_M, CHANNEL_ALIGN=8, WIDE_OFFSETS=False)
         return _pointwise_conv_kernel, sig, {**base, **ce, **tiles(config)}, config[3]
 
+    def configs(space, heuristic) -> list[tuple]:
+        """The tuning space (candidates=True) or the heuristic's pick, over out_channels that make the heuristics
+        pick every BLOCK_N they can for this dtype (64 and 128)."""
+        return sorted({cfg for c in (64, 128) for cfg in (space(c) if candidates else [heuristic(c)])})
+
     def train_configs(role: str, gated: bool) -> list[tuple]:
-        widths = (64, 128)  # every BLOCK_N the forward heuristic picks for this dtype
-        return sorted({cfg for c in widths for cfg in (
-            train_candidates(role, c, dtype, gated) if candidates else [_train_heuristic(role, c, dtype, gated)])})
+        return configs(lambda c: train_candidates(role, c, dtype, gated),
+                       lambda c: _train_heuristic(role, c, dtype, gated))
 
     def eval_configs(projection: bool) -> list[tuple]:
-        widths = (64, 128)  # every eval BLOCK_N the heuristic picks for this dtype
-        found = {cfg for c in widths for cfg in (eval_candidates(c, dtype, projection, arch) if candidates
-                                                  else [eval_tiles(c, dtype, projection, arch)])}
-        return sorted(found)
+        return configs(lambda c: eval_candidates(c, dtype, projection, arch),
+                       lambda c: eval_tiles(c, dtype, projection, arch))
 
     out = []
     for config in eval_configs(False):
