@@ -15,8 +15,9 @@ What runs on Triton:
 The Triton path is a set of `torch.library.custom_op`s with fake (meta) implementations and registered autograd,
 so torch.compile traces them as opaque nodes and `torch.library.opcheck` can check them.
 
-`fastregnet.kernels`, imported below, is the repository's top-level `kernels/` folder, installed under that name
-(pyproject.toml's package-dir): one module per fused op family (grouped_conv, pointwise_conv, batch_norm,
+`fastregnet.kernels`, imported below, is the repository's top-level `kernels/` folder, reached through the link
+`fastregnet/kernels -> ../kernels` (so it imports the same way from a source checkout, editable and installed;
+a wheel holds the files themselves): one module per fused op family (grouped_conv, pointwise_conv, batch_norm,
 squeeze_excite), plus tile selection (tuning) and ahead-of-time compilation (aot).
 """
 
