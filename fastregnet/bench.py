@@ -108,16 +108,23 @@ def _rel_dev(out: torch.Tensor, ref: torch.Tensor) -> float:
     return float((out - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
 
 
-def bench_one(provider: str, model_name: str, batch: int, dtype: str, mode: str, resolution: int,
-              device: torch.device, warmup: int, repeats: int, state_dict: dict, x: torch.Tensor,
-              reference: dict, compile_mode: str | None, providers: dict) -> dict:
-    """Benchmark one (provider, model, batch, dtype, mode); returns a JSON-ready record."""
+def _resident_bytes(model: torch.nn.Module, opt) -> int:
+    """Bytes a provider keeps on the device between steps: parameters, buffers, gradients, optimizer state."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    tensors += [p.grad for p in model.parameters() if p.grad is not None]
+    if opt is not None:
+        tensors += [t for state in opt.state.values() for t in state.values() if torch.is_tensor(t)]
+    return sum(t.numel() * t.element_size() for t in {id(t): t for t in tensors}.values())
+
+
+def prepare(provider: str, model_name: str, batch: int, dtype: str, mode: str, device: torch.device,
+            state_dict: dict, x: torch.Tensor, reference: dict, compile_mode: str | None, providers: dict) -> dict:
+    """Build one provider for one (model, batch, dtype, mode): its model, its step function, and its output's
+    deviation from the fp32 reference (inference: eval logits; training: the first train-mode logits)."""
     model, fmt = providers[provider](model_name, state_dict, device, compile_mode)
     autocast = torch.autocast(device.type, dtype=DTYPES[dtype], enabled=dtype != "fp32")
     xin = x.to(device).contiguous(memory_format=fmt)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
+    opt = None
     if mode == "infer":
         model.eval()
         with torch.inference_mode(), autocast:
@@ -140,13 +147,33 @@ def bench_one(provider: str, model_name: str, batch: int, dtype: str, mode: str,
             opt.step()
             opt.zero_grad(set_to_none=True)
             return loss
-    times = roofline.measure(step, device, warmup, repeats)
-    med = statistics.median(times)
-    return {"provider": provider, "model": model_name, "batch": batch, "dtype": dtype, "mode": mode,
-            "resolution": resolution, "times_s": times, "median_s": med, "img_per_s": batch / med,
-            "spread_img_per_s": [batch / max(times), batch / min(times)],
-            "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
-            "max_rel_dev_vs_fp32_ref": dev}
+    return {"model": model, "opt": opt, "step": step, "dev": dev}
+
+
+def _timed_step(prepared: dict, device: torch.device) -> tuple[float, int | None]:
+    """One timed step and, on a GPU, the most memory it allocated above what was allocated before it."""
+    if device.type != "cuda":
+        return roofline.measure(prepared["step"], device, 0, 1)[0], None
+    torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    seconds = roofline.measure(prepared["step"], device, 0, 1)[0]
+    return seconds, torch.cuda.max_memory_allocated(device) - before
+
+
+def _reference(tv: torch.nn.Module, x: torch.Tensor, modes, device: torch.device) -> dict:
+    """fp32 logits of torchvision's model, computed on `device` with TF32 off (on a GPU: seconds where the CPU
+    would take minutes at batch 256). Only the modes this run compares: a train-mode forward needs more than one
+    value per BN channel (batch 1 at a small resolution cannot have one), so infer-only runs never compute it."""
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        model, xd = copy.deepcopy(tv).to(device), x.to(device)
+        with torch.no_grad():
+            return {"infer": model.eval()(xd).float().cpu() if "infer" in modes else None,
+                    "train": model.train()(xd).float().cpu() if "train" in modes else None}
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
 
 
 def run(models, batches, dtype, modes, providers, resolution, device, warmup, repeats, compile_mode=None,
@@ -154,7 +181,13 @@ def run(models, batches, dtype, modes, providers, resolution, device, warmup, re
         stop=None) -> dict:
     """Run every combination; returns {"settings", "env", "device_rates", "results"}.
 
-    `stop()`, when given, is asked before each provider: True ends the run there (the campaign's time box).
+    Providers are compared in one process, interleaved: for each (model, batch, mode) every provider is built and
+    checked, then all take their warm-up steps round by round (a shared warm-up), then each timed round runs one
+    step of every provider in turn, so a machine that speeds up or slows down during the run affects all alike.
+    Peak memory on a GPU = the provider's resident bytes (parameters, buffers, gradients, optimizer state) + the
+    most its steps allocated above what was allocated before them.
+    `stop()`, when given, is asked before each provider's build and each timed round: True ends the run there (the
+    campaign's time box); providers not built are recorded as not run, rounds not run are simply fewer.
     `extra_providers` adds {name: build(model_name, state_dict, device, compile_mode) -> (model, memory_format)};
     `rates` overrides the measured device rates (for tests)."""
     registry = PROVIDERS | (extra_providers or {})
@@ -164,6 +197,7 @@ def run(models, batches, dtype, modes, providers, resolution, device, warmup, re
     tolerance = tolerance if tolerance is not None else (1e-3 if dtype == "fp32" else 3e-2)
     rates = rates or roofline.measure_device(device, DTYPES[dtype])
     elem = torch.finfo(DTYPES[dtype]).bits // 8
+    stop = stop or (lambda: False)
     results = []
     for model_name in models:
         tv = _torchvision_model(model_name)
@@ -171,33 +205,61 @@ def run(models, batches, dtype, modes, providers, resolution, device, warmup, re
         state_dict = tv.state_dict()
         for batch in batches:
             x = torch.randn(batch, 3, resolution, resolution, generator=torch.Generator().manual_seed(1))
-            # Only the references this run compares against: a train-mode forward needs more than one value per
-            # BN channel (batch 1 at a small resolution cannot have one), so infer-only runs never compute it.
-            with torch.no_grad():
-                reference = {"infer": tv.eval()(x).float() if "infer" in modes else None,
-                             "train": copy.deepcopy(tv).train()(x).float() if "train" in modes else None}
+            reference = _reference(tv, x, modes, device)
             for mode in modes:
                 w = roofline.work(resolve_name(model_name).params(), batch, resolution, elem, mode)
                 floor = roofline.floor_seconds(w, rates["copy_bandwidth_bytes_per_s"], rates["matmul_flops_per_s"])
+                head = {"model": model_name, "batch": batch, "dtype": dtype, "mode": mode, "resolution": resolution}
+                built, records = {}, {}
                 for provider in providers:
-                    if stop is not None and stop():
-                        results.append({"provider": provider, "model": model_name, "batch": batch, "mode": mode,
-                                        "error": "not run: stopped (time box over)"})
+                    records[provider] = {"provider": provider, **head, "floor_s": floor, "floor_flops": w["flops"],
+                                         "floor_bytes": w["bytes"]}
+                    if stop():
+                        records[provider]["error"] = "not run: stopped (time box over)"
                         continue
                     log(f"[bench] {model_name} batch={batch} {dtype} {mode} {provider} ...")
                     try:
-                        r = bench_one(provider, model_name, batch, dtype, mode, resolution, device, warmup, repeats,
-                                      state_dict, x, reference, compile_mode, registry)
-                        r["wrong"] = not r["max_rel_dev_vs_fp32_ref"] <= tolerance
-                        r["fraction_of_floor"] = floor / r["median_s"]
+                        built[provider] = prepare(provider, model_name, batch, dtype, mode, device, state_dict, x,
+                                                  reference, compile_mode, registry)
                     except Exception as e:  # a provider that fails is reported, not hidden
-                        r = {"provider": provider, "model": model_name, "batch": batch, "dtype": dtype, "mode": mode,
-                             "resolution": resolution, "error": f"{type(e).__name__}: {e}"}
-                    r.update(floor_s=floor, floor_flops=w["flops"], floor_bytes=w["bytes"])
-                    results.append(r)
+                        records[provider]["error"] = f"{type(e).__name__}: {e}"
+                times = {p: [] for p in built}
+                peaks = {p: [] for p in built}
+                for _ in range(warmup):  # the shared warm-up, round by round
+                    for provider, prep in list(built.items()):
+                        try:
+                            roofline.measure(prep["step"], device, 1, 0)
+                        except Exception as e:
+                            records[provider]["error"] = f"{type(e).__name__}: {e}"
+                            del built[provider]
+                for _ in range(repeats):
+                    if stop() and all(times[p] for p in built):
+                        break
+                    for provider, prep in list(built.items()):
+                        try:
+                            seconds, peak = _timed_step(prep, device)
+                        except Exception as e:
+                            records[provider]["error"] = f"{type(e).__name__}: {e}"
+                            del built[provider]
+                            continue
+                        times[provider].append(seconds)
+                        peaks[provider].append(peak)
+                for provider, prep in built.items():
+                    t = times[provider]
+                    med = statistics.median(t)
+                    peak = (_resident_bytes(prep["model"], prep["opt"]) + max(peaks[provider])
+                            if device.type == "cuda" else None)
+                    records[provider].update(
+                        times_s=t, median_s=med, img_per_s=batch / med,
+                        spread_img_per_s=[batch / max(t), batch / min(t)], peak_memory_bytes=peak,
+                        max_rel_dev_vs_fp32_ref=prep["dev"], wrong=not prep["dev"] <= tolerance,
+                        fraction_of_floor=floor / med)
+                built.clear()
+                results += [records[p] for p in providers]
     settings = {"models": list(models), "batches": list(batches), "dtype": dtype, "modes": list(modes),
                 "providers": list(providers), "resolution": resolution, "warmup": warmup, "repeats": repeats,
                 "tolerance": tolerance, "compile_mode": compile_mode,
+                "order": "interleaved: every provider's step once per round, after a shared warm-up",
                 "timing": "cuda events" if device.type == "cuda" else "wall clock",
                 "roofline": "layer-wise floor model, see fastregnet/roofline.py",
                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

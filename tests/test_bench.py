@@ -91,3 +91,23 @@ def test_infer_at_batch_one_needs_no_training_reference(tmp_path, capsys):
                  "--providers", "fastregnet", "--warmup", "0", "--repeats", "1", "--out", str(out)]) == 0
     (record,) = json.loads(out.read_text())["results"]
     assert "error" not in record and record["max_rel_dev_vs_fp32_ref"] < 1e-4
+
+
+def test_providers_are_interleaved_round_by_round_after_a_shared_warm_up():
+    # timed one after another, the first provider pays for the machine's warm-up; the harness alternates them
+    calls = []
+
+    def traced(label):
+        def build(model_name, state_dict, device, compile_mode):
+            model, fmt = bench.PROVIDERS["tv_channels_last"](model_name, state_dict, device, compile_mode)
+            model.register_forward_pre_hook(lambda *_: calls.append(label))
+            return model, fmt
+        return build
+
+    settings = dict(TINY, warmup=2, repeats=3)
+    report = bench.run(modes=["infer"], providers=["a", "b"], extra_providers={"a": traced("a"), "b": traced("b")},
+                       **settings)
+    # one checked call each at build time, then 2 warm-up rounds and 3 timed rounds, alternating
+    assert calls == ["a", "b"] + ["a", "b"] * 5
+    assert all(len(r["times_s"]) == 3 for r in report["results"])
+    assert report["settings"]["order"].startswith("interleaved")
