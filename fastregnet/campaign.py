@@ -1,25 +1,30 @@
-"""`fastregnet gpu-campaign`: the one command a session lent a GPU runs first.
+"""The GPU campaign's parts: what `fastregnet gpu-campaign` measures and checks, one part per process.
 
-Parts, in priority order. Each is time-boxed (a share of --budget-s; time a part leaves unused passes to the next)
-and appends every record to DIR/campaign.json as it is made, so a run cut off still returns what it measured:
+`fastregnet.campaign_runner` runs the parts in priority order, each in its own subprocess with its own time box (a
+share of --budget-s; time a part leaves unused passes to the next), after a parallel warm-up of Triton's compile
+cache. Each part appends every record to DIR/campaign.json as it is made, so a run cut off keeps what it measured:
 
   env          versions, device, measured copy bandwidth and matmul rates (fastregnet.roofline.measure_device)
-  correctness  every fused path vs torchvision in fp32/fp16/bf16, eval and train (outputs, input and parameter
-               grads, running statistics) at the zoo's stage-first block shapes; whole regnet_y_400mf and
-               regnet_x_400mf vs torchvision in fp32 and bf16 autocast; CUDA-graph capture of inference and of a
-               training step; one kernel on a tensor of more than 2^31 elements; bitwise determinism over two runs
-  tune         every grouped-conv tile configuration of the tuning space (kernels/grouped_conv.py) timed at each zoo
-               group width's stage shape, forward + backward, then every eval 1x1 GEMM configuration
-               (kernels/pointwise_conv.py) at the priority models' eval 1x1 shapes; the fastest per (GPU, dtype,
-               shape key) written to DIR/tuned_configs.json, the format kernels/tuned_configs.json ships (copy it)
+  warmup       (the runner) every part's fastregnet cases run once, untimed, in parallel worker processes over the
+               machine's cores, so Triton compiles before anything is timed; compile time recorded
+  correctness  first every tile candidate of every kernel family at one real block shape in bf16 and fp16, then
+               CUDA-graph capture, a kernel on > 2^31 elements, bitwise determinism, whole regnet_y_400mf /
+               regnet_x_400mf, and every fused path at the zoo's stage-first block shapes in bf16, fp16, fp32 and
+               fp32 with TF32 (outputs, input and parameter grads, running statistics), eval and train
+  models       whole-model eager bench at batch 256, bf16 autocast: regnet_y_400mf, regnet_y_1_6gf, regnet_y_16gf,
+               regnet_x_400mf, inference and a training step, fastregnet against torchvision eager in both layouts,
+               providers interleaved, with peak memory
   microbench   f.b (grouped conv + BN + ReLU) and whole blocks, eval and train, against the torchvision modules
-               they replace (cuDNN), with the fraction of the memory roofline each reaches
-  models       whole-model bench (fastregnet.bench): regnet_y_400mf / 1_6gf / 16gf, bf16, channels_last, batch 256
-               against torchvision eager (both layouts) and torch.compile, and batch 1 with a CUDA graph
+               they replace (cuDNN), with the fraction of the memory roofline each reaches and the cost model's
+               prediction of the same launches (what `fastregnet campaign-apply` fits the model's constants from)
+  tune         every tile configuration of every tuning space timed at the priority models' shapes; the fastest
+               per (GPU, dtype, shape key) written to DIR/tuned_configs.json (campaign-apply ships it)
+  compile      batch 1 with a CUDA graph, then torch.compile providers (default and max-autotune): last, since
+               inductor's compiles are the slowest thing here
 
-The comparison rule for a fused path: its error against an fp64 torchvision reference may be at most 4x the error
-of torchvision itself in the same dtype, or 4 machine epsilons of that dtype, whichever is larger. Both errors are
-recorded, so a reader can judge the margin.
+The comparison rule for a fused path: its error against an fp64 torchvision reference (computed on the device)
+may be at most 4x the error of torchvision itself in the same dtype and TF32 setting, or 4 machine epsilons of
+that dtype, whichever is larger. Both errors are recorded, so a reader can judge the margin.
 
 `--dry-run` runs every part on the CPU through the Triton interpreter at tiny shapes (checks that need CUDA are
 recorded as skipped, with the reason): a CI test runs it so that the campaign cannot rot.
@@ -29,100 +34,117 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import datetime
 import json
 import os
+import sys
 import time
 import traceback
 
 import torch
 
-from . import roofline
+from . import cost, roofline
 
-PARTS = ("env", "correctness", "tune", "microbench", "models")
-SHARES = {"env": 0.05, "correctness": 0.3, "tune": 0.15, "microbench": 0.2, "models": 0.3}
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+PARTS = ("env", "warmup", "correctness", "models", "microbench", "tune", "compile")
+SHARES = {"env": 0.04, "warmup": 0.16, "correctness": 0.2, "models": 0.25, "microbench": 0.1, "tune": 0.15,
+          "compile": 0.1}
+WARM_PARTS = ("correctness", "models", "microbench", "tune")  # the parts whose Triton compiles the warm-up runs
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "tf32": torch.float32}
 PRIORITY_MODELS = ("regnet_y_400mf", "regnet_x_400mf", "regnet_y_1_6gf", "regnet_y_16gf")
+RULE = ("fused error <= max(4 x torchvision's error in the same dtype and TF32 setting, 4 eps(dtype)), both "
+        "against an fp64 torchvision reference computed on the device")
+
+
+def load_doc(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def save_doc(path: str, doc: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(doc, f, indent=1, default=str)
+    os.replace(tmp, path)  # a process killed mid-write still leaves the previous complete file
+
+
+def measured_rates(doc: dict) -> dict | None:
+    """The env part's bf16 copy bandwidth and matmul rate, if it measured them."""
+    for rec in doc.get("parts", {}).get("env", {}).get("records", []):
+        if rec.get("case") == "device rates bf16" and rec.get("status") == "ok":
+            return {k: rec[k] for k in ("copy_bandwidth_bytes_per_s", "matmul_flops_per_s", "matmul_dtype",
+                                        "measured_on")}
+    return None
 
 
 class Campaign:
-    """The run's state: where records go, how much time each part has, and whether this is a dry run."""
+    """One part's run inside its own process: where its records go (the part's entry in DIR/campaign.json, which
+    the runner created), when its time box ends (a wall-clock deadline), dry run or not.
 
-    def __init__(self, out_dir: str, budget_s: float, parts, dry_run: bool, log=print):
-        unknown = [p for p in parts if p not in PARTS]
-        if unknown:
-            raise ValueError(f"unknown campaign parts {unknown}; known: {', '.join(PARTS)}")
-        os.makedirs(out_dir, exist_ok=True)
-        self.path = os.path.join(out_dir, "campaign.json")
-        self.parts = [p for p in PARTS if p in parts]  # always in priority order
-        self.dry_run = dry_run
+    As a warm-up worker (`warm=(i, n)`), it runs the i-th of every n cases of the warm parts, fastregnet's side
+    only and untimed, so Triton's compile cache is filled; its records go to stdout, one JSON line each."""
+
+    def __init__(self, path: str, part: str, deadline: float, dry_run: bool, log=print, warm=None):
+        self.path, self.part, self.deadline, self.dry_run, self.log, self.warm = path, part, deadline, dry_run, log, warm
         self.device = torch.device("cpu" if dry_run else "cuda")
-        self.log = log
-        self.end = time.monotonic() + budget_s
-        self.part_end = self.end
-        self.rates: dict | None = None
-        self.doc = {"campaign": {"budget_s": budget_s, "parts": self.parts, "dry_run": dry_run,
-                                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                                 "rule": "fused error <= max(4 x torchvision's error in the same dtype, "
-                                         "4 eps(dtype)), both against an fp64 torchvision reference"},
-                    "parts": {}}
-        self._save()
+        self.doc = load_doc(path)
+        self.rates = measured_rates(self.doc)
+        self.warm_seen = 0
+        if warm is None:
+            self.entry = self.doc["parts"][part]
+            self.entry.update(status="running", records=[], pid=os.getpid())
+            self.save()
 
-    def _save(self) -> None:
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.doc, f, indent=1, default=str)
-        os.replace(tmp, self.path)  # a run killed mid-write still leaves the previous complete file
+    def save(self) -> None:
+        save_doc(self.path, self.doc)
 
     def time_left(self) -> float:
-        return self.part_end - time.monotonic()
+        return self.deadline - time.time()
 
-    def record(self, part: str, rec: dict) -> None:
-        self.doc["parts"][part]["records"].append(rec)
-        self._save()
+    def record(self, rec: dict) -> None:
         status = rec.get("status", "")
         provider = f" [{rec['provider']}]" if "provider" in rec else ""
-        self.log(f"[{part}] {status:<7} {rec.get('case', '')}{provider}")
+        if self.warm is not None:
+            print(json.dumps({"part": self.part, **rec}, default=str), flush=True)
+            return
+        self.entry["records"].append(rec)
+        self.save()
+        self.log(f"[{self.part}] {status:<7} {rec.get('case', '')}{provider}")
 
-    def run_part(self, part: str, fn) -> None:
-        remaining = [p for p in self.parts if p not in self.doc["parts"]]
-        share = SHARES[part] / sum(SHARES[p] for p in remaining)
-        start = time.monotonic()
-        self.part_end = start + share * max(0.0, self.end - start)
-        entry = {"status": "running", "time_box_s": round(self.part_end - start, 1), "records": []}
-        self.doc["parts"][part] = entry
-        self._save()
-        try:
-            cut = fn(self)
-            entry["status"] = "cut by its time box" if cut else "done"
-        except Exception as e:  # a part that breaks is reported; the next part still runs
-            entry["status"] = "error"
-            entry["error"] = f"{type(e).__name__}: {e}"
-            entry["traceback"] = traceback.format_exc()[-4000:]
-        entry["seconds"] = round(time.monotonic() - start, 1)
-        self._save()
-
-    def run(self) -> dict:
-        for part in self.parts:
-            self.run_part(part, RUNNERS[part])
-        self.doc["campaign"]["seconds"] = round(time.monotonic() - (self.end - self.doc["campaign"]["budget_s"]), 1)
-        self._save()
-        return self.doc
-
-
-def _each(c: Campaign, part: str, cases) -> bool:
-    """Run a part's (name, fn) cases while its time box lasts; returns True when the box cut it short."""
-    cases = list(cases)
-    for i, (name, fn) in enumerate(cases):
-        if c.time_left() <= 0:
-            c.record(part, {"case": "time box over", "status": "cut", "cases_not_run": len(cases) - i,
-                            "next_case": name})
+    def mine(self, index_in_part: int) -> bool:
+        """Whether the next case is this process's: every case in a part's own process; every n-th in a warm-up
+        worker (the count runs across the warm parts, so each worker gets a share of each). A dry run's workers
+        take one case per part each: the interpreter compiles nothing, so that only checks the warm-up runs."""
+        if self.warm is None:
             return True
-        _guarded(c, part, name, fn)
+        index, count = self.warm
+        self.warm_seen += 1
+        if self.dry_run and index_in_part >= count:
+            return False
+        return (self.warm_seen - 1) % count == index
+
+
+def _each(c: Campaign, cases) -> bool:
+    """Run a part's (name, fn) cases while its time box lasts; returns True when the box cut it short (the cases
+    not run are listed by name)."""
+    cases = list(cases)
+    if c.warm is None:
+        c.entry["cases_planned"] = len(cases)
+    for i, (name, fn) in enumerate(cases):
+        if not c.mine(i):
+            continue
+        if c.time_left() <= 0:
+            c.record({"case": "time box over", "status": "cut", "cases_not_run": [n for n, _ in cases[i:]]})
+            return True
+        if c.warm is None:  # what the runner reports as cut if it has to kill this process
+            c.entry.update(current_case=name, current_case_index=i)
+            c.save()
+        _guarded(c, name, fn)
+    if c.warm is None:
+        c.entry.pop("current_case", None)
+        c.entry.pop("current_case_index", None)
     return False
 
 
-def _guarded(c: Campaign, part: str, name: str, fn) -> None:
+def _guarded(c: Campaign, name: str, fn) -> None:
     """One case: fn returns a record (or a list of them); an exception becomes an error record."""
     t0 = time.monotonic()
     try:
@@ -131,7 +153,12 @@ def _guarded(c: Campaign, part: str, name: str, fn) -> None:
         recs = {"status": "error", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-2000:]}
     for rec in recs if isinstance(recs, list) else [recs]:
         rec = {"case": name, **rec, "seconds": round(time.monotonic() - t0, 2)}
-        c.record(part, rec)
+        c.record(rec)
+
+
+def _warm_skip(c: Campaign):
+    """A case with nothing to compile ahead (CUDA-only checks, references), skipped by warm-up workers."""
+    return {"status": "skipped", "reason": "warm-up worker: nothing of fastregnet's to compile"} if c.warm else None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -157,7 +184,7 @@ def part_env(c: Campaign) -> bool:
             return {"status": "ok", "dtype": dtype, **r}
         return run
 
-    return _each(c, "env", [("environment", env)] + [(f"device rates {d}", rates(d)) for d in DTYPES])
+    return _each(c, [("environment", env)] + [(f"device rates {d}", rates(d)) for d in ("bf16", "fp16", "fp32")])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -186,14 +213,19 @@ def _verdict(ours: dict, theirs: dict, dtype: torch.dtype) -> dict:
 
 
 @contextlib.contextmanager
-def _exact_fp32():
-    """The fp64/fp32 references run without TF32 (fastregnet's fp32 kernels use IEEE dots)."""
+def _tf32(enabled: bool):
+    """PyTorch's TF32 switches for convolutions and matmuls (fastregnet's fp32 kernels follow cuDNN's); the fp64
+    references run with them off."""
     old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = enabled
     try:
         yield
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def _exact_fp32():
+    return _tf32(False)
 
 
 def _run_module(module, x, train: bool) -> dict:
@@ -212,25 +244,37 @@ def _run_module(module, x, train: bool) -> dict:
         return {"out": module(x)}
 
 
-def _compare(ours_module, tv_module, x: torch.Tensor, dtype: torch.dtype, train: bool, autocast: bool = False) -> dict:
-    """Our module in `dtype` (or fp32 weights under autocast) vs torchvision's, both against torchvision in fp64."""
+def _reference(tv_module, x: torch.Tensor, train: bool) -> dict:
+    """torchvision's module in fp64 on x's device: the oracle every fused path and torchvision itself are held to."""
+    with _exact_fp32():
+        return _run_module(copy.deepcopy(tv_module).to(x.device, torch.float64), x.double(), train)
+
+
+def _run_as(module, x: torch.Tensor, dtype: torch.dtype, train: bool, autocast: bool, tf32: bool, backend=None):
+    """One call of a copy of `module` in `dtype` (fp32 weights under autocast), channels_last, on a backend."""
     from . import use_backend
 
     dev = x.device
-    with _exact_fp32():
-        ref = _run_module(copy.deepcopy(tv_module).to(dev, torch.float64), x.double(), train)
+    m = copy.deepcopy(module).to(dev, torch.float32 if autocast else dtype, memory_format=torch.channels_last)
+    xin = (x if autocast else x.to(dtype)).contiguous(memory_format=torch.channels_last)
+    ctx = torch.autocast(dev.type, dtype=dtype) if autocast else contextlib.nullcontext()
+    with ctx, (use_backend(backend) if backend else contextlib.nullcontext()), _tf32(tf32):
+        return _run_module(m, xin, train)
 
-    def run(module, backend=None):
-        m = copy.deepcopy(module).to(dev, torch.float32 if autocast else dtype,
-                                     memory_format=torch.channels_last)
-        xin = (x if autocast else x.to(dtype)).contiguous(memory_format=torch.channels_last)
-        ctx = torch.autocast(dev.type, dtype=dtype) if autocast else contextlib.nullcontext()
-        with ctx, (use_backend(backend) if backend else contextlib.nullcontext()), _exact_fp32():
-            return _run_module(m, xin, train)
 
-    ours, theirs = run(ours_module, "triton"), run(tv_module)
-    return _verdict({k: _rel(v, ref[k]) for k, v in ours.items()}, {k: _rel(v, ref[k]) for k, v in theirs.items()},
-                    dtype)
+def _compare(c: Campaign, ours_module, tv_module, x: torch.Tensor, dtype: torch.dtype, train: bool,
+             autocast: bool = False, tf32: bool = False, ref: dict | None = None, theirs: dict | None = None) -> dict:
+    """Our module in `dtype` (or fp32 weights under autocast) vs torchvision's, both against torchvision in fp64
+    (`ref` and torchvision's own errors `theirs` may be passed in when several checks share them). A warm-up worker
+    runs our side only."""
+    if c.warm is not None:
+        _run_as(ours_module, x, dtype, train, autocast, tf32, "triton")
+        return {"status": "ok", "warm": True}
+    ref = ref if ref is not None else _reference(tv_module, x, train)
+    ours = _run_as(ours_module, x, dtype, train, autocast, tf32, "triton")
+    if theirs is None:
+        theirs = {k: _rel(v, ref[k]) for k, v in _run_as(tv_module, x, dtype, train, autocast, tf32).items()}
+    return _verdict({k: _rel(v, ref[k]) for k, v in ours.items()}, theirs, dtype)
 
 
 def _block_pair(case: dict):
@@ -269,7 +313,7 @@ def zoo_block_cases(dry_run: bool) -> list[dict]:
 
 
 def _block_checks(c: Campaign):
-    dtypes = ("fp32", _half(c)) if c.dry_run else ("bf16", "fp16", "fp32")
+    dtypes = ("fp32", _half(c)) if c.dry_run else ("bf16", "fp16", "fp32", "tf32")
     for case in zoo_block_cases(c.dry_run):
         for dt in dtypes:
             for train in (False, True):
@@ -279,10 +323,72 @@ def _block_checks(c: Campaign):
 
                 def check(case=case, dt=dt, train=train):
                     ours, theirs = _block_pair(case)
-                    x = torch.randn(case["batch"], case["width_in"], case["hw"], case["hw"],
-                                    generator=torch.Generator().manual_seed(1)).to(c.device)
-                    return _compare(ours, theirs, x, DTYPES[dt], train)
+                    return _compare(c, ours, theirs, _block_input(c, case), DTYPES[dt], train, tf32=dt == "tf32")
                 yield name, check
+
+
+def _block_input(c: Campaign, case: dict) -> torch.Tensor:
+    return torch.randn(case["batch"], case["width_in"], case["hw"], case["hw"],
+                       generator=torch.Generator().manual_seed(1)).to(c.device)
+
+
+# the tuning spaces a block's launches draw from (kernels/tuning.select's families), by mode
+EVAL_FAMILIES = ("grouped_conv", "pointwise_eval")
+TRAIN_FAMILIES = ("grouped_conv", "pointwise_train_fwd", "pointwise_bwd_data", "pointwise_bwd_weight", "bn_apply",
+                  "bn_bwd_reduce")
+
+
+def candidate_block(dry_run: bool) -> dict:
+    """The one real block shape at which every tile candidate is checked: regnet_y_1_6gf's stage 2 first block
+    (gw 24, so the grouped conv packs groups into masked tiles; SE; a stride-2 projection), batch 8."""
+    from .shapes import block_shapes
+
+    if dry_run:
+        return zoo_block_cases(True)[0]
+    return {**block_shapes("regnet_y_1_6gf")[1], "batch": 8}
+
+
+def _candidate_checks(c: Campaign):
+    """Every tile configuration of every kernel family, at one real block shape, in bf16 and fp16 (the interpreter
+    cannot run bf16 tl.dot, so the 16-bit paths have only run as fp16 before a GPU): the block runs once to learn
+    which (family, shape key) selections its launches make, then once per candidate of each, forced for that
+    launch alone (the others on their heuristic), each against the fp64 torchvision reference."""
+    from .kernels import tuning
+
+    case = candidate_block(c.dry_run)
+    dtypes = ("fp16",) if c.dry_run else ("bf16", "fp16")
+    for dt in dtypes:
+        for train in (False, True):
+            for family in TRAIN_FAMILIES if train else EVAL_FAMILIES:
+                def check(dt=dt, train=train, family=family):
+                    ours, theirs = _block_pair(case)
+                    x = _block_input(c, case)
+                    dtype = DTYPES[dt]
+                    with tuning.observe() as seen:
+                        _run_as(ours, x, dtype, train, False, False, "triton")
+                    spaces = {key: v for (fam, d, key), v in seen.items() if fam == family and d == str(dtype)[6:]}
+                    if not spaces:
+                        return {"status": "FAIL", "error": f"the block launched nothing from the {family} family"}
+                    ref = theirs_err = None
+                    if c.warm is None:
+                        ref = _reference(theirs, x, train)
+                        theirs_err = {k: _rel(v, ref[k]) for k, v in
+                                      _run_as(theirs, x, dtype, train, False, False).items()}
+                    recs = []
+                    if c.dry_run:  # the interpreter runs each configuration for seconds: one shape key, and of its
+                        spaces = dict(list(spaces.items())[:1])  # candidates the heuristic and one other
+                    for key, (candidates, heuristic) in spaces.items():
+                        if c.dry_run:
+                            candidates = list(dict.fromkeys([heuristic, candidates[0]]))
+                        for config in candidates:
+                            with tuning.force(config, family, key):
+                                verdict = _compare(c, ours, theirs, x, dtype, train, ref=ref, theirs=theirs_err)
+                            recs.append({**verdict, "family": family, "shape_key": key, "config": list(config),
+                                         "heuristic": config == heuristic, "dtype": dt,
+                                         "block": {k: case[k] for k in ("model", "stage", "width_in", "width_out",
+                                                                       "stride", "group_width", "hw", "batch")}})
+                    return recs
+                yield f"tile candidates {family} {dt} {'train' if train else 'eval'}", check
 
 
 def _model_pair(name: str):
@@ -318,13 +424,15 @@ def _model_checks(c: Campaign):
                 def check(name=name, dt=dt, autocast=autocast, train=train):
                     ours, tv = _model_pair(name)
                     x = torch.randn(batch, 3, res, res, generator=torch.Generator().manual_seed(1)).to(c.device)
-                    return _compare(ours, tv, x, DTYPES[dt], train, autocast=autocast)
+                    return _compare(c, ours, tv, x, DTYPES[dt], train, autocast=autocast)
                 yield (f"model {name} {dt}{' autocast' if autocast else ''} {'train' if train else 'eval'} "
                        f"batch {batch} {res}px"), check
 
 
 def _needs_cuda(c: Campaign):
-    return {"status": "skipped", "reason": "needs CUDA (dry run on the CPU)"} if c.dry_run else None
+    if c.dry_run:
+        return {"status": "skipped", "reason": "needs CUDA (dry run on the CPU)"}
+    return _warm_skip(c)
 
 
 def _cuda_graph_checks(c: Campaign):
@@ -381,6 +489,8 @@ def _large_tensor_check(c: Campaign):
     from .kernels.grouped_conv import grouped_conv_fwd
 
     def run():
+        if skip := _warm_skip(c):
+            return skip
         ch, gw, hw = 64, 16, 56
         n = 2 if c.dry_run else (2**31) // (ch * hw * hw) + 2
         hw = 6 if c.dry_run else hw
@@ -408,6 +518,8 @@ def _determinism_check(c: Campaign):
     def run():
         from . import RegNet, use_backend
 
+        if skip := _warm_skip(c):
+            return skip
         torch.manual_seed(0)
         model = RegNet(depths=[1, 2], widths=[32, 64], group_widths=8, se_ratio=0.25, num_classes=10).to(c.device)
         res = 16 if c.dry_run else 64
@@ -427,18 +539,27 @@ def _determinism_check(c: Campaign):
 
 def part_correctness(c: Campaign) -> bool:
     def all_cases():
+        yield from _candidate_checks(c)
         yield from _cuda_graph_checks(c)
-        yield from _large_tensor_check(c)
         yield from _determinism_check(c)
         yield from _model_checks(c)
         yield from _block_checks(c)
+        yield from _large_tensor_check(c)  # last: a fault there (4.3 GB, 64-bit offsets) cannot cost the others
 
-    return _each(c, "correctness", all_cases())
+    return _each(c, all_cases())
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # (c) tuning sweep
 # ----------------------------------------------------------------------------------------------------------------
+
+
+def cost_gpu(name: str) -> str:
+    """The cost model's GPU (fastregnet/data/cost_constants.json) for a device name: "NVIDIA H200" -> "H200";
+    H100 for any other (the model's default)."""
+    from .cost import GPUS
+
+    return next((g for g in GPUS if g in name), "H100")
 
 
 def _gpu_name(c: Campaign) -> str:
@@ -455,13 +576,25 @@ def _sweep(c: Campaign, table: dict, family: str, dtype: torch.dtype, key: str, 
         with force(config, family):
             launch()
 
-    times = {str(list(config)): _time(lambda config=config: step(config), c) for config in configs}
+    if c.warm is not None:  # compile every configuration; nothing to time
+        for config in configs:
+            step(config)
+        return {"status": "ok", "warm": True}
+    times = {}
+    for config in configs:  # the time box holds inside a sweep too: the configurations not timed are listed
+        if c.time_left() <= 0 and times:
+            break
+        times[str(list(config))] = _time(lambda config=config: step(config), c)
+    not_timed = [list(config) for config in configs if str(list(config)) not in times]
     best = min(times, key=times.get)
     gpu = _gpu_name(c)
     table.setdefault(gpu, {})[table_key(family, dtype, key)] = json.loads(best)
+    _write_tuned(c, table)
     h = str(list(heuristic))
-    return {"status": "ok", "gpu": gpu, "dtype": str(dtype), f"seconds_per_config ({what})": times,
-            "best": json.loads(best), "heuristic": list(heuristic), "heuristic_over_best": times[h] / times[best]}
+    rec = {"status": "cut" if not_timed else "ok", "gpu": gpu, "family": family, "shape_key": key,
+           "dtype": str(dtype), f"seconds_per_config ({what})": times, "best": json.loads(best),
+           "heuristic": list(heuristic), "heuristic_over_best": times[h] / times[best] if h in times else None}
+    return {**rec, "configs_not_timed": not_timed} if not_timed else rec
 
 
 def _tune_cases(c: Campaign, table: dict):
@@ -655,16 +788,21 @@ def _interleave(*case_lists) -> list:
     return out
 
 
+def _write_tuned(c: Campaign, table: dict) -> None:
+    """DIR/tuned_configs.json, rewritten after every sweep (a part killed at its time box keeps what it timed)."""
+    if c.warm is not None:
+        return
+    path = os.path.join(os.path.dirname(c.path), "tuned_configs.json")
+    save_doc(path, {"format": 1, "about": "written by fastregnet gpu-campaign --part tune; `fastregnet "
+                                          "campaign-apply DIR` merges it into kernels/tuned_configs.json",
+                    "gpus": table})
+
+
 def part_tune(c: Campaign) -> bool:
     table: dict = {}
-    try:
-        families = (_tune_cases, _tune_pointwise_cases, _tune_pointwise_train_cases, _tune_bn_cases)
-        return _each(c, "tune", _interleave(*(list(cases(c, table)) for cases in families)))
-    finally:  # whatever was measured, even when the time box cut the sweep
-        path = os.path.join(os.path.dirname(c.path), "tuned_configs.json")
-        with open(path, "w") as f:
-            json.dump({"format": 1, "about": "written by fastregnet gpu-campaign --part tune; copy to "
-                                             "kernels/tuned_configs.json to ship", "gpus": table}, f, indent=1)
+    _write_tuned(c, table)
+    families = (_tune_cases, _tune_pointwise_cases, _tune_pointwise_train_cases, _tune_bn_cases)
+    return _each(c, _interleave(*(list(cases(c, table)) for cases in families)))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -673,9 +811,13 @@ def part_tune(c: Campaign) -> bool:
 
 
 def _time(fn, c: Campaign) -> float:
-    warmup, repeats = (0, 1) if c.dry_run else (3, 20)
+    """Median seconds of fn() (a warm-up worker calls it once: that compiles, and its time means nothing)."""
     import statistics
 
+    if c.warm is not None:
+        fn()
+        return 0.0
+    warmup, repeats = (0, 1) if c.dry_run else (3, 20)
     return statistics.median(roofline.measure(fn, c.device, warmup, repeats))
 
 
@@ -710,7 +852,8 @@ def _microbench_cases(c: Campaign):
                     else:
                         mods = (ours.train(), theirs.train())
                     times = {}
-                    for label, m, backend in (("fastregnet", mods[0], "triton"), ("torchvision", mods[1], None)):
+                    providers = (("fastregnet", mods[0], "triton"), ("torchvision", mods[1], None))
+                    for label, m, backend in providers[:1] if c.warm is not None else providers:
                         if what.endswith("train"):
                             xg = x.detach().requires_grad_(True)
 
@@ -722,6 +865,8 @@ def _microbench_cases(c: Campaign):
                                     m(x)
                         with use_backend(backend) if backend else contextlib.nullcontext():
                             times[label] = _time(step, c)
+                    if c.warm is not None:
+                        return {"status": "ok", "warm": True}
                     with torch.no_grad():
                         y = mods[1](x)
                     params = sum(p.numel() for p in mods[1].parameters())
@@ -730,6 +875,14 @@ def _microbench_cases(c: Campaign):
                     min_bytes = elem * (x.numel() + y.numel() + params) * (3 if what.endswith("train") else 1)
                     rec = {"status": "ok", "shape": case, "dtype": str(dtype), **{f"{k}_s": v for k, v in times.items()},
                            "speedup_vs_torchvision": times["torchvision"] / times["fastregnet"], "min_bytes": min_bytes}
+                    # the cost model's terms for the same launches: what campaign-apply fits its constants from
+                    gpu = cost_gpu(_gpu_name(c))
+                    launches = cost.block_launches(what, case["batch"], case["hw"], case["width_in"],
+                                                   case["width_out"], case["stride"], case["group_width"],
+                                                   case["se_ratio"], str(dtype)[6:].replace("bfloat", "bf")
+                                                   .replace("float", "fp"), gpu)
+                    rec["cost_model"] = {"gpu": gpu, "predicted_s": sum(x.predicted_s for x in launches),
+                                         "launch_terms": cost.launch_terms(launches)}
                     if c.rates:
                         bw = c.rates["copy_bandwidth_bytes_per_s"]
                         rec["fastregnet_fraction_of_memory_roofline"] = min_bytes / bw / times["fastregnet"]
@@ -740,7 +893,7 @@ def _microbench_cases(c: Campaign):
 
 
 def part_microbench(c: Campaign) -> bool:
-    return _each(c, "microbench", _microbench_cases(c))
+    return _each(c, _microbench_cases(c))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -785,89 +938,79 @@ class _GraphedInference(torch.nn.Module):
         return self.static_out
 
 
-def _model_bench_cases(c: Campaign):
+def _bench_case(c: Campaign, model: str, batch: int, mode: str, providers: tuple, res: int, warmup: int,
+                repeats: int, dtype: str):
+    """One bench.run of (model, batch, mode) over `providers`, interleaved; a warm-up worker runs fastregnet's
+    provider once instead, at batch 64 (Triton specializes on the shapes' divisibility by 16, not their size, so
+    that compiles what batch 256 launches, in a quarter of the memory: eight workers share the GPU)."""
     from . import bench
 
+    if c.warm is not None:
+        if "fastregnet" not in providers:
+            return _warm_skip(c)
+        warm_batch = batch if c.dry_run or batch < 64 else 64
+        tv = bench._torchvision_model(model)
+        x = torch.randn(warm_batch, 3, res, res)
+        zeros = {m: torch.zeros(warm_batch, 1000) for m in ("infer", "train")}
+        prep = bench.prepare("fastregnet", model, warm_batch, dtype, mode, c.device, tv.state_dict(), x, zeros, None,
+                             bench.PROVIDERS)
+        prep["step"]()
+        return {"status": "ok", "warm": True}
+    report = bench.run([model], [batch], dtype, [mode], providers, res, c.device, warmup, repeats,
+                       log=lambda *_: None, extra_providers={"fastregnet_cudagraph": _cuda_graph_provider},
+                       rates=c.rates, stop=lambda: c.time_left() <= 0)
+    return [{"status": "FAIL" if "error" in r or r.get("wrong") else "ok", **r} for r in report["results"]]
+
+
+def _bench_settings(c: Campaign) -> tuple:
+    """(resolution, warm-up steps, timed rounds, dtype) of the whole-model benches."""
+    # dry run: 64 px, so that train-mode BN in the last stage sees 8 values
+    return (64, 0, 1, "fp32") if c.dry_run else (224, 3, 10, "bf16")
+
+
+def _model_bench_cases(c: Campaign):
+    """The eager verdict: fastregnet against torchvision eager in both layouts, at batch 256 (bf16 autocast,
+    channels_last), inference and a training step, the priority models in order."""
+    res, warmup, repeats, dtype = _bench_settings(c)
     if c.dry_run:
-        plans = [("regnet_y_400mf", 2, ("infer", "train"), ("tv_channels_last", "fastregnet"))]
-        res, warmup, repeats, dtype = 64, 0, 1, "fp32"  # 64 px: train-mode BN in the last stage sees 8 values
+        plans = [("regnet_y_400mf", 2, ("tv_channels_last", "fastregnet"))]
     else:
-        main = ("fastregnet", "tv_channels_last", "tv_nchw", "tv_compile", "fastregnet_compile")
-        plans = [("regnet_y_400mf", 256, ("infer", "train"), main),
-                 ("regnet_y_1_6gf", 256, ("infer", "train"), main),
-                 ("regnet_y_16gf", 256, ("infer", "train"), main[:3]),
-                 ("regnet_y_400mf", 1, ("infer",), ("fastregnet", "fastregnet_cudagraph", "tv_channels_last")),
-                 ("regnet_y_400mf", 256, ("infer",), ("tv_compile_max_autotune",))]
-        res, warmup, repeats, dtype = 224, 3, 10, "bf16"
-    for model, batch, modes, providers in plans:
-        for mode in modes:
-            def run(model=model, batch=batch, mode=mode, providers=providers):
-                report = bench.run([model], [batch], dtype, [mode], providers, res, c.device, warmup, repeats,
-                                   log=lambda *_: None, extra_providers={"fastregnet_cudagraph": _cuda_graph_provider},
-                                   rates=c.rates, stop=lambda: c.time_left() <= 0)
-                recs = []
-                for r in report["results"]:
-                    bad = "error" in r or r.get("wrong")
-                    recs.append({"status": "FAIL" if bad else "ok", **r})
-                return recs
-            yield f"model bench {model} batch {batch} {mode} {dtype} ({', '.join(providers)})", run
+        plans = [(name, 256, ("fastregnet", "tv_channels_last", "tv_nchw")) for name in
+                 ("regnet_y_400mf", "regnet_y_1_6gf", "regnet_y_16gf", "regnet_x_400mf")]
+    for model, batch, providers in plans:
+        for mode in ("infer", "train"):
+            yield (f"model bench {model} batch {batch} {mode} {dtype} ({', '.join(providers)})",
+                   lambda model=model, batch=batch, mode=mode, providers=providers: _bench_case(
+                       c, model, batch, mode, providers, res, warmup, repeats, dtype))
 
 
 def part_models(c: Campaign) -> bool:
-    return _each(c, "models", _model_bench_cases(c))
+    return _each(c, _model_bench_cases(c))
 
 
-RUNNERS = {"env": part_env, "correctness": part_correctness, "tune": part_tune, "microbench": part_microbench,
-           "models": part_models}
+def _compile_cases(c: Campaign):
+    """Last, because inductor's compiles take minutes: batch 1 with a CUDA graph (host-bound without one), then
+    torch.compile of torchvision and of fastregnet (its custom ops stay opaque nodes), then max-autotune."""
+    res, warmup, repeats, dtype = _bench_settings(c)
+    if c.dry_run:
+        reason = ("dry run: a CUDA graph needs CUDA, and torch.compile of a whole model takes minutes on the CPU "
+                  "(tests/test_training_options.py compiles one with fullgraph=True)")
+        yield "compile and CUDA-graph providers", lambda: {"status": "skipped", "reason": reason}
+        return
+    plans = [("regnet_y_400mf", 1, ("infer",), ("fastregnet", "fastregnet_cudagraph", "tv_channels_last")),
+             ("regnet_y_400mf", 256, ("infer", "train"), ("tv_compile", "fastregnet_compile")),
+             ("regnet_y_1_6gf", 256, ("infer", "train"), ("tv_compile", "fastregnet_compile")),
+             ("regnet_y_400mf", 256, ("infer",), ("tv_compile_max_autotune",))]
+    for model, batch, modes, providers in plans:
+        for mode in modes:
+            yield (f"model bench {model} batch {batch} {mode} {dtype} ({', '.join(providers)})",
+                   lambda model=model, batch=batch, mode=mode, providers=providers: _bench_case(
+                       c, model, batch, mode, providers, res, warmup, repeats, dtype))
 
 
-def summary(doc: dict) -> str:
-    """One line per part: status, records by status, seconds."""
-    lines = []
-    for part, entry in doc["parts"].items():
-        counts: dict[str, int] = {}
-        for r in entry["records"]:
-            counts[r.get("status", "?")] = counts.get(r.get("status", "?"), 0) + 1
-        tally = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-        lines.append(f"{part:<12} {entry['status']:<20} {entry.get('seconds', 0):>7.1f} s  {tally}")
-    return "\n".join(lines)
+def part_compile(c: Campaign) -> bool:
+    return _each(c, _compile_cases(c))
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# command line
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def add_parser(sub) -> None:
-    from .cli_args import positive_int
-
-    p = sub.add_parser("gpu-campaign", help="the GPU session's one command: correctness, microbenchmarks and "
-                                            "whole-model figures, time-boxed, into DIR/campaign.json")
-    p.add_argument("--out", required=True, help="directory for campaign.json (created)")
-    p.add_argument("--budget-s", type=positive_int, default=540, help="total seconds for all parts (default 540)")
-    p.add_argument("--part", nargs="+", choices=PARTS, default=list(PARTS), help="parts to run (default: all)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="every part on the CPU through the Triton interpreter at tiny shapes (what CI runs)")
-    p.set_defaults(func=_cmd_campaign)
-
-
-def _cmd_campaign(args) -> int:
-    import sys
-
-    if args.dry_run:
-        from .backend import triton_interpreting
-
-        if "fastregnet.kernels" not in sys.modules and "triton" not in sys.modules:
-            os.environ["TRITON_INTERPRET"] = "1"  # before the kernels are defined (Triton reads it at @jit time)
-        if not triton_interpreting():
-            raise ValueError("--dry-run runs the kernels through the Triton interpreter: set TRITON_INTERPRET=1 "
-                             "before fastregnet's kernels are imported")
-    elif not torch.cuda.is_available():
-        raise ValueError("no CUDA GPU here: gpu-campaign needs one (use --dry-run to check it on the CPU)")
-    c = Campaign(args.out, args.budget_s, args.part, args.dry_run,
-                 log=lambda s: print(s, file=sys.stderr, flush=True))
-    doc = c.run()
-    print(summary(doc))
-    print(f"JSON written to {c.path}")
-    bad = [r for e in doc["parts"].values() for r in e["records"] if r.get("status") in ("FAIL", "error")]
-    return 1 if bad or any(e["status"] == "error" for e in doc["parts"].values()) else 0
+RUNNERS = {"env": part_env, "correctness": part_correctness, "models": part_models, "microbench": part_microbench,
+           "tune": part_tune, "compile": part_compile}

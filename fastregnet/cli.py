@@ -1,4 +1,4 @@
-"""The `fastregnet` command: list, info, bench, sample, fit, edf, explore, gpu-campaign, cost."""
+"""The `fastregnet` command: list, info, bench, sample, fit, edf, explore, gpu-campaign, campaign-apply, cost."""
 
 from __future__ import annotations
 
@@ -193,9 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     from . import bench as _bench
 
     _bench.add_parser(sub)
-    from . import campaign as _campaign
+    from . import campaign_apply as _campaign_apply
+    from . import campaign_runner as _campaign_runner
 
-    _campaign.add_parser(sub)
+    _campaign_runner.add_parser(sub)
+    _campaign_apply.add_parser(sub)
     from . import cost as _cost
 
     _cost.add_parser(sub)

@@ -9,27 +9,34 @@ Per launch:
 - flops         useful work (2 x multiply-adds); issued_flops: what the padded MMA tiles issue;
 - useful_mma_fraction = flops / issued_flops (None for kernels without MMA);
 - serial_steps  the longest chain of dependent loop steps in any one program;
-- predicted_s   max(dram_bytes / DRAM bandwidth, bytes / L2 bandwidth, issued_flops / rate, serial_steps x step);
+- predicted_s   max(dram_bytes / DRAM bandwidth, bytes / L2 bandwidth, issued_flops / rate, serial_steps x step)
+                + launch (0 until a GPU campaign fits it);
 - floor_s       max(min_bytes / DRAM bandwidth, flops / rate, one step): the layer's floor on that GPU.
 
 L2 reuse model (stated, and checked on a toy GEMM by the tests): inside one launch the first read of any byte comes
 from DRAM; a re-read of a tensor (another program loading the same bytes) hits L2 when that tensor's re-read
 footprint fits in half of the L2, and goes to DRAM again otherwise. Writes reach DRAM once. A launch's DRAM bytes
-are never fewer than its compulsory bytes (min_bytes) nor more than the bytes it requests (bytes). Launch overhead
-is not modelled (the figures assume CUDA graphs). Stem, head and other PyTorch ops appear as `torch:` entries whose
+are never fewer than its compulsory bytes (min_bytes) nor more than the bytes it requests (bytes). The constants
+(bandwidths, rates, step, launch) live in fastregnet/data/cost_constants.json, each GPU's with its source;
+`fastregnet campaign-apply` replaces the L2 bandwidth, step and launch terms with values fitted from a GPU campaign's
+microbenchmarks. Until then launch overhead is 0 (the figures assume CUDA graphs). Stem, head and other PyTorch ops appear as `torch:` entries whose
 predicted time is their floor (the model cannot see inside cuDNN).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import os
 from dataclasses import asdict, dataclass
 
 import torch
 
 from .design import RegNetParams, resolve_name
 
-__all__ = ["GPUS", "Launch", "model_launches", "summarize", "gemm_launch"]
+__all__ = ["GPUS", "Launch", "model_launches", "block_launches", "launch_terms", "summarize", "gemm_launch",
+           "load_gpus"]
 
 
 @dataclass(frozen=True)
@@ -41,16 +48,28 @@ class GPU:
     mma_flops_per_s: dict  # per dtype: bf16 / fp16 tensor cores, fp32 as tf32 or ieee (FMA)
     step_s: float  # one dependent, pipelined loop step of a program (load latency not hidden by other steps)
     arch: int = 90  # sm_XY as XY: the launchers pick some tiles per architecture
+    launch_s: float = 0.0  # added to every launch: launch overhead and the gap between kernels (0 until fitted)
+    source: str = ""  # where the figures come from: assumed, or fitted by campaign-apply from a GPU campaign
 
 
-# H100 SXM: the copy bandwidth and bf16 rate as measured on such a machine (the issue's figures); the L2 bandwidth,
-# fp32 rates and the step latency are datasheet-derived assumptions. All modelled.
-GPUS = {
-    "H100": GPU("H100", 3.0e12, 50 * 2**20, 10e12,
-                {"bf16": 800e12, "fp16": 800e12, "tf32": 400e12, "ieee": 50e12}, 0.2e-6),
-    "H200": GPU("H200", 4.3e12, 50 * 2**20, 10e12,
-                {"bf16": 800e12, "fp16": 800e12, "tf32": 400e12, "ieee": 50e12}, 0.2e-6),
-}
+CONSTANTS_PATH = os.path.join(os.path.dirname(__file__), "data", "cost_constants.json")
+
+
+def load_gpus(path: str = CONSTANTS_PATH) -> dict:
+    """The modelled GPUs from the constants file (fastregnet/data/cost_constants.json), which `fastregnet
+    campaign-apply` rewrites with constants fitted from a GPU campaign."""
+    with open(path) as f:
+        doc = json.load(f)
+    if doc.get("format") != 1 or not isinstance(doc.get("gpus"), dict):
+        raise ValueError(f"{path}: not a fastregnet cost-constants file (format 1)")
+    fields = {f.name for f in dataclasses.fields(GPU)} - {"name"}
+    return {name: GPU(name, **{k: v for k, v in entry.items() if k in fields})
+            for name, entry in doc["gpus"].items()}
+
+
+# H100 SXM: the copy bandwidth and bf16 rate as measured on such a machine (an earlier issue's figures); the L2
+# bandwidth, fp32 rates and the step latency are datasheet-derived assumptions until a campaign fits them. Modelled.
+GPUS = load_gpus()
 ELEMENT = {"bf16": 2, "fp16": 2, "fp32": 4}
 
 
@@ -67,6 +86,7 @@ class Launch:
     serial_steps: int
     predicted_s: float = 0.0
     floor_s: float = 0.0
+    work_s: float = 0.0  # the issued MMA (or FMA) work at the modelled rate
     useful_mma_fraction: float | None = None
 
     def to_json(self) -> dict:
@@ -93,8 +113,9 @@ def _finish(launch: Launch, gpu: GPU, rate: float) -> Launch:
     if launch.issued_flops:
         launch.useful_mma_fraction = launch.flops / launch.issued_flops
     work = launch.issued_flops if launch.issued_flops is not None else launch.flops
+    launch.work_s = work / rate
     launch.predicted_s = max(launch.dram_bytes / gpu.dram_bytes_per_s, launch.bytes / gpu.l2_bytes_per_s,
-                             work / rate, launch.serial_steps * gpu.step_s)
+                             work / rate, launch.serial_steps * gpu.step_s) + gpu.launch_s
     # no launch finishes faster than one dependent step, so tiny layers have that as their floor
     launch.floor_s = max(launch.min_bytes / gpu.dram_bytes_per_s, launch.flops / rate, gpu.step_s)
     return launch
@@ -436,6 +457,31 @@ def model_launches(model: str | RegNetParams, batch: int, dtype: str = "bf16", m
     last = params.blocks()[-1][1]
     step.torch_op("head", "avgpool+fc", batch * h * h * last * e + 1000 * last * e, 2.0 * batch * last * 1000)
     return step.launches
+
+
+def block_launches(what: str, batch: int, hw: int, width_in: int, width_out: int, stride: int, group_width: int,
+                   se_ratio: float | None, dtype: str = "bf16", gpu: str = "H100") -> list[Launch]:
+    """The launches of one block-level microbenchmark (the GPU campaign's): "f.b eval" (the grouped conv + BN +
+    ReLU alone), "block eval" (inference) or "block train" (forward + backward), input `hw` pixels square."""
+    step = _Step(GPUS[gpu], dtype, True)
+    se = int(round(se_ratio * width_in)) if se_ratio else 0
+    if what == "f.b eval":
+        step.torch_op("f.b", "weight layout", 2 * width_out * group_width * 9 * step.e)
+        grouped_conv_launch(step, "_grouped_conv_fwd_kernel", "f.b", batch, width_out, group_width, hw, stride,
+                            squeeze=False, stats=False)
+    elif what == "block eval":
+        _block_infer(step, "block", batch, hw, width_in, width_out, stride, group_width, se, False)
+    elif what == "block train":
+        _block_train(step, "block", batch, hw, width_in, width_out, stride, group_width, se)
+    else:
+        raise ValueError(f"unknown microbenchmark {what!r}; expected 'f.b eval', 'block eval' or 'block train'")
+    return step.launches
+
+
+def launch_terms(launches: list[Launch]) -> list[list[float]]:
+    """Per launch, what the constants multiply: [DRAM bytes, L2 bytes (as tiled), MMA/FMA seconds at the modelled
+    rate, serial steps]. fastregnet.calibration fits the L2 bandwidth, step and launch terms from these."""
+    return [[x.dram_bytes, x.bytes, x.work_s, x.serial_steps] for x in launches]
 
 
 def summarize(launches: list[Launch]) -> dict:

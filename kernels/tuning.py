@@ -1,7 +1,9 @@
 """Which tile configuration a kernel launches with: a shipped table of configurations tuned on real GPUs (filled by
 `fastregnet gpu-campaign --part tune`), else opt-in runtime autotuning, else the kernel's documented heuristic.
 
-    1. the table `tuned_configs.json` beside this file, keyed by GPU name, kernel family, dtype and shape key;
+    1. the table `tuned_configs.json` beside this file, keyed by GPU name, kernel family, dtype and shape key; a
+       GPU with no section of its own uses its architecture's ("sm_90": entries tuned on an H200 serve an H100;
+       `fastregnet campaign-apply` writes both);
     2. with FASTREGNET_AUTOTUNE=1, on a CUDA device and never inside CUDA-graph capture: time every candidate once
        per key on the call's own inputs, keep the fastest, and cache it on disk (FASTREGNET_AUTOTUNE_CACHE, default
        ~/.cache/fastregnet/autotune.json), so later runs and processes reuse it;
@@ -22,24 +24,43 @@ import threading
 
 import torch
 
-__all__ = ["select", "table_key", "load_table", "autotune_enabled", "force"]
+__all__ = ["select", "table_key", "load_table", "autotune_enabled", "force", "observe"]
 
 _TABLE_PATH = os.path.join(os.path.dirname(__file__), "tuned_configs.json")
 _lock = threading.Lock()
 _state: dict = {}
 _forced: contextvars.ContextVar = contextvars.ContextVar("fastregnet_forced_config", default=None)
+_observers: list[dict] = []
 
 
 @contextlib.contextmanager
-def force(config: tuple, family: str | None = None):
+def force(config: tuple, family: str | None = None, shape_key: str | None = None):
     """Launch with `config` inside the block (the GPU campaign's tuning sweep and the tests): every selection, or
-    only that kernel `family`'s when given (blocks nest, one family each); it must be one of the kernel's
-    candidates."""
-    token = _forced.set({**(_forced.get() or {}), family: tuple(config)})
+    only that kernel `family`'s when given, or only its launches at `shape_key` (blocks nest, one family or
+    (family, shape key) each); it must be one of those launches' candidates."""
+    target = family if shape_key is None else (family, shape_key)
+    token = _forced.set({**(_forced.get() or {}), target: tuple(config)})
     try:
         yield
     finally:
         _forced.reset(token)
+
+
+@contextlib.contextmanager
+def observe():
+    """Collect every selection made inside the block: {(family, dtype name, shape key): (candidates, heuristic)}
+    (the GPU campaign runs a block once this way to learn which tuning spaces its launches draw from)."""
+    seen: dict = {}
+    _observers.append(seen)
+    try:
+        yield seen
+    finally:
+        _observers.remove(seen)
+
+
+def arch_name(capability: tuple[int, int]) -> str:
+    """The table section that serves every GPU of one architecture: "sm_90" for (9, 0)."""
+    return f"sm_{capability[0]}{capability[1]}"
 
 
 def table_key(family: str, dtype: torch.dtype, shape_key: str) -> str:
@@ -47,7 +68,8 @@ def table_key(family: str, dtype: torch.dtype, shape_key: str) -> str:
 
 
 def load_table(path: str = _TABLE_PATH) -> dict:
-    """{gpu name: {key: config list}} from the shipped table (empty until a GPU campaign fills it)."""
+    """{gpu name or arch ("sm_90"): {key: config list}} from the shipped table (empty until a GPU campaign fills
+    it)."""
     with open(path) as f:
         doc = json.load(f)
     if doc.get("format") != 1 or not isinstance(doc.get("gpus"), dict):
@@ -104,8 +126,10 @@ def select(family: str, dtype: torch.dtype, shape_key: str, candidates: list[tup
     """The configuration for one launch. `candidates` are the kernel's tuning space (heuristic among them), `run`
     launches the kernel with a given configuration on the call's inputs (needed only for autotuning)."""
     key = table_key(family, dtype, shape_key)
+    for seen in _observers:
+        seen.setdefault((family, str(dtype).replace("torch.", ""), shape_key), (list(candidates), tuple(heuristic)))
     forcing = _forced.get() or {}
-    forced = forcing.get(family, forcing.get(None))
+    forced = forcing.get((family, shape_key), forcing.get(family, forcing.get(None)))
     if forced is not None:
         if forced not in candidates:
             raise ValueError(f"{family}: forced configuration {forced} is not a candidate for {shape_key} "
@@ -114,10 +138,13 @@ def select(family: str, dtype: torch.dtype, shape_key: str, candidates: list[tup
     if device.type == "cuda":
         names = _state.setdefault("names", {})  # per device index: this runs on every launch
         index = device.index if device.index is not None else torch.cuda.current_device()
-        gpu = names.get(index) or names.setdefault(index, torch.cuda.get_device_name(index))
+        if index not in names:
+            names[index] = (torch.cuda.get_device_name(index), arch_name(torch.cuda.get_device_capability(index)))
+        gpu, arch = names[index]
         if "table" not in _state:
             _state["table"] = load_table()
-        entry = _state["table"].get(gpu, {}).get(key)
+        # this GPU's own entry, else one tuned on another GPU of the same architecture (an H200's for an H100)
+        entry = _state["table"].get(gpu, {}).get(key, _state["table"].get(arch, {}).get(key))
         if entry is not None and tuple(entry) in candidates:
             return tuple(entry)
         if autotune_enabled():
