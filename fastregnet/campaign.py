@@ -690,7 +690,7 @@ def _tune_pointwise_train_cases(c: Campaign, table: dict):
     """The training 1x1 kernels' tuning spaces (kernels/pointwise_conv.train_candidates: forward GEMM with
     statistics, data grad, weight grad), one role at a time with the others on their heuristic, at each distinct
     training 1x1 shape of the priority models, batch 64; each timed call runs the op's forward and backward."""
-    from .kernels.pointwise_conv import (TRAIN_FAMILIES, _train_heuristic, pointwise_conv_bwd,
+    from .kernels.pointwise_conv import (TRAIN_FAMILIES, _train_heuristic, device_arch, pointwise_conv_bwd,
                                          pointwise_conv_train_fwd, train_candidates, train_shape_key)
     from .kernels.squeeze_excite import se_excite, se_squeeze
     from .shapes import pointwise_train_shapes
@@ -731,8 +731,9 @@ def _tune_pointwise_train_cases(c: Campaign, table: dict):
                     pointwise_conv_bwd(torch.ones_like(out), x, w, y, out if gated else None, mean, invstd, gamma,
                                        beta, stride, True, gate, se)
 
-                heuristic = _train_heuristic(role, n, dtype, gated)
-                configs = train_candidates(role, n, dtype, gated)
+                arch = device_arch(c.device)
+                heuristic = _train_heuristic(role, n, dtype, gated, stride, arch)
+                configs = train_candidates(role, n, dtype, gated, stride, arch)
                 if c.dry_run:  # the heuristic and one other
                     configs = list(dict.fromkeys([heuristic, configs[0]]))
                 record = _sweep(c, table, family, dtype, key, configs, heuristic, launch, "train fwd + bwd")

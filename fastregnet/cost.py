@@ -380,7 +380,7 @@ def _pointwise_train_bwd(step: _Step, layer: str, n: int, h: int, k: int, c: int
         step.torch_op(f"{layer}.se", "fc grads", 4 * n * (k + gate) * 4, 2.0 * 2 * n * k * gate)
     # at stride 2 the programs walk the output rows and write zeros to the input pixels off the stride grid
     gemm_launch(step, "_pointwise_conv_bwd_data_kernel", layer, m if stride != 1 else mi, c, k,
-                data_grad_tiles(dtype)[:3], g_bytes, extra_read=n * k * 8 if gate else 0,
+                data_grad_tiles(dtype, stride, step.gpu.arch)[:3], g_bytes, extra_read=n * k * 8 if gate else 0,
                 extra_write=(mi - m) * k * e if stride != 1 else 0, swizzle_rows=GROUP_M)
 
 

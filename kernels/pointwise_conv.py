@@ -334,13 +334,18 @@ def train_fwd_tiles(out_channels: int, dtype: torch.dtype) -> tuple[int, int, in
     return 128, eval_block_n(out_channels, dtype), BLOCK_K, TRAIN_WARPS
 
 
-def data_grad_tiles(dtype: torch.dtype) -> tuple[int, int, int, int]:
+def data_grad_tiles(dtype: torch.dtype, stride: int = 1, arch: int = 90) -> tuple[int, int, int, int]:
     """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps) of the data-grad GEMM: 128 input rows x 64 input channels in 16-bit
     (128 x 128 spilled 824-1,180 B with the SE gate's epilogue, which loads the gate and its pooled grad per element,
-    AOT report); fp32 64 x 64."""
+    AOT report), stepping K by 32, or by 16 for the stride-2 (projection) grad on sm_80, which at 32 took 255
+    registers and spilled 104 B under triton 3.6 (the GPU machine's version); fp32 64 x 64."""
     if dtype == torch.float32:
         return BLOCK_M, BLOCK_N, BLOCK_K, TRAIN_WARPS
-    return 128, 64, BLOCK_K, TRAIN_WARPS
+    return 128, 64, _data_grad_block_k(stride, arch), TRAIN_WARPS
+
+
+def _data_grad_block_k(stride: int, arch: int) -> int:
+    return 16 if stride != 1 and arch < 90 else BLOCK_K
 
 
 def weight_grad_tiles(dtype: torch.dtype, gated: bool) -> tuple[int, int, int, int]:
@@ -354,26 +359,29 @@ def weight_grad_tiles(dtype: torch.dtype, gated: bool) -> tuple[int, int, int, i
     return (WGRAD_BLOCK_M, 64, 64, TRAIN_WARPS) if gated else (WGRAD_BLOCK_M, 128, 128, TRAIN_WARPS)
 
 
-def _train_heuristic(role: str, out_channels: int, dtype: torch.dtype, gated: bool) -> tuple[int, int, int, int]:
+def _train_heuristic(role: str, out_channels: int, dtype: torch.dtype, gated: bool, stride: int = 1,
+                     arch: int = 90) -> tuple[int, int, int, int]:
     if role == "fwd":
         return train_fwd_tiles(out_channels, dtype)
-    return data_grad_tiles(dtype) if role == "data" else weight_grad_tiles(dtype, gated)
+    return data_grad_tiles(dtype, stride, arch) if role == "data" else weight_grad_tiles(dtype, gated)
 
 
-def train_candidates(role: str, out_channels: int, dtype: torch.dtype,
-                     gated: bool) -> list[tuple[int, int, int, int]]:
+def train_candidates(role: str, out_channels: int, dtype: torch.dtype, gated: bool, stride: int = 1,
+                     arch: int = 90) -> list[tuple[int, int, int, int]]:
     """The tuning space of a training 1x1 kernel (`role`: "fwd", "data" or "weight"): 64- and 128-wide tiles on 8
     warps, minus what the AOT report shows spilling in 16-bit (the data grad at 128 x 128, 16 B with stochastic
     depth on sm_90, and with the gate beyond 64 input channels; the weight grad at 128 x 64, 16 B on sm_80, and
-    with the gate at 128 x 64 and 64 x 128), the gated weight grad at 64 x 32 on 4 warps (32 B spilled on 8);
-    fp32 has its heuristic alone."""
-    heuristic = _train_heuristic(role, out_channels, dtype, gated)
+    with the gate at 128 x 64 and 64 x 128), the gated weight grad at 64 x 32 on 4 warps (32 B spilled on 8), the
+    stride-2 data grad's 128-row tile on sm_80 stepping K by 16 (see data_grad_tiles); fp32 has its heuristic
+    alone."""
+    heuristic = _train_heuristic(role, out_channels, dtype, gated, stride, arch)
     if dtype == torch.float32:
         return [heuristic]
     if role == "fwd":
         out = [(m, n, BLOCK_K, TRAIN_WARPS) for m in (64, 128) for n in (64, 128)]
     elif role == "data":
-        out = [(m, n, BLOCK_K, TRAIN_WARPS) for m, n in ((64, 64), (128, 64)) + (() if gated else ((64, 128),))]
+        out = [(m, n, _data_grad_block_k(stride, arch) if m == 128 else BLOCK_K, TRAIN_WARPS)
+               for m, n in ((64, 64), (128, 64)) + (() if gated else ((64, 128),))]
     elif gated:
         out = [(WGRAD_BLOCK_M, 64, 32, 4), (WGRAD_BLOCK_M, 128, 32, TRAIN_WARPS), (WGRAD_BLOCK_M, 64, 64, TRAIN_WARPS),
                (WGRAD_BLOCK_M, 32, 128, TRAIN_WARPS)]
@@ -394,9 +402,10 @@ def select_train_tiles(role: str, x: torch.Tensor, out_channels: int, stride: in
                        run=None) -> tuple[int, int, int, int]:
     """A training 1x1 kernel's configuration for input x: the tuned table, opt-in autotuning (`run` launches the
     kernel with a config), else the role's heuristic (kernels/tuning.py)."""
+    arch = device_arch(x.device)
     return select(TRAIN_FAMILIES[role], x.dtype, train_shape_key(x.shape[1], out_channels, stride, gated),
-                  train_candidates(role, out_channels, x.dtype, gated),
-                  _train_heuristic(role, out_channels, x.dtype, gated), x.device, run)
+                  train_candidates(role, out_channels, x.dtype, gated, stride, arch),
+                  _train_heuristic(role, out_channels, x.dtype, gated, stride, arch), x.device, run)
 
 
 # The eval kernel computes its BatchNorm(s) in the epilogue: on 4 warps the 16-bit variants reached 255 registers and
@@ -697,9 +706,9 @@ def pointwise_variants(dtype: torch.dtype, candidates: bool = False, arch: int =
         pick every BLOCK_N they can for this dtype (64 and 128)."""
         return sorted({cfg for c in (64, 128) for cfg in (space(c) if candidates else [heuristic(c)])})
 
-    def train_configs(role: str, gated: bool) -> list[tuple]:
-        return configs(lambda c: train_candidates(role, c, dtype, gated),
-                       lambda c: _train_heuristic(role, c, dtype, gated))
+    def train_configs(role: str, gated: bool, stride: int = 1) -> list[tuple]:
+        return configs(lambda c: train_candidates(role, c, dtype, gated, stride, arch),
+                       lambda c: _train_heuristic(role, c, dtype, gated, stride, arch))
 
     def eval_configs(projection: bool) -> list[tuple]:
         return configs(lambda c: eval_candidates(c, dtype, projection, arch),
@@ -733,7 +742,7 @@ def pointwise_variants(dtype: torch.dtype, candidates: bool = False, arch: int =
                                                (1, True, True, True, True)):
         ce = dict(STRIDE=stride, RELU=relu, RESIDUAL=residual, DROP_PATH=drop, HAS_GATE=gate, PRECISION=prec)
         out += [(_pointwise_conv_bwd_data_kernel, data_sig, {**ce, **tiles(config), "GROUP_M": GROUP_M}, config[3])
-                for config in train_configs("data", gate)]
+                for config in train_configs("data", gate, stride)]
         out += [(_pointwise_conv_bwd_weight_kernel, weight_sig, {**ce, **tiles(config)}, config[3])
                 for config in train_configs("weight", gate)]
     return out
