@@ -10,6 +10,7 @@ time next to the least the device could need.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime
 import json
@@ -161,19 +162,26 @@ def _timed_step(prepared: dict, device: torch.device) -> tuple[float, int | None
     return seconds, torch.cuda.max_memory_allocated(device) - before
 
 
+@contextlib.contextmanager
+def tf32(enabled: bool):
+    """PyTorch's TF32 switches for convolutions and matmuls, set inside the block (fastregnet's fp32 kernels follow
+    cuDNN's); references run with them off."""
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
 def _reference(tv: torch.nn.Module, x: torch.Tensor, modes, device: torch.device) -> dict:
     """fp32 logits of torchvision's model, computed on `device` with TF32 off (on a GPU: seconds where the CPU
     would take minutes at batch 256). Only the modes this run compares: a train-mode forward needs more than one
     value per BN channel (batch 1 at a small resolution cannot have one), so infer-only runs never compute it."""
-    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        model, xd = copy.deepcopy(tv).to(device), x.to(device)
-        with torch.no_grad():
-            return {"infer": model.eval()(xd).float().cpu() if "infer" in modes else None,
-                    "train": model.train()(xd).float().cpu() if "train" in modes else None}
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+    model, xd = copy.deepcopy(tv).to(device), x.to(device)
+    with torch.no_grad(), tf32(False):
+        return {"infer": model.eval()(xd).float().cpu() if "infer" in modes else None,
+                "train": model.train()(xd).float().cpu() if "train" in modes else None}
 
 
 def run(models, batches, dtype, modes, providers, resolution, device, warmup, repeats, compile_mode=None,

@@ -23,8 +23,8 @@ import os
 import re
 import shutil
 
-from . import calibration
-from .campaign import cost_gpu, load_doc, save_doc
+from . import calibration, cost
+from .campaign import load_doc, measured_rates, save_doc
 
 BEGIN, END = "<!-- gpu-table:begin -->", "<!-- gpu-table:end -->"
 
@@ -42,17 +42,19 @@ def _env(doc: dict) -> dict:
     return next((r for r in _records(doc, "env") if r.get("case") == "environment"), {})
 
 
-def _rates(doc: dict) -> dict:
-    return next((r for r in _records(doc, "env") if r.get("case") == "device rates bf16" and r.get("status") == "ok"),
-                {})
+def _cell(text) -> str:
+    """A README table cell: one line, no column separators."""
+    return " ".join(str(text).split()).replace("|", "/")
 
 
 def apply_tuned(doc: dict, tuned: dict, table_path: str) -> dict:
     """Merge the campaign's tuned configurations into the shipped table; returns {section: entries added}."""
     with open(table_path) as f:
         table = json.load(f)
+    from .kernels.tuning import arch_name
+
     env = _env(doc)
-    arch = f"sm_{env['capability'].replace('.', '')}" if env.get("capability") else None
+    arch = arch_name(tuple(int(v) for v in env["capability"].split("."))) if env.get("capability") else None
     added = {}
     for gpu, entries in tuned.get("gpus", {}).items():
         for section in (gpu, arch) if arch else (gpu,):
@@ -75,21 +77,33 @@ def microbench_cases(doc: dict) -> tuple[list, list]:
 def apply_constants(doc: dict, constants_path: str) -> dict | None:
     """Fit the cost model's constants for this campaign's GPU and write them; None if there is nothing to fit."""
     terms, measured = microbench_cases(doc)
-    rates = _rates(doc)
+    rates = measured_rates(doc)
     if not terms or not rates:
         return None
-    gpu_name = _env(doc).get("gpu") or "cpu (dry run)"
-    key = cost_gpu(gpu_name)
+    env = _env(doc)
+    gpu_name = env.get("gpu") or "cpu (dry run)"
     with open(constants_path) as f:
         constants = json.load(f)
+    key = cost.gpu_key(gpu_name)
+    if key is None:  # a GPU the model has no entry for: one of its own, H100's rates until measured
+        key = re.sub(r"[^A-Za-z0-9]+", "-", gpu_name).strip("-")
+        capability = env.get("capability", "9.0").split(".")
+        constants["gpus"][key] = {**constants["gpus"]["H100"], "arch": 10 * int(capability[0]) + int(capability[1]),
+                                  "mma_flops_per_s": dict(constants["gpus"]["H100"]["mma_flops_per_s"])}
     entry = constants["gpus"][key]
     dram = rates["copy_bandwidth_bytes_per_s"]
     result = calibration.fit(terms, measured, dram, {k: entry[k] for k in calibration.NAMES})
     entry.update(result["constants"], dram_bytes_per_s=dram)
+    for dtype in ("bf16", "fp16"):  # the measured matmul rates replace the assumed MMA rates
+        rec = next((r for r in _records(doc, "env") if r.get("case") == f"device rates {dtype}"
+                    and r.get("status") == "ok"), None)
+        if rec and not doc["campaign"].get("dry_run"):
+            entry["mma_flops_per_s"][dtype] = rec["matmul_flops_per_s"]
     fitted = [k for k, ok in result["identifiable"].items() if ok]
     kept = [k for k, ok in result["identifiable"].items() if not ok]
     entry["source"] = (f"fitted by campaign-apply from the campaign of {doc['campaign'].get('date')} on {gpu_name} "
-                       f"({result['cases']} microbench cases): dram_bytes_per_s measured (copy); fitted: "
+                       f"({result['cases']} microbench cases): dram_bytes_per_s and the bf16/fp16 MMA rates measured "
+                       f"(copy, torch matmul); fitted: "
                        f"{', '.join(fitted) or 'none'}; kept (the records could not pin them down): "
                        f"{', '.join(kept) or 'none'}; predicted/measured median "
                        f"{result['predicted_over_measured']['median']:.2f} (range "
@@ -104,6 +118,8 @@ def gpu_table(doc: dict) -> str:
     """The README's GPU table: every whole-model bench record, with the correctness tally and the device."""
     env = _env(doc)
     rows = [r for part in ("models", "compile") for r in _records(doc, part) if "provider" in r]
+    cut = [r["case"] for part in ("models", "compile") for r in _records(doc, part)
+           if "provider" not in r and r.get("status") in ("cut", "error")]
     base = {(r["model"], r["batch"], r["mode"]): r["img_per_s"] for r in rows
             if r["provider"] == "tv_channels_last" and "img_per_s" in r}
     lines = ["| model | batch | mode | provider | img/s (spread) | peak GB | vs tv channels_last |",
@@ -111,7 +127,7 @@ def gpu_table(doc: dict) -> str:
     for r in rows:
         head = f"| {r['model']} | {r['batch']} | {r['mode']} | {r['provider']} |"
         if "img_per_s" not in r:
-            lines.append(f"{head} {r.get('error', 'not run')[:80]} | | |")
+            lines.append(f"{head} {_cell(r.get('error', 'not run'))[:100]} | | |")
             continue
         b = base.get((r["model"], r["batch"], r["mode"]))
         ratio = f"{r['img_per_s'] / b:.2f}x" if b else "-"
@@ -126,6 +142,8 @@ def gpu_table(doc: dict) -> str:
     lines += ["", f"Measured on {where}, torch {env.get('torch')}, triton {env.get('triton')}, "
                   f"{doc['campaign'].get('date')}; bf16 autocast, channels_last, CUDA-event medians of interleaved "
                   f"rounds. Correctness part: {', '.join(f'{n} {s}' for s, n in sorted(tally.items())) or 'not run'}."]
+    if cut:
+        lines.append(f"Not measured (time box or error): {_cell('; '.join(cut))}.")
     return "\n".join(lines)
 
 
@@ -147,12 +165,16 @@ def apply(campaign_dir: str, root: str | None = None, allow_dry_run: bool = Fals
     if doc.get("campaign", {}).get("dry_run") and not allow_dry_run:
         raise ValueError(f"{campaign_dir} holds a dry run (CPU interpreter figures); pass --allow-dry-run to apply "
                          "it anyway (tests only)")
+    readme = os.path.join(root, "README.md")
+    with open(readme) as f:
+        if BEGIN not in f.read():  # checked before anything is written
+            raise ValueError(f"{readme}: no {BEGIN} ... {END} markers for the GPU table")
     tuned_path = os.path.join(campaign_dir, "tuned_configs.json")
     tuned = load_doc(tuned_path) if os.path.exists(tuned_path) else {"gpus": {}}
     written = {"tuned_configs": apply_tuned(doc, tuned, os.path.join(root, "kernels", "tuned_configs.json")),
                "cost_constants": apply_constants(doc, os.path.join(root, "fastregnet", "data",
                                                                    "cost_constants.json"))}
-    apply_readme(doc, os.path.join(root, "README.md"))
+    apply_readme(doc, readme)
     written["readme"] = "GPU table"
     gpu = re.sub(r"[^A-Za-z0-9]+", "-", _env(doc).get("gpu") or "dry-run").strip("-").lower()
     date = (doc["campaign"].get("date") or datetime.date.today().isoformat())[:10]

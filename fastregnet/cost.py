@@ -36,7 +36,7 @@ import torch
 from .design import RegNetParams, resolve_name
 
 __all__ = ["GPUS", "Launch", "model_launches", "block_launches", "launch_terms", "summarize", "gemm_launch",
-           "load_gpus"]
+           "load_gpus", "gpu_key"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,12 @@ def load_gpus(path: str = CONSTANTS_PATH) -> dict:
     fields = {f.name for f in dataclasses.fields(GPU)} - {"name"}
     return {name: GPU(name, **{k: v for k, v in entry.items() if k in fields})
             for name, entry in doc["gpus"].items()}
+
+
+def gpu_key(device_name: str, default: str | None = None) -> str | None:
+    """The modelled GPU a device name is: "NVIDIA H200" -> "H200"; `default` for a GPU the constants file does
+    not model (the campaign's records use H100's model for it; campaign-apply adds an entry of its own)."""
+    return next((g for g in GPUS if g in device_name), default)
 
 
 # H100 SXM: the copy bandwidth and bf16 rate as measured on such a machine (an earlier issue's figures); the L2

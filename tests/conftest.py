@@ -172,11 +172,18 @@ def torchvision_model(name: str, init: bool = True, **kwargs) -> torch.nn.Module
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# ahead-of-time compilation (test_aot_compile.py): started in the background when the suite is collected, so the
-# minutes of compiling run beside the other tests; those tests are moved to the end and wait for the result.
+# ahead-of-time compilation (test_aot_compile.py): minutes of compiling that should run beside the other tests.
+# In one process (plain `pytest`): started in the background when the suite is collected, and those tests moved
+# to the end, where they wait for it. Under pytest-xdist (the README's `-n 2 --dist loadgroup`): the AOT tests
+# share one xdist group, so one worker starts the compile when it reaches them (first: the file sorts first) and
+# waits for it while the other worker runs the rest.
 # ----------------------------------------------------------------------------------------------------------------
 
 _aot: dict = {}
+
+
+def _under_xdist() -> bool:
+    return "PYTEST_XDIST_WORKER" in os.environ
 
 
 def _start_aot_compile() -> None:
@@ -203,6 +210,8 @@ def aot_compile_result() -> tuple[int, str, str]:
 def pytest_collection_modifyitems(session, config, items):
     aot = [item for item in items if item.nodeid.startswith("tests/test_aot_compile.py")
            or item.nodeid.startswith("test_aot_compile.py")]
-    if aot:
+    for item in aot:
+        item.add_marker(pytest.mark.xdist_group("aot_compile"))
+    if aot and not _under_xdist():
         items[:] = [item for item in items if item not in aot] + aot
         _start_aot_compile()

@@ -152,7 +152,7 @@ def test_every_training_1x1_candidate_computes_the_same_op(stride, se):
 
     expected = run()
     for role, family in pc.TRAIN_FAMILIES.items():
-        candidates = pc.train_candidates(role, 72, torch.float16, se)
+        candidates = pc.train_candidates(role, 72, torch.float16, se, stride, pc.device_arch(DEVICE))
         assert len(candidates) >= 2
         for config in candidates:
             with tuning.force(config, family):

@@ -110,7 +110,8 @@ def test_readme_gpu_line_dry_run_runs_every_part_green(dry_run):
     assert seconds <= budget + 30  # the budget holds (a dry run finishes well inside it)
     assert doc["campaign"]["dry_run"] is True
     assert list(doc["parts"]) == list(PARTS)
-    assert sorted(os.listdir(out)) == ["campaign.json", "tuned_configs.json"]
+    assert sorted(os.listdir(out)) == ["campaign.json", "campaign.log", "tuned_configs.json"]  # journals merged
+    assert "===== part correctness =====" in (out / "campaign.log").read_text()
     for part, entry in doc["parts"].items():
         assert entry["status"] == "done", (part, entry)
         bad = [r for r in entry["records"] if r["status"] not in ("ok", "skipped")]
@@ -154,27 +155,51 @@ def test_readme_gpu_line_dry_run_runs_every_part_green(dry_run):
     assert proc.stdout.splitlines()[-1].endswith("campaign.json")
 
 
-def test_a_time_box_cuts_inside_a_part_and_says_what_was_cut(tmp_path):
-    # a 20 s budget over env and correctness: correctness (about 35 s in a dry run) is cut; the run still ends
-    # within 30 s of the budget, and campaign.json names the cases it did not run
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+def _campaign(tmp_path, *args, fault=None, timeout=300):
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "FASTREGNET_CAMPAIGN_FAULT")}
+    if fault:
+        env["FASTREGNET_CAMPAIGN_FAULT"] = fault
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "fastregnet.cli", "gpu-campaign", "--dry-run", "--out",
-                           str(tmp_path), "--budget-s", "20", "--part", "correctness", "env"], capture_output=True,
-                          text=True, timeout=300, env=env)
-    assert time.monotonic() - t0 <= 20 + 30, proc.stderr[-3000:]
-    doc = json.loads((tmp_path / "campaign.json").read_text())
+                           str(tmp_path), *args], capture_output=True, text=True, timeout=timeout, env=env)
+    return proc, json.loads((tmp_path / "campaign.json").read_text()), time.monotonic() - t0
+
+
+def test_a_time_box_stops_a_part_between_cases_and_names_what_was_not_run(tmp_path):
+    # a 20 s budget over env and correctness: correctness (about 35 s in a dry run) stops when its box is over; the
+    # run ends within 30 s of the budget, and campaign.json names the cases it did not run
+    proc, doc, seconds = _campaign(tmp_path, "--budget-s", "20", "--part", "correctness", "env")
+    assert seconds <= 20 + 30, proc.stderr[-3000:]
     assert list(doc["parts"]) == ["env", "correctness"]  # priority order, whatever order they were asked in
     entry = doc["parts"]["correctness"]
-    assert entry["status"].startswith("cut by its time box"), entry["status"]
-    cut = [r for r in entry["records"] if r["status"] == "cut"]
-    assert len(cut) == 1 and cut[0]["cases_not_run"]
-    not_run = cut[0]["cases_not_run"]
-    # a list of names when the part stopped itself between cases; a count when the runner had to kill it mid-case
-    assert (isinstance(not_run, list) and "grouped conv on > 2^31 elements (dry run: small)" in not_run) or \
-        (isinstance(not_run, int) and cut[0]["reason"].startswith("still running"))
+    assert entry["status"] == "cut by its time box", entry["status"]
+    (cut,) = [r for r in entry["records"] if r["status"] == "cut"]
+    assert cut["case"] == "time box over"
+    assert cut["cases_not_run"][-1] == "grouped conv on > 2^31 elements (dry run: small)"
+    ran = {r["case"] for r in entry["records"] if r["status"] != "cut"}  # a case may give several records
+    assert len(ran) + len(cut["cases_not_run"]) == entry["cases_planned"]
     assert proc.returncode == 0  # cut is not failed
     assert "cut by its time box" in proc.stdout
+
+
+def test_a_hung_part_is_killed_at_its_box_and_a_crashed_one_costs_only_itself(tmp_path):
+    # the runner kills a part that overruns its box by GRACE_S (its whole process group), records it as cut, and
+    # goes on; a part whose process dies is recorded as an error with its stderr, and the next part still runs
+    from fastregnet.campaign_runner import GRACE_S
+
+    proc, doc, seconds = _campaign(tmp_path / "hang", "--budget-s", "12", "--part", "env", "models",
+                                   fault="env:hang")
+    env, models = doc["parts"]["env"], doc["parts"]["models"]
+    assert env["status"] == "cut by its time box (process killed)"
+    assert env["records"][-1]["status"] == "cut" and "killed" in env["records"][-1]["reason"]
+    assert seconds <= 12 + GRACE_S + 30
+    assert models["status"] in ("done", "cut by its time box", "cut by its time box (process killed)",
+                                "cut by its time box (not started: the budget was spent)")
+    proc, doc, _ = _campaign(tmp_path / "crash", "--part", "env", "models", fault="env:crash")
+    env, models = doc["parts"]["env"], doc["parts"]["models"]
+    assert env["status"] == "error" and "exited with status 3" in env["error"]
+    assert models["status"] == "done" and models["records"]
+    assert proc.returncode == 1  # an error is a failure
 
 
 def test_unknown_part_missing_gpu_and_absurd_budget_are_user_errors(tmp_path, capsys):
@@ -209,7 +234,10 @@ def test_campaign_apply_on_the_dry_run_writes_the_four_outputs(dry_run, tmp_path
     table = json.loads((root / "kernels" / "tuned_configs.json").read_text())
     assert table["gpus"]["cpu (dry run)"]["grouped_conv|float32|gw=16"]
     constants = json.loads((root / "fastregnet" / "data" / "cost_constants.json").read_text())
-    assert "DRY RUN" in constants["gpus"]["H100"]["source"] and written["cost_constants"]["cases"] == 3
+    # a GPU the model does not know (here the dry run's CPU) gets an entry of its own: H100's stays as it was
+    assert "DRY RUN" in constants["gpus"]["cpu-dry-run"]["source"] and written["cost_constants"]["cases"] == 3
+    assert constants["gpus"]["H100"] == json.loads((ROOT / "fastregnet/data/cost_constants.json").read_text())[
+        "gpus"]["H100"]
     readme = (root / "README.md").read_text()
     assert "NOT GPU figures" in readme.split("<!-- gpu-table:begin -->")[1].split("<!-- gpu-table:end -->")[0]
     results = sorted(p.name for p in (root / "bench" / "results").iterdir())
@@ -302,3 +330,19 @@ def test_tuning_force_by_shape_key_and_observe():
     assert seen == {("fam", "float16", "k=1"): (cands, (1, 2)), ("fam", "float16", "k=2"): (cands, (1, 2))}
     with pytest.raises(ValueError, match="not a candidate"), tuning.force((9, 9), "fam", "k=1"):
         tuning.select("fam", torch.float16, "k=1", cands, (1, 2), torch.device("cpu"))
+
+
+def test_a_gpu_without_its_own_tuned_entries_uses_its_architectures(monkeypatch):
+    # campaign-apply writes an H200's tuning under "NVIDIA H200" and "sm_90"; an H100 (sm_90, no section of its own)
+    # then launches with those entries, a GPU of another architecture with its heuristic
+    import torch
+
+    from fastregnet.kernels import tuning
+
+    cands = [(1, 2), (3, 4)]
+    monkeypatch.setitem(tuning._state, "table", {"NVIDIA H200": {"fam|bfloat16|k=1": [3, 4]},
+                                                 "sm_90": {"fam|bfloat16|k=1": [3, 4]}})
+    for name, capability, expected in (("NVIDIA H100 80GB HBM3", (9, 0), (3, 4)), ("NVIDIA A100", (8, 0), (1, 2)),
+                                       ("NVIDIA H200", (9, 0), (3, 4))):
+        monkeypatch.setitem(tuning._state, "names", {0: (name, tuning.arch_name(capability))})
+        assert tuning.select("fam", torch.bfloat16, "k=1", cands, (1, 2), torch.device("cuda", 0)) == expected, name
