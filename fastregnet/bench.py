@@ -193,7 +193,8 @@ def run(models, batches, dtype, modes, providers, resolution, device, warmup, re
     checked, then all take their warm-up steps round by round (a shared warm-up), then each timed round runs one
     step of every provider in turn, so a machine that speeds up or slows down during the run affects all alike.
     Peak memory on a GPU = the provider's resident bytes (parameters, buffers, gradients, optimizer state) + the
-    most its steps allocated above what was allocated before them.
+    most its steps allocated above what was allocated before them (a CUDA graph's private pool, allocated at
+    capture, is not counted: the figure reads low for the graph and max-autotune providers).
     `stop()`, when given, is asked before each provider's build and each timed round: True ends the run there (the
     campaign's time box); providers not built are recorded as not run, rounds not run are simply fewer.
     `extra_providers` adds {name: build(model_name, state_dict, device, compile_mode) -> (model, memory_format)};

@@ -972,8 +972,10 @@ class _GraphedInference(torch.nn.Module):
 def _bench_case(c: Campaign, model: str, batch: int, mode: str, providers: tuple, res: int, warmup: int,
                 repeats: int, dtype: str):
     """One bench.run of (model, batch, mode) over `providers`, interleaved; a warm-up worker runs fastregnet's
-    provider once instead, at batch 64 (Triton specializes on the shapes' divisibility by 16, not their size, so
-    that compiles what batch 256 launches, in a quarter of the memory: eight workers share the GPU)."""
+    provider once instead, at batch 64, in a quarter of the memory (eight workers share the GPU). Triton
+    specializes integer arguments on their divisibility by 16, not their size, so that compiles nearly every
+    variant batch 256 launches; the few whose arguments specialize differently (a statistics merge's block
+    count, a weight grad's rows per split) compile in the bench's own warm-up steps, outside the timing."""
     from . import bench
 
     if c.warm is not None:

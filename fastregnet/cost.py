@@ -131,7 +131,7 @@ class _Step:
     """Collects the launches of one step for a GPU and dtype."""
 
     def __init__(self, gpu: GPU, dtype: str, allow_tf32: bool):
-        self.gpu, self.dtype, self.e = gpu, dtype, ELEMENT[dtype]
+        self.gpu, self.dtype, self.e, self.allow_tf32 = gpu, dtype, ELEMENT[dtype], allow_tf32
         self.mma_rate = gpu.mma_flops_per_s[dtype if dtype != "fp32" else ("tf32" if allow_tf32 else "ieee")]
         self.fma_rate = gpu.mma_flops_per_s["ieee"]
         self.launches: list[Launch] = []
@@ -231,10 +231,12 @@ def grouped_conv_launch(step: _Step, kernel: str, layer: str, n: int, c: int, gw
 
 
 def grouped_wgrad_launch(step: _Step, layer: str, n: int, c: int, gw: int, h: int, stride: int) -> None:
-    from .kernels.grouped_conv import BLOCK_M_CONV, _weight_grad_split, grouped_conv_tiles
+    from .kernels.grouped_conv import BLOCK_M_CONV, _weight_grad_split, grouped_conv_tiles, weight_grad_block_k
 
     e = step.e
-    bn, bk, _ = grouped_conv_tiles(gw, _torch_dtype(step.dtype))
+    config = grouped_conv_tiles(gw, _torch_dtype(step.dtype))
+    precision = "ieee" if step.dtype == "fp32" and not step.allow_tf32 else "tf32"
+    bn, bk = config[0], weight_grad_block_k(config, precision)
     ho = (h - 1) // stride + 1
     m_out, m_in = n * ho * ho, n * h * h
     chunks, k_blocks, groups = math.ceil(gw / bn), math.ceil(9 * gw / bk), c // gw

@@ -303,6 +303,14 @@ def data_grad_tiles(config: tuple[int, int, int]) -> tuple[int, int, int]:
     return config[0], bk, 4 if bk == 32 else 8
 
 
+def weight_grad_block_k(config: tuple[int, int, int], precision: str) -> int:
+    """BLOCK_K of the weight grad for a conv configuration: the forward's, except with fp32 IEEE dots (TF32 off)
+    on 32-wide N tiles, where 32 took 255 registers and spilled 84-96 B on sm_90 under triton 3.6 (the GPU
+    machine's version; 16 spills 8-12 B there and under 3.8, AOT)."""
+    block_n, block_k, _ = config
+    return 16 if precision == "ieee" and block_n >= 32 and block_k > 16 else block_k
+
+
 def useful_mma_fraction(group_width: int, block_n: int, block_k: int) -> float:
     """The share of the MMA work a group-aligned tile issues that is useful: N pads GW to BLOCK_N chunks, K pads
     the folded 9 * GW to BLOCK_K steps."""
@@ -522,6 +530,7 @@ def grouped_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tens
         num_warps=data_warps)
     record(_grouped_conv_bwd_data_kernel)
 
+    bk = weight_grad_block_k((bn, bk, warps), prec)
     k_blocks = triton.cdiv(9 * gw, bk)
     row_bytes = (2 + stride * stride) * c * x.element_size()  # grad_out and saved, and the input rows per output row
     split = _weight_grad_split(m_out, groups_x_chunks * k_blocks, dev.type == "cuda", row_bytes)
@@ -579,5 +588,6 @@ def kernel_variants(group_width: int, dtype: torch.dtype, stride: int, config: t
                                                          "GROUP_M": GROUP_M}, data_warps))
         sig = {"GO": ty, "S": ty, "X": ty, "GWPart": "*fp32", **vec, "M": "i32", **dims, "ROWS_PER_SPLIT": "i32",
                "SPLIT": "i32"}
-        out.append((_grouped_conv_bwd_weight_kernel, sig, common, warps))
+        out.append((_grouped_conv_bwd_weight_kernel, sig,
+                    {**common, "BLOCK_K": weight_grad_block_k((bn, bk, warps), prec)}, warps))
     return out
