@@ -236,7 +236,7 @@ def grouped_wgrad_launch(step: _Step, layer: str, n: int, c: int, gw: int, h: in
     e = step.e
     config = grouped_conv_tiles(gw, _torch_dtype(step.dtype))
     precision = "ieee" if step.dtype == "fp32" and not step.allow_tf32 else "tf32"
-    bn, bk = config[0], weight_grad_block_k(config, precision)
+    bn, bk = config[0], weight_grad_block_k(config, precision, step.gpu.arch)
     ho = (h - 1) // stride + 1
     m_out, m_in = n * ho * ho, n * h * h
     chunks, k_blocks, groups = math.ceil(gw / bn), math.ceil(9 * gw / bk), c // gw

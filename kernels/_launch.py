@@ -49,6 +49,14 @@ def wide_offsets(block_m: int, rows_per_image: int, image_elements: int, halo_im
     return (triton.cdiv(block_m, rows_per_image) + 1 + halo_images) * image_elements >= 2**31
 
 
+def device_arch(device: torch.device) -> int:
+    """sm_XY of a CUDA device as XY (80 elsewhere: the interpreter ignores tiles' registers)."""
+    if device.type != "cuda":
+        return 80
+    major, minor = torch.cuda.get_device_capability(device)
+    return 10 * major + minor
+
+
 def dot_precision(dtype: torch.dtype) -> str:
     """tl.dot input precision. fp32 storage follows PyTorch's policy for convolutions, read at every launch:
     TF32 tensor cores while torch.backends.cudnn.allow_tf32 is on (PyTorch's default, what cuDNN then does), exact

@@ -90,7 +90,7 @@ def zoo_variants(group_widths, candidates: bool = False, arch: int = 80) -> list
         for gw in group_widths:
             configs = grouped_conv_candidates(gw, dtype) if candidates else [grouped_conv_tiles(gw, dtype)]
             for stride, config in ((s, cfg) for s in (1, 2) for cfg in configs):
-                for v in kernel_variants(gw, dtype, stride, config):
+                for v in kernel_variants(gw, dtype, stride, config, arch):
                     # keyed with the divisibility too: widths sharing a tile may specialize differently
                     key = variant_name(v[0], v[2]) + str(v[1]) + f"warps={v[3]}" + str(gw % 16 == 0)
                     seen.setdefault(key, (*v, gw))

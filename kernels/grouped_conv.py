@@ -36,7 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import (WGRAD_SLAB_BYTES, dot_precision, grouped_launch_order, nhwc, pointer_type, record,
+from ._launch import (WGRAD_SLAB_BYTES, device_arch, dot_precision, grouped_launch_order, nhwc, pointer_type, record,
                       wide_offsets)
 from .batch_norm import (_eval_bn_affine, _grad_y, _load_channel_vectors, _store_block_stats, bn_act_apply,
                          bn_act_bwd_reduce, bn_batch_stats, bn_grad_sums)
@@ -303,12 +303,12 @@ def data_grad_tiles(config: tuple[int, int, int]) -> tuple[int, int, int]:
     return config[0], bk, 4 if bk == 32 else 8
 
 
-def weight_grad_block_k(config: tuple[int, int, int], precision: str) -> int:
+def weight_grad_block_k(config: tuple[int, int, int], precision: str, arch: int) -> int:
     """BLOCK_K of the weight grad for a conv configuration: the forward's, except with fp32 IEEE dots (TF32 off)
-    on 32-wide N tiles, where 32 took 255 registers and spilled 84-96 B on sm_90 under triton 3.6 (the GPU
+    on 32-wide N tiles on sm_90, where 32 took 255 registers and spilled 84-96 B under triton 3.6 (the GPU
     machine's version; 16 spills 8-12 B there and under 3.8, AOT)."""
     block_n, block_k, _ = config
-    return 16 if precision == "ieee" and block_n >= 32 and block_k > 16 else block_k
+    return 16 if precision == "ieee" and arch >= 90 and block_n >= 32 and block_k > 16 else block_k
 
 
 def useful_mma_fraction(group_width: int, block_n: int, block_k: int) -> float:
@@ -530,7 +530,7 @@ def grouped_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tens
         num_warps=data_warps)
     record(_grouped_conv_bwd_data_kernel)
 
-    bk = weight_grad_block_k((bn, bk, warps), prec)
+    bk = weight_grad_block_k((bn, bk, warps), prec, device_arch(dev))
     k_blocks = triton.cdiv(9 * gw, bk)
     row_bytes = (2 + stride * stride) * c * x.element_size()  # grad_out and saved, and the input rows per output row
     split = _weight_grad_split(m_out, groups_x_chunks * k_blocks, dev.type == "cuda", row_bytes)
@@ -552,9 +552,11 @@ def data_grad_blocks_per_class(n: int, h: int, w: int, stride: int) -> int:
     return triton.cdiv(n * triton.cdiv(h, stride) * triton.cdiv(w, stride), DATA_GRAD_BLOCK_M)
 
 
-def kernel_variants(group_width: int, dtype: torch.dtype, stride: int, config: tuple | None = None) -> list[tuple]:
+def kernel_variants(group_width: int, dtype: torch.dtype, stride: int, config: tuple | None = None,
+                    arch: int = 90) -> list[tuple]:
     """(kernel, signature, constexprs, num_warps) of every kernel variant a conv of this group width, dtype and stride
-    launches with `config` (default: the heuristic's), for ahead-of-time compilation (tests, bench/aot_report.py)."""
+    launches on sm_`arch` with `config` (default: the heuristic's), for ahead-of-time compilation (tests,
+    bench/aot_report.py)."""
     ty = pointer_type(dtype)
     bn, bk, warps = config or grouped_conv_tiles(group_width, dtype)
     prec = dot_precision(dtype)
@@ -589,5 +591,5 @@ def kernel_variants(group_width: int, dtype: torch.dtype, stride: int, config: t
         sig = {"GO": ty, "S": ty, "X": ty, "GWPart": "*fp32", **vec, "M": "i32", **dims, "ROWS_PER_SPLIT": "i32",
                "SPLIT": "i32"}
         out.append((_grouped_conv_bwd_weight_kernel, sig,
-                    {**common, "BLOCK_K": weight_grad_block_k((bn, bk, warps), prec)}, warps))
+                    {**common, "BLOCK_K": weight_grad_block_k((bn, bk, warps), prec, arch)}, warps))
     return out

@@ -31,7 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import (WGRAD_SLAB_BYTES, dot_precision, grouped_launch_order, nhwc, pointer_type, record,
+from ._launch import (WGRAD_SLAB_BYTES, device_arch, dot_precision, grouped_launch_order, nhwc, pointer_type, record,
                       wide_offsets)
 from .batch_norm import _eval_bn_affine, _grad_y, _load_channel_vectors, _store_block_stats, bn_act_apply, \
     bn_act_bwd_reduce, bn_batch_stats, bn_grad_sums
@@ -448,14 +448,6 @@ def eval_candidates(out_channels: int, dtype: torch.dtype, projection: bool,
         return [heuristic]
     out = [(m, n, _eval_block_k(m, n, projection, arch), EVAL_WARPS) for m in (64, 128) for n in (64, 128)]
     return out if heuristic in out else [heuristic] + out
-
-
-def device_arch(device: torch.device) -> int:
-    """sm_XY of a CUDA device as XY (80 elsewhere: the interpreter ignores tiles' registers)."""
-    if device.type != "cuda":
-        return 80
-    major, minor = torch.cuda.get_device_capability(device)
-    return 10 * major + minor
 
 
 def eval_shape_key(in_channels: int, out_channels: int, projection: bool) -> str:

@@ -64,13 +64,15 @@ def clean_env(bin_dir: pathlib.Path) -> dict:
     return env
 
 
-@pytest.fixture(scope="module")
+# session-scoped: under pytest-xdist this file's tests share one worker (pytestmark) but may run interleaved with
+# other files' tests, which would tear a module-scoped fixture down and run the minute-and-a-half dry run again
+@pytest.fixture(scope="session")
 def clean(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("clean")
     return clean_python(tmp), source_checkout(tmp)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def dry_run(clean, tmp_path_factory):
     bin_dir, checkout = clean
     out = tmp_path_factory.mktemp("out")
