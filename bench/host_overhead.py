@@ -4,7 +4,9 @@ remains is fastregnet's Python, `torch.library.custom_op` dispatch, Triton's lau
 PyTorch ops around the kernels (the stem and head, which do run, at a tiny size): the time a GPU would wait for the
 host if the kernels took none.
 
-    python bench/host_overhead.py [--out bench/results/host-overhead-cpu.json] [--repeats 20]
+    python bench/host_overhead.py [--out bench/results/host-overhead-cpu.json] [--repeats 20] [--readme]
+
+--readme rewrites the table between the host-overhead markers in README.md from the results.
 
 Reports, per model and mode (eval forward under no_grad; a training step: forward, backward), the host
 milliseconds per call (median over repeats) and per launch, and a split of one profiled call by where the time
@@ -107,11 +109,41 @@ def measure(name: str, mode: str, repeats: int) -> dict:
             "host_us_per_launch": round(med / n * 1e6, 1), "profile_share": split}
 
 
+BEGIN, END = "<!-- host-overhead:begin -->", "<!-- host-overhead:end -->"
+
+
+def readme_table(doc: dict) -> str:
+    lines = ["| model | mode | launches | host ms per call (min-max) | host us per launch | where the time goes "
+             "(cProfile shares) |", "|---|---|---|---|---|---|"]
+    for r in doc["results"]:
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in sorted(r["profile_share"].items(), key=lambda kv: -kv[1]))
+        lines.append(f"| {r['model']} | {r['mode']} | {r['launches']} | {r['host_ms']:.1f} "
+                     f"({r['host_ms_spread'][0]:.1f}-{r['host_ms_spread'][1]:.1f}) | {r['host_us_per_launch']:.0f} | "
+                     f"{shares} |")
+    lines.append(f"\nMeasured on {doc['machine']} (one thread), torch {doc['torch']}, triton {doc['triton']}, "
+                 f"{doc['date'][:10]}; `bench/host_overhead.py --readme` regenerates this table.")
+    return "\n".join(lines)
+
+
+def write_readme(doc: dict, path: str = "README.md") -> None:
+    import re
+
+    with open(path) as f:
+        text = f.read()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{path}: no {BEGIN} ... {END} markers")
+    text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: f"{BEGIN}\n{readme_table(doc)}\n{END}", text,
+                  flags=re.S)
+    with open(path, "w") as f:
+        f.write(text)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=os.path.join("bench", "results", "host-overhead-cpu.json"))
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--models", nargs="+", default=list(MODELS))
+    p.add_argument("--readme", action="store_true", help="rewrite README.md's host-overhead table from the results")
     args = p.parse_args()
     torch.set_num_threads(1)  # host work is one thread; keep the other core quiet
     interpreter.InterpretedFunction.run = _no_op_run
@@ -131,6 +163,8 @@ def main() -> None:
         print(f"{r['model']:<16} {r['mode']:<6} {r['launches']:>8} {r['host_ms']:>8.2f} "
               f"{r['host_us_per_launch']:>9.1f}  {shares}")
     print(f"JSON written to {args.out}", file=sys.stderr)
+    if args.readme:
+        write_readme(doc)
 
 
 if __name__ == "__main__":

@@ -211,7 +211,7 @@ def pytest_collection_modifyitems(session, config, items):
     aot = [item for item in items if item.nodeid.startswith("tests/test_aot_compile.py")
            or item.nodeid.startswith("test_aot_compile.py")]
     for item in aot:
-        item.add_marker(pytest.mark.xdist_group("aot_compile"))
+        item.add_marker(pytest.mark.xdist_group(name="aot_compile"))
     if aot and not _under_xdist():
         items[:] = [item for item in items if item not in aot] + aot
         _start_aot_compile()

@@ -22,7 +22,7 @@ from fastregnet.campaign import PARTS
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # one pytest-xdist worker runs this file, so the module-scoped dry run (a minute and a half) runs once
-pytestmark = pytest.mark.xdist_group("campaign")
+pytestmark = pytest.mark.xdist_group(name="campaign")
 
 
 def gpu_line() -> str:
