@@ -126,16 +126,9 @@ def readme_table(doc: dict) -> str:
 
 
 def write_readme(doc: dict, path: str = "README.md") -> None:
-    import re
+    from fastregnet.readme_tables import replace_between
 
-    with open(path) as f:
-        text = f.read()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{path}: no {BEGIN} ... {END} markers")
-    text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: f"{BEGIN}\n{readme_table(doc)}\n{END}", text,
-                  flags=re.S)
-    with open(path, "w") as f:
-        f.write(text)
+    replace_between(path, BEGIN, END, readme_table(doc))
 
 
 def main() -> None:

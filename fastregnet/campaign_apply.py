@@ -25,6 +25,7 @@ import shutil
 
 from . import calibration, cost
 from .campaign import load_doc, measured_rates, save_doc
+from .readme_tables import replace_between
 
 BEGIN, END = "<!-- gpu-table:begin -->", "<!-- gpu-table:end -->"
 
@@ -148,14 +149,7 @@ def gpu_table(doc: dict) -> str:
 
 
 def apply_readme(doc: dict, readme_path: str) -> None:
-    with open(readme_path) as f:
-        text = f.read()
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"{readme_path}: no {BEGIN} ... {END} markers for the GPU table")
-    text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: f"{BEGIN}\n{gpu_table(doc)}\n{END}", text,
-                  flags=re.S)
-    with open(readme_path, "w") as f:
-        f.write(text)
+    replace_between(readme_path, BEGIN, END, gpu_table(doc))
 
 
 def apply(campaign_dir: str, root: str | None = None, allow_dry_run: bool = False) -> dict:
