@@ -21,6 +21,12 @@ _listeners: list[Counter] = []
 WGRAD_SLAB_BYTES = 16 * 2**20
 
 
+def cdiv(a: int, b: int) -> int:
+    """Ceiling division for host code: triton.cdiv is a constexpr function whose every host call goes through
+    Triton's JIT wrapper (~5 us), and launchers make dozens per launch."""
+    return -(-a // b)
+
+
 def record(kernel, n: int = 1) -> None:
     """Note `n` launches of `kernel` (a @triton.jit function) in every active counter."""
     if _listeners:
@@ -46,7 +52,7 @@ def wide_offsets(block_m: int, rows_per_image: int, image_elements: int, halo_im
     """WIDE_OFFSETS for a kernel that addresses its input as 32-bit offsets from its tile's first row: whether
     BLOCK_M output rows, which span at most cdiv(BLOCK_M, rows_per_image) + 1 images (+ `halo_images` where taps
     reach past them), can reach 2^31 elements of the input."""
-    return (triton.cdiv(block_m, rows_per_image) + 1 + halo_images) * image_elements >= 2**31
+    return (cdiv(block_m, rows_per_image) + 1 + halo_images) * image_elements >= 2**31
 
 
 def device_arch(device: torch.device) -> int:

@@ -22,28 +22,78 @@ def variant_name(kernel, constexprs: dict) -> str:
 
 
 # Integer arguments that Triton's launcher specializes as multiples of 16 at the zoo's run-time shapes: row counts at
-# batch 256 (256 * H * W), and a grouped conv's channel count and group width when the width is a multiple of 16.
-# Channel counts of the 1x1 convs vary (48, 104, 208, 440...) and are left unspecialized: the report errs high.
+# batch 256 (256 * H * W). Channel counts of the 1x1 convs vary (48, 104, 208, 440...) and are left unspecialized:
+# the report errs high. (The grouped conv's group width is a constexpr and its channel count G * GW, so the compiler
+# knows their divisibility without a specialization.)
 _ROW_ARGS = ("M", "MI")
 
 
-def run_time_divisibility(kernel, signature: dict, constexprs: dict, group_width: int | None = None) -> list[str]:
+def run_time_divisibility(signature: dict) -> list[str]:
     """The arguments the run-time launch would mark divisible by 16: every pointer (PyTorch allocations are
-    aligned), the row counts, and C / GW of a grouped conv whose group width is a multiple of 16."""
-    names = [k for k, v in signature.items() if v.startswith("*")]
-    names += [k for k in _ROW_ARGS if k in signature]
-    if group_width is not None and group_width % 16 == 0:
-        names += [k for k in ("C", "GW") if k in signature]
-    return names
+    aligned) and the row counts."""
+    return [k for k, v in signature.items() if v.startswith("*")] + [k for k in _ROW_ARGS if k in signature]
+
+
+_LABEL = re.compile(r"^(\$L__BB\d+_\d+):")
+_BRANCH = re.compile(r"\bbra(?:\.uni)?\s+(\$L__BB\d+_\d+);")
+_LD_GLOBAL = re.compile(r"\bld\.global(?:\.\w+)*?(?:\.v(\d))?\.[bfsu](\d+)\s.*\[\s*(%rd\d+)")
+_CP_ASYNC = re.compile(r"\bcp\.async\.c[ag]\.shared\.global\s*\[[^\]]*\],\s*\[\s*(%rd\d+)[^\]]*\],\s*(0x[0-9a-fA-F]+|\d+)")
+_PARAM = re.compile(r"\bld\.param\.b64\s+(%rd\d+),\s*\[\w+_param_(\d+)\]")
+_DEF = re.compile(r"^\s*(?:@!?%p\d+\s+)?[a-z][\w.]*\s+(%\w+),(.*);")
+
+
+def loop_global_loads(ptx: str, arg_names: list[str]) -> dict:
+    """The global loads inside the PTX's loops (a loop: a backward branch to an earlier label), i.e. the K loops'
+    operand loads: {argument: {"ld.<bytes>" or "cp.async.<bytes>": count}}, bytes per instruction, keyed by the
+    pointer argument the address derives from (traced back through the registers that define it to its
+    ld.param). `arg_names`: the kernel's non-constexpr arguments, in order (the PTX numbers its params so)."""
+    lines = ptx.splitlines()
+    labels = {m.group(1): i for i, line in enumerate(lines) if (m := _LABEL.match(line))}
+    loops = [(labels[m.group(1)], i) for i, line in enumerate(lines)
+             if (m := _BRANCH.search(line)) and labels.get(m.group(1), i) < i]
+    params, sources = {}, {}
+    for line in lines:
+        if m := _PARAM.search(line):
+            params[m.group(1)] = arg_names[int(m.group(2))] if int(m.group(2)) < len(arg_names) else None
+        elif m := _DEF.match(line):
+            sources.setdefault(m.group(1), set()).update(re.findall(r"%rd\d+", m.group(2)))
+
+    def pointer_args(reg: str) -> set:
+        seen, todo, found = set(), [reg], set()
+        while todo:
+            r = todo.pop()
+            if r in seen:
+                continue
+            seen.add(r)
+            if r in params:
+                found.add(params[r])
+            todo.extend(sources.get(r, ()))
+        return found
+
+    out: dict = {}
+    for i, line in enumerate(lines):
+        if not any(start <= i <= end for start, end in loops):
+            continue
+        if m := _LD_GLOBAL.search(line):
+            kind, reg = f"ld.{int(m.group(1) or 1) * int(m.group(2)) // 8}", m.group(3)
+        elif m := _CP_ASYNC.search(line):
+            kind, reg = f"cp.async.{int(m.group(2), 0)}", m.group(1)
+        else:
+            continue
+        for arg in pointer_args(reg) or {"?"}:
+            out.setdefault(arg, {})
+            out[arg][kind] = out[arg].get(kind, 0) + 1
+    return out
 
 
 def compile_variant(kernel, signature: dict, constexprs: dict, arch: int, num_warps: int = 4,
                     divisible: list[str] | None = None) -> dict:
     """Compile one variant for sm_<arch>, with the `divisible` arguments specialized as multiples of 16 as Triton's
     launcher does at run time (default: run_time_divisibility); returns registers, spill bytes, stack frame and
-    shared memory. Raises whatever the Triton compiler raises for code a real GPU would reject."""
+    shared memory, and the bytes per global load instruction inside loops (loop_global_loads). Raises whatever the
+    Triton compiler raises for code a real GPU would reject."""
     sig = {**signature, **{k: "constexpr" for k in constexprs}}
-    divisible = run_time_divisibility(kernel, signature, constexprs) if divisible is None else divisible
+    divisible = run_time_divisibility(signature) if divisible is None else divisible
     attrs = {(kernel.arg_names.index(name),): [["tt.divisibility", 16]] for name in divisible}
     compiled = triton.compile(ASTSource(fn=kernel, signature=sig, constexprs=constexprs, attrs=attrs),
                               target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
@@ -64,7 +114,8 @@ def compile_variant(kernel, signature: dict, constexprs: dict, arch: int, num_wa
     return {"kernel": variant_name(kernel, constexprs), "arch": arch, "divisible_by_16": divisible,
             "registers": grab(r"Used (\d+) registers"),
             "spill_store_bytes": grab(r"(\d+) bytes spill stores"), "spill_load_bytes": grab(r"(\d+) bytes spill loads"),
-            "stack_frame_bytes": grab(r"(\d+) bytes stack frame"), "shared_bytes": compiled.metadata.shared}
+            "stack_frame_bytes": grab(r"(\d+) bytes stack frame"), "shared_bytes": compiled.metadata.shared,
+            "loop_loads": loop_global_loads(compiled.asm["ptx"], [a for a in kernel.arg_names if a not in constexprs])}
 
 
 def zoo_variants(group_widths, candidates: bool = False, arch: int = 80) -> list[tuple]:
@@ -91,8 +142,7 @@ def zoo_variants(group_widths, candidates: bool = False, arch: int = 80) -> list
             configs = grouped_conv_candidates(gw, dtype) if candidates else [grouped_conv_tiles(gw, dtype)]
             for stride, config in ((s, cfg) for s in (1, 2) for cfg in configs):
                 for v in kernel_variants(gw, dtype, stride, config, arch):
-                    # keyed with the divisibility too: widths sharing a tile may specialize differently
-                    key = variant_name(v[0], v[2]) + str(v[1]) + f"warps={v[3]}" + str(gw % 16 == 0)
+                    key = variant_name(v[0], v[2]) + str(v[1]) + f"warps={v[3]}"
                     seen.setdefault(key, (*v, gw))
         for v in batch_norm_variants(dtype, candidates) + pointwise_variants(dtype, candidates, arch):
             seen.setdefault(variant_name(v[0], v[2]) + str(v[1]) + f"warps={v[3]}", (*v, None))
@@ -117,8 +167,7 @@ def compile_all(group_widths, archs=(80, 90), fp32_archs=(80, 90), candidates: b
                 continue
             base = {"kernel": variant_name(kernel, ce), "arch": arch, "dtype": dtype, "num_warps": warps}
             try:
-                divisible = run_time_divisibility(kernel, sig, ce, gw)
-                rows.append(base | compile_variant(kernel, sig, ce, arch, num_warps=warps, divisible=divisible))
+                rows.append(base | compile_variant(kernel, sig, ce, arch, num_warps=warps))
             except Exception as e:  # reported per variant, so one bad variant doesn't hide the others
                 rows.append(base | {"error": f"{type(e).__name__}: {e}"[:2000]})
     return rows
@@ -142,3 +191,4 @@ if __name__ == "__main__":
     archs = tuple(int(a) for a in sys.argv[1].split(","))
     fp32_archs = tuple(int(a) for a in sys.argv[3].split(",")) if len(sys.argv) > 3 else archs
     print(json.dumps(compile_all([int(g) for g in sys.argv[2].split(",")], archs=archs, fp32_archs=fp32_archs)))
+

@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import nhwc, pointer_type, record
+from ._launch import cdiv, nhwc, pointer_type, record
 from .relu import relu, relu_grad
 from .tuning import select
 
@@ -304,16 +304,16 @@ def stats_merge_plan(blocks: int, channels: int) -> list[tuple[tuple[int, int], 
     """The merge's passes as (grid, partial rows read, serial steps per program): one pass when the blocks fit in
     MERGE_STEPS steps, else a first pass over parts and a second over the parts' results."""
     per_part = _MERGE_BLOCK_R * MERGE_STEPS
-    c_progs = triton.cdiv(channels, _MERGE_BLOCK_C)
+    c_progs = cdiv(channels, _MERGE_BLOCK_C)
     if blocks <= per_part:
-        return [((c_progs, 1), blocks, triton.cdiv(blocks, _MERGE_BLOCK_R))]
-    parts = triton.cdiv(blocks, per_part)
+        return [((c_progs, 1), blocks, cdiv(blocks, _MERGE_BLOCK_R))]
+    parts = cdiv(blocks, per_part)
     if parts > per_part:
-        per_part = triton.cdiv(blocks, per_part)  # a huge batch: longer parts rather than a third pass
-        per_part = triton.cdiv(per_part, _MERGE_BLOCK_R) * _MERGE_BLOCK_R
-        parts = triton.cdiv(blocks, per_part)
+        per_part = cdiv(blocks, per_part)  # a huge batch: longer parts rather than a third pass
+        per_part = cdiv(per_part, _MERGE_BLOCK_R) * _MERGE_BLOCK_R
+        parts = cdiv(blocks, per_part)
     return [((c_progs, parts), blocks, per_part // _MERGE_BLOCK_R),
-            ((c_progs, 1), parts, triton.cdiv(parts, _MERGE_BLOCK_R))]
+            ((c_progs, 1), parts, cdiv(parts, _MERGE_BLOCK_R))]
 
 
 def bn_batch_stats(mean_part: torch.Tensor, m2_part: torch.Tensor, m: int, rows_per_block: int, eps: float,
@@ -333,7 +333,7 @@ def bn_batch_stats(mean_part: torch.Tensor, m2_part: torch.Tensor, m: int, rows_
                                         BLOCK_C=_MERGE_BLOCK_C)
         record(_bn_stats_finalize_kernel)
         mean_part, m2_part, blocks, rows_per_block = part_mean, part_m2, grid[1], rows_per_block * per_part
-    _bn_stats_finalize_kernel[(triton.cdiv(c, _MERGE_BLOCK_C), 1)](
+    _bn_stats_finalize_kernel[(cdiv(c, _MERGE_BLOCK_C), 1)](
         mean_part, m2_part, mean, var, invstd, blocks, m, rows_per_block, c, eps, blocks, FINAL=True,
         BLOCK_R=_MERGE_BLOCK_R, BLOCK_C=_MERGE_BLOCK_C)
     record(_bn_stats_finalize_kernel)
@@ -357,7 +357,7 @@ def bn_update_running_stats(running_mean: torch.Tensor, running_var: torch.Tenso
     """nn.BatchNorm2d's running-statistics update, in place, in one launch (instead of five elementwise ops):
     r = (1 - momentum) * r + momentum * batch, with the unbiased variance var * n / (n - 1) for running_var."""
     c = running_mean.numel()
-    _running_stats_update_kernel[(triton.cdiv(c, 256),)](running_mean, running_var, mean, var, c, momentum,
+    _running_stats_update_kernel[(cdiv(c, 256),)](running_mean, running_var, mean, var, c, momentum,
                                                          count / max(count - 1, 1), BLOCK_C=256)
     record(_running_stats_update_kernel)
 
@@ -378,7 +378,7 @@ def bn_act_apply(y: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor, gamm
 
     def launch(config):
         block_m, block_c, warps = config
-        _bn_act_apply_kernel[(triton.cdiv(m, block_m), triton.cdiv(c, block_c))](
+        _bn_act_apply_kernel[(cdiv(m, block_m), cdiv(c, block_c))](
             *args, HAS_SHORTCUT=shortcut is not None, RELU=relu, DROP_PATH=sample_scale is not None, BLOCK_M=block_m,
             BLOCK_C=block_c, num_warps=warps)
 
@@ -402,10 +402,10 @@ def bn_act_bwd_reduce(grad_out: torch.Tensor, saved: torch.Tensor, mean, invstd,
     def launch(config):
         """(per-row-block dbeta partials, dgamma partials or None)."""
         block_m, block_c, warps = config
-        blocks = triton.cdiv(m, block_m)
+        blocks = cdiv(m, block_m)
         dbeta_part = torch.empty((blocks, c), **f32)
         dgamma_part = torch.empty((blocks, c), **f32) if train else dbeta_part
-        _bn_act_bwd_reduce_kernel[(blocks, triton.cdiv(c, block_c))](
+        _bn_act_bwd_reduce_kernel[(blocks, cdiv(c, block_c))](
             grad_out, saved, out if residual else saved, g_shortcut if residual else saved, mean, invstd, gamma, beta,
             dbeta_part, dgamma_part, scale, m, c, h * w, TRAIN=train, RELU=relu, RESIDUAL=residual,
             DROP_PATH=sample_scale is not None, BLOCK_M=block_m, BLOCK_C=block_c, num_warps=warps)

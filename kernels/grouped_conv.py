@@ -9,6 +9,13 @@ a NaN or Inf in one group cannot reach another group's outputs through a masked 
 consecutive channels of one input pixel, so the activation loads are contiguous runs; the weights are laid out per
 call (one small copy, nothing cached) as (groups, 9 * GW, GW) in the order the tiles read them.
 
+Vector loads: the group width is a run-time argument (one compiled variant serves every width sharing a tile), so
+the compiler cannot see that a run of consecutive k stays within one tap, nor that C and GW keep runs aligned. The
+constexpr VEC (the largest power of two <= 8 dividing GW: 8 for every zoo width) tells it both (_aligned,
+_tap_of), and the operand loads of all three kernels compile to 16-byte cp.async copies, software-pipelined, where
+the tile gives a thread that many bytes (tests/test_aot_compile.py reads this from the PTX). Without it, widths
+that are not multiples of 16 (8, 24, 40, 56, 72, 120, 168, 232, 264) issued scalar 2-byte loads.
+
 Modes of the forward kernel:
 - eval: BN applied in the epilogue from the live tensors (EVAL_BN), or a folded bias (HAS_BIAS), then ReLU.
 - train: epilogue writes the pre-BN conv output y and, per (row block, channel), the block's mean and centred sum
@@ -32,12 +39,14 @@ results are deterministic (no atomics).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
 
-from ._launch import (WGRAD_SLAB_BYTES, device_arch, dot_precision, grouped_launch_order, nhwc, pointer_type, record,
-                      wide_offsets)
+from ._launch import (WGRAD_SLAB_BYTES, cdiv, device_arch, dot_precision, grouped_launch_order, nhwc, pointer_type,
+                      record, wide_offsets)
 from .batch_norm import (_eval_bn_affine, _grad_y, _load_channel_vectors, _store_block_stats, bn_act_apply,
                          bn_act_bwd_reduce, bn_batch_stats, bn_grad_sums)
 from .relu import relu
@@ -55,16 +64,31 @@ __all__ = ["grouped_conv_fwd", "grouped_conv_train_fwd", "grouped_conv_bwd", "gr
 
 
 @triton.jit
-def _tap_offsets(k, GW):
+def _aligned(n, VEC: tl.constexpr):
+    """n, a multiple of VEC, written so that the compiler knows it is one (a run-time integer is otherwise assumed
+    odd unless it is a multiple of 16): the channel and group-width strides then prove VEC-element aligned runs."""
+    return n // VEC * VEC
+
+
+@triton.jit
+def _tap_of(k, GW, VEC: tl.constexpr):
+    """k // GW for folded indices k = tap * GW + c, computed from k rounded down to VEC (VEC divides GW, so the
+    result is the same): the compiler then sees the tap constant over each aligned run of VEC consecutive k, and
+    the loads that run addresses become VEC-wide vector / cp.async loads instead of scalar ones."""
+    return (k // VEC * VEC) // GW
+
+
+@triton.jit
+def _tap_offsets(k, GW, VEC: tl.constexpr):
     """For folded indices k = tap * GW + c: (c, dh, dw), the channel within the group and the tap's offsets."""
-    tap = k // GW
+    tap = _tap_of(k, GW, VEC)
     return k - tap * GW, tap // 3 - 1, tap % 3 - 1
 
 
 @triton.jit
 def _grouped_conv_fwd_kernel(
     X,  # input, NHWC contiguous (N, H, W, C)
-    Wk,  # weight laid out (G, 9 * GW, GW): Wk[g, tap * GW + ci, co] = W[g * GW + co, ci, tap], same dtype as X
+    Wk,  # weight laid out (G, GW, 9 * GW): Wk[g, co, tap * GW + ci] = W[g * GW + co, ci, tap], same dtype as X
     Bias,  # bias (C,) fp32, read when HAS_BIAS (the differentiable eval op, whose caller folds BN per call)
     Gamma, Beta, Mean, Var,  # (C,) eval BatchNorm, applied when EVAL_BN (inference)
     eps,  # its eps
@@ -77,6 +101,7 @@ def _grouped_conv_fwd_kernel(
     H, W, C, HO, WO,  # input height/width, channels, output height/width
     GW,  # group width (channels per group)
     N_CHUNKS,  # BLOCK_N chunks per group: cdiv(GW, BLOCK_N)
+    VEC: tl.constexpr,  # a power of two (<= 8) dividing GW: channel runs the loads may vectorize (_aligned)
     STRIDE: tl.constexpr,  # 1 or 2
     HAS_BIAS: tl.constexpr,  # add Bias in the epilogue
     EVAL_BN: tl.constexpr,  # apply the eval BatchNorm (scale, shift from the live tensors) in the epilogue
@@ -90,6 +115,7 @@ def _grouped_conv_fwd_kernel(
     GROUP_M: tl.constexpr,  # row blocks per launch-order group: all groups' tiles of those rows run together
     WIDE_OFFSETS: tl.constexpr,  # a tile's input window spans over 2^31 elements: 64-bit offsets inside it
 ):
+    C, GW = _aligned(C, VEC), _aligned(GW, VEC)
     pid_m, pid_n = grouped_launch_order(GROUP_M)
     g = pid_n // N_CHUNKS
     local_n = (pid_n % N_CHUNKS) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -117,12 +143,13 @@ def _grouped_conv_fwd_kernel(
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         k_ok = offs_k < K
-        ci, dh, dw = _tap_offsets(offs_k, GW)
+        ci, dh, dw = _tap_offsets(offs_k, GW, VEC)
         hi = ho[:, None] * STRIDE + dh[None, :]
         wi = wo[:, None] * STRIDE + dw[None, :]
         ok = m_ok[:, None] & k_ok[None, :] & (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
         a = tl.load(X_tile + a_rows[:, None] + ((dh * W + dw) * C + ci)[None, :], mask=ok, other=0.0)
-        b = tl.load(w_group + offs_k[:, None] * GW + local_n[None, :], mask=k_ok[:, None] & n_ok[None, :],
+        # K-major B tiles: Hopper's tf32 wgmma takes B only K-major, so an N-major fp32 tile was loaded 4 B at a time
+        b = tl.load(w_group + local_n[None, :] * K + offs_k[:, None], mask=k_ok[:, None] & n_ok[None, :],
                     other=0.0)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
 
@@ -154,6 +181,7 @@ def _grouped_conv_bwd_data_kernel(
     N_CHUNKS,  # BLOCK_N chunks per group
     BLOCKS_PER_CLASS,  # row blocks per parity class (stride 2: of the largest class, even rows and columns)
     inv_M,  # 1 / (N*HO*WO), for the BN mean terms
+    VEC: tl.constexpr,  # a power of two (<= 8) dividing GW (_aligned)
     STRIDE: tl.constexpr,  # forward stride, 1 or 2
     TRAIN: tl.constexpr,  # BN with batch statistics (else eval: gy = grad_out * relu mask)
     RELU: tl.constexpr,  # the op applied ReLU
@@ -167,6 +195,7 @@ def _grouped_conv_bwd_data_kernel(
     # (2 ho + kh - 1, 2 wo + kw - 1), so an input row of parity ph receives only taps kh = 1 (ph = 0) or kh in {0, 2}
     # (ph = 1), and likewise for columns. Each program owns pixels of one class and folds only that class's 1, 2 or
     # 4 taps into K: no MMA work on taps that cannot contribute (stride 1 is the single class of all 9 taps).
+    C, GW = _aligned(C, VEC), _aligned(GW, VEC)
     pid_m, pid_n = grouped_launch_order(GROUP_M)
     g = pid_n // N_CHUNKS
     local_n = (pid_n % N_CHUNKS) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -191,7 +220,7 @@ def _grouped_conv_bwd_data_kernel(
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         k_ok = offs_k < K
-        t = offs_k // GW
+        t = _tap_of(offs_k, GW, VEC)
         co = offs_k - t * GW
         if STRIDE == 1:
             kh = t // 3
@@ -223,7 +252,7 @@ def _grouped_conv_bwd_weight_kernel(
     GO,  # grad of the op's output, NHWC (N, HO, WO, C)
     S,  # saved tensor for gy (see the data-grad kernel)
     X,  # forward input, NHWC (N, H, W, C)
-    GWPart,  # out: (SPLIT, G, 9 * GW, GW) fp32 partial weight grads in the forward's Wk layout, one slice per split
+    GWPart,  # out: (SPLIT, G, 9 * GW, GW) fp32 partial weight grads, [s, g, tap * GW + ci, co], one slice per split
     Mean, Invstd, Gamma, Beta, DBeta, DGamma,  # (C,) fp32, read when TRAIN
     M,  # output pixels N*HO*WO
     H, W, C, HO, WO,  # input height/width, channels, output height/width
@@ -232,6 +261,7 @@ def _grouped_conv_bwd_weight_kernel(
     inv_M,  # 1 / M
     ROWS_PER_SPLIT,  # output rows each split reduces over (a multiple of BLOCK_M)
     SPLIT,  # number of row splits
+    VEC: tl.constexpr,  # a power of two (<= 8) dividing GW (_aligned)
     STRIDE: tl.constexpr,  # forward stride
     TRAIN: tl.constexpr,  # BN with batch statistics
     RELU: tl.constexpr,  # the op applied ReLU
@@ -240,6 +270,7 @@ def _grouped_conv_bwd_weight_kernel(
     BLOCK_N: tl.constexpr,  # output channels per program (one group)
     BLOCK_K: tl.constexpr,  # folded (tap, input channel) indices per program
 ):
+    C, GW = _aligned(C, VEC), _aligned(GW, VEC)
     g = tl.program_id(0) // N_CHUNKS
     local_n = (tl.program_id(0) % N_CHUNKS) * BLOCK_N + tl.arange(0, BLOCK_N)
     K = 9 * GW
@@ -248,7 +279,7 @@ def _grouped_conv_bwd_weight_kernel(
     n_ok = local_n < GW
     k_ok = offs_k < K
     offs_n = g * GW + local_n
-    ci, dh, dw = _tap_offsets(offs_k, GW)
+    ci, dh, dw = _tap_offsets(offs_k, GW, VEC)
     mean, invstd, gamma, beta, dbeta_m, dgamma_m = _load_channel_vectors(
         Mean, Invstd, Gamma, Beta, DBeta, DGamma, offs_n, C, inv_M, TRAIN)
     acc = tl.zeros((BLOCK_K, BLOCK_N), dtype=tl.float32)
@@ -259,13 +290,15 @@ def _grouped_conv_bwd_weight_kernel(
         wo = offs_m % WO
         ho = (offs_m // WO) % HO
         nb = (offs_m // (WO * HO)).to(tl.int64)
-        hi = ho[:, None] * STRIDE + dh[None, :]
-        wi = wo[:, None] * STRIDE + dw[None, :]
-        ok = m_ok[:, None] & k_ok[None, :] & (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
-        a = tl.load(X + ((nb[:, None] * H + hi) * W + wi) * C + (g * GW + ci)[None, :], mask=ok, other=0.0)
+        # the input tile is loaded as (k, m), already transposed for the dot: a tl.trans of an (m, k) load kept
+        # the load out of the software pipeline (vector loads into registers instead of cp.async, sm_90 PTX)
+        hi = dh[:, None] + ho[None, :] * STRIDE
+        wi = dw[:, None] + wo[None, :] * STRIDE
+        ok = k_ok[:, None] & m_ok[None, :] & (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
+        a_t = tl.load(X + ((nb[None, :] * H + hi) * W + wi) * C + (g * GW + ci)[:, None], mask=ok, other=0.0)
         gy = _grad_y(GO, S, S, offs_m.to(tl.int64)[:, None] * C + offs_n[None, :], m_ok[:, None] & n_ok[None, :],
                      mean, invstd, gamma, beta, dbeta_m, dgamma_m, TRAIN, RELU, False, 1.0)
-        acc = tl.dot(tl.trans(a), gy.to(a.dtype), acc, input_precision=PRECISION)
+        acc = tl.dot(a_t, gy.to(a_t.dtype), acc, input_precision=PRECISION)
     out = GWPart + (split.to(tl.int64) * C + g * GW) * K
     tl.store(out + offs_k[:, None] * GW + local_n[None, :], acc, mask=k_ok[:, None] & n_ok[None, :])
 
@@ -293,14 +326,15 @@ def launch_group_m(block_m: int) -> int:
 
 # The data grad recomputes gy for its gathered (tap, channel) tile and works out each k's tap for its parity class:
 # on 64-row blocks it spilled 20-148 B on sm_80 and sm_90 (AOT report), so it runs 32-row blocks stepping K by at
-# most 32: on 4 warps for 32-deep steps, on 8 for 16-deep ones (a 32 x 16 tile spilled 24 B on 4 warps on sm_90).
+# most 32: on 4 warps for 32-deep steps, on 8 for 16-deep ones (a 32 x 16 tile spilled 24 B on 4 warps on sm_90),
+# except 16 x 16 tiles (group width 8), whose operands on 8 warps came to one 2-byte load per thread.
 DATA_GRAD_BLOCK_M, DATA_GRAD_MAX_K = 32, 32
 
 
 def data_grad_tiles(config: tuple[int, int, int]) -> tuple[int, int, int]:
     """(BLOCK_N, BLOCK_K, num_warps) of the data grad for a conv configuration (the same N tile)."""
-    bk = min(config[1], DATA_GRAD_MAX_K)
-    return config[0], bk, 4 if bk == 32 else 8
+    bn, bk = config[0], min(config[1], DATA_GRAD_MAX_K)
+    return bn, bk, 4 if bk == 32 or bn == 16 else 8
 
 
 def weight_grad_block_k(config: tuple[int, int, int], precision: str, arch: int) -> int:
@@ -311,11 +345,17 @@ def weight_grad_block_k(config: tuple[int, int, int], precision: str, arch: int)
     return 16 if precision == "ieee" and arch >= 90 and block_n >= 32 and block_k > 16 else block_k
 
 
+def channel_run(group_width: int) -> int:
+    """The kernels' VEC: the largest power of two up to 8 dividing the group width (8 for every zoo width), i.e.
+    the aligned channel run one vector load can cover (16 bytes in 16-bit storage, two 16-byte loads in fp32)."""
+    return min(8, group_width & -group_width)
+
+
 def useful_mma_fraction(group_width: int, block_n: int, block_k: int) -> float:
     """The share of the MMA work a group-aligned tile issues that is useful: N pads GW to BLOCK_N chunks, K pads
     the folded 9 * GW to BLOCK_K steps."""
     gw = group_width
-    return gw / (block_n * triton.cdiv(gw, block_n)) * (9 * gw) / (block_k * triton.cdiv(9 * gw, block_k))
+    return gw / (block_n * cdiv(gw, block_n)) * (9 * gw) / (block_k * cdiv(9 * gw, block_k))
 
 
 def _floor_tiles(group_width: int, dtype: torch.dtype) -> list[tuple[int, int]]:
@@ -330,6 +370,7 @@ def _floor_tiles(group_width: int, dtype: torch.dtype) -> list[tuple[int, int]]:
             if useful_mma_fraction(group_width, n, k) >= floor and (n, k) not in ((16, 64), (64, 16))]
 
 
+@functools.cache  # a pure function of its arguments, asked on every launch
 def grouped_conv_tiles(group_width: int, dtype: torch.dtype) -> tuple[int, int, int]:
     """(BLOCK_N, BLOCK_K, num_warps) for a group width.
 
@@ -342,13 +383,14 @@ def grouped_conv_tiles(group_width: int, dtype: torch.dtype) -> tuple[int, int, 
     return bn, bk, warps
 
 
-def grouped_conv_candidates(group_width: int, dtype: torch.dtype) -> list[tuple[int, int, int]]:
+@functools.cache  # a pure function of its arguments, asked on every launch
+def grouped_conv_candidates(group_width: int, dtype: torch.dtype) -> tuple[tuple[int, int, int], ...]:
     """The tuning space for a group width: every tile meeting the heuristic's useful-work floor on 8 warps, and the
     heuristic's own pick (4 warps for small 16-bit tiles: other tiles on 4 warps spilled in the forward or weight
     grad, AOT report)."""
-    out = [(n, k, 8) for n, k in _floor_tiles(group_width, dtype)]
+    out = tuple((n, k, 8) for n, k in _floor_tiles(group_width, dtype))
     heuristic = grouped_conv_tiles(group_width, dtype)
-    return out if heuristic in out else [heuristic] + out
+    return out if heuristic in out else (heuristic,) + out
 
 
 def shape_key(group_width: int) -> str:
@@ -365,10 +407,10 @@ def select_tiles(group_width: int, x: torch.Tensor, run=None) -> tuple[int, int,
 
 
 def _weights_for_forward(weight: torch.Tensor) -> torch.Tensor:
-    """(C, GW, 3, 3) -> (G, 9 * GW, GW) with [g, tap * GW + ci, co] = W[g * GW + co, ci, tap]: the B tiles of the
-    forward and weight-grad kernels, read contiguously. Made on every call: no copy can go stale."""
+    """(C, GW, 3, 3) -> (G, GW, 9 * GW) with [g, co, tap * GW + ci] = W[g * GW + co, ci, tap]: the forward's B tiles,
+    K-major (consecutive k contiguous). Made on every call: no copy can go stale."""
     c, gw = weight.shape[:2]
-    return weight.reshape(c // gw, gw, gw, 9).permute(0, 3, 2, 1).reshape(c // gw, 9 * gw, gw).contiguous()
+    return weight.reshape(c // gw, gw, gw, 9).permute(0, 1, 3, 2).reshape(c // gw, gw, 9 * gw).contiguous()
 
 
 def _weights_for_data_grad(weight: torch.Tensor) -> torch.Tensor:
@@ -431,16 +473,17 @@ def grouped_conv_fwd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     b = bias.float().contiguous() if bias is not None else unused
     bn_vectors = tuple(t.contiguous() for t in bn) if bn is not None else (unused,) * 4
     block_m, slots = eval_squeeze_layout(ho, wo, x.dtype) if squeeze else (eval_block_m(x.dtype), 1)
-    row_blocks = triton.cdiv(m, block_m)
+    row_blocks = cdiv(m, block_m)
     sq_part = torch.empty((squeeze_part_rows(n, ho * wo, block_m), c), device=x.device, dtype=torch.float32) \
         if squeeze else unused
 
     def launch(config):
         bn_, bk, warps = config
-        chunks = triton.cdiv(gw, bn_)
+        chunks = cdiv(gw, bn_)
         _grouped_conv_fwd_kernel[(row_blocks, (c // gw) * chunks)](
-            x, wk, b, *bn_vectors, eps, y, unused, unused, sq_part, slots, m, h, w, c, ho, wo, gw, chunks,
-            STRIDE=stride,
+            X=x, Wk=wk, Bias=b, Gamma=bn_vectors[0], Beta=bn_vectors[1], Mean=bn_vectors[2], Var=bn_vectors[3],
+            eps=eps, Y=y, MeanPart=unused, M2Part=unused, SqPart=sq_part, SQUEEZE_SLOTS=slots,
+            M=m, H=h, W=w, C=c, HO=ho, WO=wo, GW=gw, N_CHUNKS=chunks, VEC=channel_run(gw), STRIDE=stride,
             HAS_BIAS=bias is not None, EVAL_BN=bn is not None, RELU=relu, STATS=False, SQUEEZE=squeeze,
             PRECISION=dot_precision(x.dtype), BLOCK_M=block_m, BLOCK_N=bn_, BLOCK_K=bk, GROUP_M=launch_group_m(block_m),
             WIDE_OFFSETS=wide_offsets(block_m, ho * wo, h * w * c, halo_images=1), num_warps=warps)
@@ -464,16 +507,18 @@ def grouped_conv_train_fwd(x: torch.Tensor, weight: torch.Tensor, gamma: torch.T
                          f"{tuple(x.shape)}")
     x, wk = nhwc(x), _weights_for_forward(weight)
     y = torch.empty((n, c, ho, wo), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
-    blocks = triton.cdiv(m, BLOCK_M_CONV)
+    blocks = cdiv(m, BLOCK_M_CONV)
     mean_part = torch.empty((blocks, c), device=x.device, dtype=torch.float32)
     m2_part = torch.empty_like(mean_part)
     unused = torch.empty(1, device=x.device, dtype=torch.float32)  # Bias and SqPart: never read in this mode
     def launch(config):
         bn, bk, warps = config
-        chunks = triton.cdiv(gw, bn)
+        chunks = cdiv(gw, bn)
         _grouped_conv_fwd_kernel[(blocks, (c // gw) * chunks)](
-            x, wk, *([unused] * 5), eps, y, mean_part, m2_part, unused, 1, m, h, w, c, ho, wo, gw, chunks,
-            STRIDE=stride, HAS_BIAS=False, EVAL_BN=False, RELU=False, STATS=True, SQUEEZE=False,
+            X=x, Wk=wk, Bias=unused, Gamma=unused, Beta=unused, Mean=unused, Var=unused, eps=eps,
+            Y=y, MeanPart=mean_part, M2Part=m2_part, SqPart=unused, SQUEEZE_SLOTS=1,
+            M=m, H=h, W=w, C=c, HO=ho, WO=wo, GW=gw, N_CHUNKS=chunks, VEC=channel_run(gw), STRIDE=stride,
+            HAS_BIAS=False, EVAL_BN=False, RELU=False, STATS=True, SQUEEZE=False,
             PRECISION=dot_precision(x.dtype), BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=GROUP_M,
             WIDE_OFFSETS=wide_offsets(BLOCK_M_CONV, ho * wo, h * w * c, halo_images=1), num_warps=warps)
 
@@ -491,8 +536,8 @@ def _weight_grad_split(m: int, programs: int, on_gpu: bool, row_bytes: int) -> i
     split."""
     if not on_gpu:
         return 1
-    longest = triton.cdiv(m, 8 * BLOCK_M_CONV)
-    return max(1, min(longest, max(triton.cdiv(528, programs), triton.cdiv(m * row_bytes, WGRAD_SLAB_BYTES))))
+    longest = cdiv(m, 8 * BLOCK_M_CONV)
+    return max(1, min(longest, max(cdiv(528, programs), cdiv(m * row_bytes, WGRAD_SLAB_BYTES))))
 
 
 def grouped_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, saved: torch.Tensor,
@@ -517,39 +562,40 @@ def grouped_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tens
     dbeta_arg, dgamma_arg, inv_count = bn_grad_sums(dbeta, dgamma if train else dbeta, m_out, sync)
 
     bn, bk, warps = select_tiles(gw, x)  # the forward's configuration (tuned there when autotuning)
-    chunks = triton.cdiv(gw, bn)
+    chunks = cdiv(gw, bn)
     groups_x_chunks = (c // gw) * chunks
     prec = dot_precision(x.dtype)
     grad_x = torch.empty((n, c, h, w), device=dev, dtype=x.dtype, memory_format=torch.channels_last)
     per_class = data_grad_blocks_per_class(n, h, w, stride)
     _, data_bk, data_warps = data_grad_tiles((bn, bk, warps))
     _grouped_conv_bwd_data_kernel[(stride * stride * per_class, groups_x_chunks)](
-        grad_out, saved, _weights_for_data_grad(weight), grad_x, mean, invstd, gamma, beta, dbeta_arg, dgamma_arg,
-        n, h, w, c, ho, wo, gw, chunks, per_class, inv_count, STRIDE=stride, TRAIN=train, RELU=relu,
-        PRECISION=prec, BLOCK_M=DATA_GRAD_BLOCK_M, BLOCK_N=bn, BLOCK_K=data_bk, GROUP_M=GROUP_M,
+        GO=grad_out, S=saved, Wk=_weights_for_data_grad(weight), GX=grad_x, Mean=mean, Invstd=invstd, Gamma=gamma,
+        Beta=beta, DBeta=dbeta_arg, DGamma=dgamma_arg, NB=n, H=h, W=w, C=c, HO=ho, WO=wo, GW=gw, N_CHUNKS=chunks,
+        BLOCKS_PER_CLASS=per_class, inv_M=inv_count, VEC=channel_run(gw), STRIDE=stride, TRAIN=train, RELU=relu, PRECISION=prec, BLOCK_M=DATA_GRAD_BLOCK_M, BLOCK_N=bn, BLOCK_K=data_bk, GROUP_M=GROUP_M,
         num_warps=data_warps)
     record(_grouped_conv_bwd_data_kernel)
 
     bk = weight_grad_block_k((bn, bk, warps), prec, device_arch(dev))
-    k_blocks = triton.cdiv(9 * gw, bk)
+    k_blocks = cdiv(9 * gw, bk)
     row_bytes = (2 + stride * stride) * c * x.element_size()  # grad_out and saved, and the input rows per output row
     split = _weight_grad_split(m_out, groups_x_chunks * k_blocks, dev.type == "cuda", row_bytes)
-    rows_per_split = triton.cdiv(triton.cdiv(m_out, split), BLOCK_M_CONV) * BLOCK_M_CONV
-    split = triton.cdiv(m_out, rows_per_split)
+    rows_per_split = cdiv(cdiv(m_out, split), BLOCK_M_CONV) * BLOCK_M_CONV
+    split = cdiv(m_out, rows_per_split)
     gw_part = torch.empty((split, c // gw, 9 * gw, gw), **f32)
     _grouped_conv_bwd_weight_kernel[(groups_x_chunks, k_blocks, split)](
-        grad_out, saved, x, gw_part, mean, invstd, gamma, beta, dbeta_arg, dgamma_arg, m_out, h, w, c, ho, wo, gw,
-        chunks, inv_count, rows_per_split, split, STRIDE=stride, TRAIN=train, RELU=relu, PRECISION=prec,
+        GO=grad_out, S=saved, X=x, GWPart=gw_part, Mean=mean, Invstd=invstd, Gamma=gamma, Beta=beta, DBeta=dbeta_arg,
+        DGamma=dgamma_arg, M=m_out, H=h, W=w, C=c, HO=ho, WO=wo, GW=gw, N_CHUNKS=chunks, inv_M=inv_count,
+        ROWS_PER_SPLIT=rows_per_split, SPLIT=split, VEC=channel_run(gw), STRIDE=stride, TRAIN=train, RELU=relu, PRECISION=prec,
         BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps)
     record(_grouped_conv_bwd_weight_kernel)
-    # (G, 9 * GW, GW) in the forward's layout back to (C, GW, 3, 3); the split partials summed in a fixed order
+    # (G, 9 * GW, GW) as [g, tap * GW + ci, co] back to (C, GW, 3, 3); the split partials summed in a fixed order
     grad_w = gw_part.sum(0).reshape(c // gw, 9, gw, gw).permute(0, 3, 2, 1).reshape(c, gw, 3, 3)
     return grad_x, grad_w.to(weight.dtype), dgamma, dbeta
 
 
 def data_grad_blocks_per_class(n: int, h: int, w: int, stride: int) -> int:
     """Row blocks of the data grad's largest parity class (stride 2: even rows and columns; stride 1: all)."""
-    return triton.cdiv(n * triton.cdiv(h, stride) * triton.cdiv(w, stride), DATA_GRAD_BLOCK_M)
+    return cdiv(n * cdiv(h, stride) * cdiv(w, stride), DATA_GRAD_BLOCK_M)
 
 
 def kernel_variants(group_width: int, dtype: torch.dtype, stride: int, config: tuple | None = None,
@@ -572,16 +618,16 @@ def kernel_variants(group_width: int, dtype: torch.dtype, stride: int, config: t
             ((False, False, False),)
         block_m = eval_block_m(dtype) if eval_mode else BLOCK_M_CONV
         for has_bias, eval_bn, squeeze in modes:
-            ce = dict(STRIDE=stride, HAS_BIAS=has_bias, EVAL_BN=eval_bn, RELU=eval_mode, STATS=not eval_mode,
-                      SQUEEZE=squeeze, PRECISION=prec, BLOCK_M=block_m, BLOCK_N=bn, BLOCK_K=bk,
+            ce = dict(VEC=channel_run(group_width), STRIDE=stride, HAS_BIAS=has_bias, EVAL_BN=eval_bn, RELU=eval_mode,
+                      STATS=not eval_mode, SQUEEZE=squeeze, PRECISION=prec, BLOCK_M=block_m, BLOCK_N=bn, BLOCK_K=bk,
                       GROUP_M=launch_group_m(block_m), WIDE_OFFSETS=False)
             out.append((_grouped_conv_fwd_kernel, sig, ce, warps))
     vec = {k: "*fp32" for k in ("Mean", "Invstd", "Gamma", "Beta", "DBeta", "DGamma")}
     dims = {"H": "i32", "W": "i32", "C": "i32", "HO": "i32", "WO": "i32", "GW": "i32", "N_CHUNKS": "i32",
             "inv_M": "fp32"}
     for train in (False, True):
-        common = dict(STRIDE=stride, TRAIN=train, RELU=True, PRECISION=prec, BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn,
-                      BLOCK_K=bk)
+        common = dict(VEC=channel_run(group_width), STRIDE=stride, TRAIN=train, RELU=True, PRECISION=prec, BLOCK_M=BLOCK_M_CONV,
+                      BLOCK_N=bn, BLOCK_K=bk)
         data_dims = {k: v for k, v in dims.items() if k != "inv_M"}
         sig = {"GO": ty, "S": ty, "Wk": ty, "GX": ty, **vec, "NB": "i32", **data_dims, "BLOCKS_PER_CLASS": "i32",
                "inv_M": "fp32"}

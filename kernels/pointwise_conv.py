@@ -31,8 +31,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import (WGRAD_SLAB_BYTES, device_arch, dot_precision, grouped_launch_order, nhwc, pointer_type, record,
-                      wide_offsets)
+from ._launch import (WGRAD_SLAB_BYTES, cdiv, device_arch, dot_precision, grouped_launch_order, nhwc, pointer_type,
+                      record, wide_offsets)
 from .batch_norm import _eval_bn_affine, _grad_y, _load_channel_vectors, _store_block_stats, bn_act_apply, \
     bn_act_bwd_reduce, bn_batch_stats, bn_grad_sums
 from .relu import relu
@@ -420,7 +420,7 @@ def eval_block_n(out_channels: int, dtype: torch.dtype) -> int:
     work outweighs the saved reads. fp32 keeps 64."""
     if dtype == torch.float32:
         return 64
-    return 128 if triton.cdiv(out_channels, 128) * 128 <= 1.2 * triton.cdiv(out_channels, 64) * 64 else 64
+    return 128 if cdiv(out_channels, 128) * 128 <= 1.2 * cdiv(out_channels, 64) * 64 else 64
 
 
 def eval_tiles(out_channels: int, dtype: torch.dtype, projection: bool, arch: int = 80) -> tuple[int, int, int, int]:
@@ -520,23 +520,27 @@ def pointwise_conv_fwd(x: torch.Tensor, weight: torch.Tensor, bn, eps: float, re
         raise ValueError(f"pointwise_conv: shortcut {tuple(shortcut.shape)} does not match output {tuple(y.shape)}")
     k2 = x2.shape[1] if x2 is not None else 1
     align = channel_align(k, out_c, k2)
-    args = (x, weight.reshape(out_c, k).contiguous(), gate.float().contiguous() if gate is not None else unused,
-            x2 if x2 is not None else x, weight2.reshape(out_c, -1).contiguous() if x2 is not None else weight,
-            *bn, *(bn2 if x2 is not None else bn), eps, eps2 if x2 is not None else eps,
-            nhwc(shortcut) if shortcut is not None else unused, y, unused, unused,
-            m, k, out_c, h * w, w, h, w, x2.shape[2] if x2 is not None else 1, x2.shape[3] if x2 is not None else 1, k2)
+    proj = x2 is not None  # without a projection its arguments are never read: x / weight / bn stand in
+    bn2 = bn2 if proj else bn
+    operands = dict(
+        X=x, Wt=weight.reshape(out_c, k).contiguous(), Gate=gate.float().contiguous() if gate is not None else unused,
+        X2=x2 if proj else x, W2t=weight2.reshape(out_c, -1).contiguous() if proj else weight,
+        Gamma=bn[0], Beta=bn[1], Mean=bn[2], Var=bn[3], Gamma2=bn2[0], Beta2=bn2[1], Mean2=bn2[2], Var2=bn2[3],
+        eps=eps, eps2=eps2 if proj else eps, Shortcut=nhwc(shortcut) if shortcut is not None else unused, Y=y,
+        MeanPart=unused, M2Part=unused, M=m, K=k, N=out_c, HW=h * w, OW=w, H_in=h, W_in=w,
+        H2=x2.shape[2] if proj else 1, W2=x2.shape[3] if proj else 1, K2=k2)
 
     def launch(config):
         block_m, block_n, block_k, warps = config
         wide = wide_offsets(block_m, h * w, h * w * k) or (
-            x2 is not None and wide_offsets(block_m, h * w, x2.shape[2] * x2.shape[3] * k2))
-        _pointwise_conv_kernel[(triton.cdiv(m, block_m), triton.cdiv(out_c, block_n))](
-            *args, STRIDE=1, HAS_GATE=gate is not None, HAS_X2=x2 is not None, STRIDE2=stride2, EVAL_BN=True,
+            proj and wide_offsets(block_m, h * w, x2.shape[2] * x2.shape[3] * k2))
+        _pointwise_conv_kernel[(cdiv(m, block_m), cdiv(out_c, block_n))](
+            **operands, STRIDE=1, HAS_GATE=gate is not None, HAS_X2=proj, STRIDE2=stride2, EVAL_BN=True,
             HAS_SHORTCUT=shortcut is not None, RELU=relu, STATS=False, PRECISION=dot_precision(x.dtype),
             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=GROUP_M, CHANNEL_ALIGN=align,
             WIDE_OFFSETS=wide, num_warps=warps)
 
-    launch(select_eval_tiles(x, out_c, x2 is not None, launch))
+    launch(select_eval_tiles(x, out_c, proj, launch))
     record(_pointwise_conv_kernel)
     return y
 
@@ -566,12 +570,16 @@ def pointwise_conv_train_fwd(x: torch.Tensor, weight: torch.Tensor, gamma: torch
     def launch(config):
         """The GEMM with the statistics epilogue; returns (rows per block, per-block means, per-block M2)."""
         block_m, block_n, block_k, warps = config
-        blocks = triton.cdiv(m, block_m)
+        blocks = cdiv(m, block_m)
         mean_part = torch.empty((blocks, out_c), device=x.device, dtype=torch.float32)
         m2_part = torch.empty_like(mean_part)
-        _pointwise_conv_kernel[(blocks, triton.cdiv(out_c, block_n))](
-            x, w2d, gate_arg, x, x, *([unused] * 8), eps, eps, unused, y, mean_part, m2_part, m, k, out_c, ho * wo, wo,
-            x.shape[2], x.shape[3], 1, 1, 1, STRIDE=stride, HAS_GATE=gate is not None, HAS_X2=False, STRIDE2=1,
+        _pointwise_conv_kernel[(blocks, cdiv(out_c, block_n))](
+            X=x, Wt=w2d, Gate=gate_arg, M=m, K=k, N=out_c, HW=ho * wo, OW=wo, H_in=x.shape[2], W_in=x.shape[3],
+            Y=y, MeanPart=mean_part, M2Part=m2_part, eps=eps,
+            # no projection, eval BN or shortcut in this mode: those arguments are never read
+            X2=x, W2t=x, Gamma=unused, Beta=unused, Mean=unused, Var=unused, Gamma2=unused, Beta2=unused,
+            Mean2=unused, Var2=unused, eps2=eps, Shortcut=unused, H2=1, W2=1, K2=1,
+            STRIDE=stride, HAS_GATE=gate is not None, HAS_X2=False, STRIDE2=1,
             EVAL_BN=False, HAS_SHORTCUT=False, RELU=False, STATS=True, PRECISION=dot_precision(x.dtype),
             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=GROUP_M, CHANNEL_ALIGN=channel_align(k, out_c),
             WIDE_OFFSETS=wide_offsets(block_m, ho * wo, x.shape[2] * x.shape[3] * k), num_warps=warps)
@@ -592,10 +600,10 @@ def _weight_grad_split(m: int, hw: int, programs: int, on_gpu: bool, whole_image
     the interpreter. `block_m`: the kernel's rows per step."""
     if not on_gpu:
         return m
-    longest = triton.cdiv(m, 8 * block_m)
-    split = max(1, min(longest, max(triton.cdiv(528, programs), triton.cdiv(m * row_bytes, WGRAD_SLAB_BYTES))))
-    rows = triton.cdiv(m, split)
-    return triton.cdiv(rows, hw) * hw if whole_images else triton.cdiv(rows, block_m) * block_m
+    longest = cdiv(m, 8 * block_m)
+    split = max(1, min(longest, max(cdiv(528, programs), cdiv(m * row_bytes, WGRAD_SLAB_BYTES))))
+    rows = cdiv(m, split)
+    return cdiv(rows, hw) * hw if whole_images else cdiv(rows, block_m) * block_m
 
 
 def pointwise_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, y: torch.Tensor,
@@ -637,15 +645,17 @@ def pointwise_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Te
     def weight_grad(config):
         """(per-split weight grads, per-N-block gate grads or None)."""
         block_m, block_n, block_k, warps = config
-        n_blocks, k_blocks = triton.cdiv(out_c, block_n), triton.cdiv(k, block_k)
+        n_blocks, k_blocks = cdiv(out_c, block_n), cdiv(k, block_k)
         rows_per_split = _weight_grad_split(m, ho * wo, n_blocks * k_blocks, dev.type == "cuda", has_gate, row_bytes,
                                             block_m)
-        split = triton.cdiv(m, rows_per_split)
+        split = cdiv(m, rows_per_split)
         gw_part = torch.empty((split, out_c, k), **f32)
         g_gate_part = torch.empty((n_blocks, n, k), **f32) if has_gate else gw_part
         _pointwise_conv_bwd_weight_kernel[(n_blocks, k_blocks, split)](
-            grad_out, y, out, x, gate, w2d, gw_part, g_gate_part, mean, invstd, gamma, beta, dbeta_arg, dgamma_arg,
-            scale, m, k, out_c, ho * wo, wo, x.shape[2], x.shape[3], inv_count, rows_per_split, STRIDE=stride,
+            GO=grad_out, S=y, Out=out, X=x, Gate=gate, Wt=w2d, GWPart=gw_part, GGatePart=g_gate_part, Mean=mean,
+            Invstd=invstd, Gamma=gamma, Beta=beta, DBeta=dbeta_arg, DGamma=dgamma_arg, SampleScale=scale, M=m, K=k,
+            N=out_c, HW=ho * wo, OW=wo, H_in=x.shape[2], W_in=x.shape[3], inv_M=inv_count,
+            ROWS_PER_SPLIT=rows_per_split, STRIDE=stride,
             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps, **common)
         return gw_part, g_gate_part if has_gate else None
 
@@ -663,9 +673,11 @@ def pointwise_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Te
     def data_grad(config):
         block_m, block_n, block_k, warps = config
         rows = mi if stride == 1 else m  # stride 2: programs walk the output rows (see the kernel)
-        _pointwise_conv_bwd_data_kernel[(triton.cdiv(rows, block_m), triton.cdiv(k, block_n))](
-            grad_out, y, out, w2d, gate, g_pooled, grad_x, mean, invstd, gamma, beta, dbeta_arg, dgamma_arg, scale, mi,
-            k, out_c, x.shape[2], x.shape[3], ho, wo, inv_count, 1.0 / (ho * wo), STRIDE=stride, BLOCK_M=block_m,
+        _pointwise_conv_bwd_data_kernel[(cdiv(rows, block_m), cdiv(k, block_n))](
+            GO=grad_out, S=y, Out=out, Wt=w2d, Gate=gate, GPooled=g_pooled, GX=grad_x, Mean=mean, Invstd=invstd,
+            Gamma=gamma, Beta=beta, DBeta=dbeta_arg, DGamma=dgamma_arg, SampleScale=scale, MI=mi, K=k, N=out_c,
+            H=x.shape[2], W=x.shape[3], HO=ho, WO=wo, inv_M=inv_count, inv_hw=1.0 / (ho * wo), STRIDE=stride,
+            BLOCK_M=block_m,
             BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=GROUP_M, num_warps=warps, **common)
 
     data_grad(select_train_tiles("data", x, out_c, stride, has_gate, data_grad))

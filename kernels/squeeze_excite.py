@@ -28,7 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import nhwc, record
+from ._launch import cdiv, nhwc, record
 from .relu import relu, relu_grad
 
 __all__ = ["se_squeeze", "se_excite", "se_excite_bwd", "squeeze_excite_variants", "excite_plan", "squeeze_layout",
@@ -214,43 +214,43 @@ def squeeze_layout(hw: int, block_m: int) -> tuple[int, int]:
 
 def squeeze_slots(rows_per_block: int, hw: int) -> int:
     """Images a block of `rows_per_block` consecutive rows can touch, over maps of `hw` pixels."""
-    return triton.cdiv(rows_per_block - 1, hw) + 1
+    return cdiv(rows_per_block - 1, hw) + 1
 
 
 def squeeze_part_rows(images: int, hw: int, rows_per_block: int) -> int:
     """Rows of the squeeze's partial sums (row blocks x image slots) over `images` maps of `hw` pixels."""
-    return triton.cdiv(images * hw, rows_per_block) * squeeze_slots(rows_per_block, hw)
+    return cdiv(images * hw, rows_per_block) * squeeze_slots(rows_per_block, hw)
 
 
 def fc1_splits(c: int) -> tuple[int, int]:
     """(splits, channels per split) of fc1: one 128-channel step per split up to 512 channels, so a small SE layer's
     fc1 is one step long. At most 4: each fc2 program reads every split's partials for its image block, so 4
     splits read as many bytes as fc2's own weight tile column (4 x 16 images vs 64 channels)."""
-    chunks = triton.cdiv(c, _FC1_BLOCK_C)
-    per_split = triton.cdiv(chunks, min(chunks, _FC1_MAX_SPLITS)) * _FC1_BLOCK_C
-    return triton.cdiv(c, per_split), per_split
+    chunks = cdiv(c, _FC1_BLOCK_C)
+    per_split = cdiv(chunks, min(chunks, _FC1_MAX_SPLITS)) * _FC1_BLOCK_C
+    return cdiv(c, per_split), per_split
 
 
 def excite_plan(images: int, c: int, s: int, hw: int, rows_per_block: int, backward: bool = False) -> list[tuple]:
     """Per launch of the excitation (pool, hidden, gate) or of its backward: (kernel name, grid, reads of the fc
     weight it uses, serial steps per program, activation bytes as tiled, least activation bytes)."""
-    image_blocks = triton.cdiv(images, _BLOCK_I)
+    image_blocks = cdiv(images, _BLOCK_I)
     splits, per_split = fc1_splits(c)
-    c_blocks = triton.cdiv(c, _FC2_BLOCK_C)
+    c_blocks = cdiv(c, _FC2_BLOCK_C)
     # backward: the first GEMM also reads the gate and writes g_pre2; the second also reads the saved hidden
     hidden = (images * c * (3 if backward else 1) + splits * images * s) * 4
     gate_min = (splits * images * s + images * s * (2 if backward else 1) + images * c) * 4
     gate_tiled = gate_min + (c_blocks - 1) * splits * images * s * 4  # every C block re-reads the fc1 partials
-    fc = [("_se_hidden_kernel", (image_blocks, triton.cdiv(s, _FC1_BLOCK_S), splits), image_blocks,
+    fc = [("_se_hidden_kernel", (image_blocks, cdiv(s, _FC1_BLOCK_S), splits), image_blocks,
            per_split // _FC1_BLOCK_C, hidden, hidden),
-          ("_se_gate_kernel", (image_blocks, c_blocks), image_blocks, triton.cdiv(s, _FC2_BLOCK_S), gate_tiled,
+          ("_se_gate_kernel", (image_blocks, c_blocks), image_blocks, cdiv(s, _FC2_BLOCK_S), gate_tiled,
            gate_min)]
     if backward:
         return fc
-    parts = (triton.cdiv(hw, rows_per_block) + 1) * images  # squeeze partial rows read, at most
+    parts = (cdiv(hw, rows_per_block) + 1) * images  # squeeze partial rows read, at most
     pool = (parts * c + images * c) * 4
-    return [("_se_pool_kernel", (images, triton.cdiv(c, _POOL_BLOCK_C)), 0,
-             triton.cdiv(triton.cdiv(hw, rows_per_block) + 1, _POOL_BLOCK_J), pool, pool)] + fc
+    return [("_se_pool_kernel", (images, cdiv(c, _POOL_BLOCK_C)), 0,
+             cdiv(cdiv(hw, rows_per_block) + 1, _POOL_BLOCK_J), pool, pool)] + fc
 
 
 def _f32(t: torch.Tensor, *shape) -> torch.Tensor:
@@ -263,7 +263,7 @@ def se_squeeze(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     n, c, h, w = x.shape
     rows, slots = squeeze_layout(h * w, SQUEEZE_BLOCK_M)
     sq_part = torch.empty((squeeze_part_rows(n, h * w, rows), c), device=x.device, dtype=torch.float32)
-    _se_squeeze_kernel[(triton.cdiv(n * h * w, rows), triton.cdiv(c, _BLOCK_C))](
+    _se_squeeze_kernel[(cdiv(n * h * w, rows), cdiv(c, _BLOCK_C))](
         nhwc(x), sq_part, n * h * w, h * w, c, slots, BLOCK_M=rows, BLOCK_C=_BLOCK_C)
     record(_se_squeeze_kernel)
     return sq_part, rows
@@ -282,7 +282,7 @@ def se_excite(sq_part: torch.Tensor, images: int, hw: int, rows_per_block: int, 
     f32 = dict(device=sq_part.device, dtype=torch.float32)
     pooled, hidden, gate = torch.empty((images, c), **f32), torch.empty((images, s), **f32), torch.empty((images, c),
                                                                                                         **f32)
-    _se_pool_kernel[(images, triton.cdiv(c, _POOL_BLOCK_C))](
+    _se_pool_kernel[(images, cdiv(c, _POOL_BLOCK_C))](
         sq_part, pooled, c, hw, rows_per_block, slots, 1.0 / hw, BLOCK_J=_POOL_BLOCK_J, BLOCK_C=_POOL_BLOCK_C)
     record(_se_pool_kernel)
     _fc_pair(pooled, None, _f32(fc1_weight, s, c), (1, c), _f32(fc1_bias, s), _f32(fc2_weight, c, s), (s, 1),
@@ -299,14 +299,14 @@ def _fc_pair(a, gate, w_first, first_strides, b1, w_second, second_strides, b2, 
     s = hidden_out.shape[1]
     splits, per_split = fc1_splits(c)
     hidden_part = torch.empty((splits, images, s), device=a.device, dtype=torch.float32)
-    image_blocks = triton.cdiv(images, _BLOCK_I)
+    image_blocks = cdiv(images, _BLOCK_I)
     unused = hidden_out  # a pointer the kernels never read in this direction
-    _se_hidden_kernel[(image_blocks, triton.cdiv(s, _FC1_BLOCK_S), splits)](
+    _se_hidden_kernel[(image_blocks, cdiv(s, _FC1_BLOCK_S), splits)](
         a, gate if backward else unused, w_first, a_pre if backward else unused, hidden_part, images, c, s, per_split,
         *first_strides, BACKWARD=backward, BLOCK_I=_BLOCK_I, BLOCK_C=_FC1_BLOCK_C, BLOCK_S=_FC1_BLOCK_S,
         num_warps=_FC_WARPS)
     record(_se_hidden_kernel)
-    _se_gate_kernel[(image_blocks, triton.cdiv(c, _FC2_BLOCK_C))](
+    _se_gate_kernel[(image_blocks, cdiv(c, _FC2_BLOCK_C))](
         hidden_part, unused if backward else b1, w_second, unused if backward else b2, saved if backward else unused,
         hidden_out, out, images, c, s, splits, *second_strides, BACKWARD=backward,
         BLOCK_I=_BLOCK_I, BLOCK_C=_FC2_BLOCK_C, BLOCK_S=_FC2_BLOCK_S, SPLITS=triton.next_power_of_2(splits),

@@ -42,13 +42,84 @@ def test_every_zoo_variant_compiles_without_spills(arch, rows):
     fp32_spills = [r for r in rows if r["dtype"] == "*fp32" and r["spill_store_bytes"] > 64]
     assert not fp32_spills, fp32_spills
     assert all(r["shared_bytes"] <= 100 * 1024 for r in rows)
-    # compiled with the run-time specialization: pointers aligned, and e.g. GW / C of width-16-multiple groups
+    # compiled with the run-time specialization: pointers aligned
     assert all("Wk" in r["divisible_by_16"] for r in rows if r["kernel"].startswith("_grouped_conv_fwd"))
-    assert any("GW" in r["divisible_by_16"] for r in rows if r["kernel"].startswith("_grouped_conv_fwd"))
     if arch == 90:
         precisions = {r["kernel"].split("PRECISION=")[1].split(",")[0] for r in rows
                       if r["dtype"] == "*fp32" and "PRECISION=" in r["kernel"]}
         assert precisions == {"ieee", "tf32"}  # both of PyTorch's fp32 policies
+
+
+# The (rows, columns) of the tile each grouped-conv kernel loads per K step from each tensor; the per-channel fp32
+# vectors the data grad gathers per K step are 1-D (BLOCK_K).
+_GROUPED_TILES = {
+    "_grouped_conv_fwd_kernel": {"X": ("BLOCK_M", "BLOCK_K"), "Wk": ("BLOCK_K", "BLOCK_N")},
+    "_grouped_conv_bwd_data_kernel": {"GO": ("BLOCK_M", "BLOCK_K"), "S": ("BLOCK_M", "BLOCK_K"),
+                                      "Wk": ("BLOCK_K", "BLOCK_N"),
+                                      **{v: ("BLOCK_K",) for v in ("Mean", "Invstd", "Gamma", "Beta", "DBeta",
+                                                                   "DGamma")}},
+    "_grouped_conv_bwd_weight_kernel": {"X": ("BLOCK_K", "BLOCK_M"), "GO": ("BLOCK_M", "BLOCK_N"),
+                                        "S": ("BLOCK_M", "BLOCK_N")},
+}
+
+
+def _widest_load(tile: tuple, constexprs: dict, element_bytes: int, warps: int, run: int) -> int:
+    """Bytes per thread per load the tile allows: 16, or a run of `run` aligned consecutive elements, or the tile's
+    elements per thread, whichever is least (and at least one element)."""
+    elements = 1
+    for side in tile:
+        elements *= constexprs[side]
+    return max(element_bytes, min(16, run * element_bytes, elements * element_bytes // (32 * warps)))
+
+
+@pytest.mark.parametrize("arch", [80, 90])
+def test_grouped_conv_operand_loads_are_pipelined_vectors_for_every_zoo_width(arch, rows):
+    # From the compiled PTX (kernels/aot.py, loop_global_loads): inside the K loops of the forward, data-grad and
+    # weight-grad kernels, every load of an activation, weight or gradient tile is a cp.async copy (so Triton
+    # software-pipelines it) of as many bytes as the tile gives a thread: 16 bytes for every zoo group width in
+    # 16-bit and fp32, less only where a tiny tile has fewer elements per thread (group width 8: 16 x 16 weight
+    # tiles, 2 elements per thread). The group width is a run-time value, so before the VEC constexpr the compiler
+    # could not prove runs for widths that are not multiples of 16: gw 24 issued scalar 2-byte loads.
+    import torch
+
+    from fastregnet.design import MODEL_CONFIGS
+    from fastregnet.kernels.aot import variant_name
+    from fastregnet.kernels.grouped_conv import channel_run, kernel_variants
+
+    by_name = {(r["kernel"], r["dtype"]): r for r in rows if r["arch"] == arch and "error" not in r}
+    widths = sorted({g for c in MODEL_CONFIGS.values() for g in c.params().group_widths})
+    bytes_of = {"*fp32": 4, "*fp16": 2, "*bf16": 2}
+    prev = torch.backends.cudnn.allow_tf32
+    checked, bad = 0, []
+    try:
+        for dtype, tf32 in ((torch.bfloat16, True), (torch.float16, True), (torch.float32, True),
+                            (torch.float32, False)):
+            torch.backends.cudnn.allow_tf32 = tf32
+            for gw in widths:
+                for stride in (1, 2):
+                    for kernel, sig, ce, warps in kernel_variants(gw, dtype, stride, arch=arch):
+                        ty = next(iter(sig.values()))
+                        row = by_name.get((variant_name(kernel, ce), ty))
+                        if row is None:
+                            assert ty == "*fp32" and arch == 80, (gw, variant_name(kernel, ce))  # fp32: sm_90 only
+                            continue
+                        tiles = _GROUPED_TILES[kernel.fn.__name__]
+                        assert set(row["loop_loads"]) <= set(tiles), (row["kernel"], row["loop_loads"])
+                        for arg, tile in tiles.items():
+                            size = 4 if len(tile) == 1 else bytes_of[ty]
+                            want = _widest_load(tile, ce, size, warps, channel_run(gw))
+                            loads = row["loop_loads"].get(arg)
+                            if arg in ("Mean", "Invstd", "Gamma", "Beta", "DBeta", "DGamma") and not ce["TRAIN"]:
+                                assert loads is None, (row["kernel"], arg, loads)  # eval reads no BN vectors
+                                continue
+                            checked += 1
+                            sizes = [int(k.split(".")[-1]) for k in loads or {} if k.startswith("cp.async.")]
+                            if not loads or len(sizes) != len(loads) or min(sizes) < want:
+                                bad.append(f"gw {gw} {ty} {row['kernel']}: {arg} loads {loads}, want cp.async of >= {want} B")
+    finally:
+        torch.backends.cudnn.allow_tf32 = prev
+    assert checked > 1000
+    assert not bad, "\n".join(bad[:200]) + f"\n({len(bad)} in all)"
 
 
 def test_committed_report_covers_the_tuning_space_without_16bit_spills():
