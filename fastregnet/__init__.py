@@ -4,6 +4,7 @@ from .backend import count_kernel_launches, get_backend, set_backend, use_backen
 from .complexity import count_complexity, stage_complexity
 from .convert import StateDictMismatchError, check_state_dict, convert_pycls_state_dict, convert_timm_state_dict
 from .fusion import explain_fusion
+from .graphs import CUDAGraphInference, cuda_graph_inference
 from .design import MODEL_CONFIGS, RegNetParams, generate_widths, regnet_params, resolve_name
 from .models import RegNet, RegNetX, RegNetY, create_model, from_torchvision, list_models
 from .zoo import *  # noqa: F401,F403  (the torchvision-named builders)
@@ -15,4 +16,4 @@ __all__ = ["RegNet", "RegNetY", "RegNetX", "RegNetParams", "create_model", "list
            "convert_timm_state_dict", "convert_pycls_state_dict", "check_state_dict", "StateDictMismatchError",
            "count_complexity", "stage_complexity", "generate_widths", "regnet_params", "resolve_name",
            "MODEL_CONFIGS", "get_backend", "set_backend", "use_backend", "count_kernel_launches", "explain_fusion",
-           *_builders]
+           "cuda_graph_inference", "CUDAGraphInference", *_builders]

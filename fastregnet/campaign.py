@@ -929,44 +929,13 @@ def _microbench_cases(c: Campaign):
 
 def _cuda_graph_provider(model_name: str, state_dict: dict, device: torch.device, compile_mode):
     """fastregnet inference replayed from a CUDA graph (batch 1 is host-bound without one)."""
+    from .graphs import cuda_graph_inference
     from .models import create_model
 
     model = create_model(model_name)
     model.load_state_dict(state_dict)
     model = model.to(device=device, memory_format=torch.channels_last)
-    return _GraphedInference(model), torch.channels_last
-
-
-class _GraphedInference(torch.nn.Module):
-    """Captures model(x) on the first eval call of a given input shape and replays it afterwards."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-        self.graph = self.static_in = self.static_out = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training or torch.is_grad_enabled():
-            raise RuntimeError("the CUDA-graph provider runs inference only")
-        if self.graph is None or self.static_in.shape != x.shape or self.static_in.dtype != x.dtype:
-            self.static_in = x.clone()
-            # autocast's weight-cast cache is freed when the caller's autocast block exits, while the graph would go
-            # on reading those addresses: capture with the cache off, so the casts are part of the graph and read
-            # the live fp32 weights on every replay
-            recast = torch.autocast("cuda", dtype=torch.get_autocast_dtype("cuda"),
-                                    enabled=torch.is_autocast_enabled("cuda"), cache_enabled=False)
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side), recast:
-                for _ in range(3):
-                    self.model(self.static_in)
-            torch.cuda.current_stream().wait_stream(side)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph), recast:
-                self.static_out = self.model(self.static_in)
-        self.static_in.copy_(x)
-        self.graph.replay()
-        return self.static_out
+    return cuda_graph_inference(model), torch.channels_last
 
 
 def _bench_case(c: Campaign, model: str, batch: int, mode: str, providers: tuple, res: int, warmup: int,
