@@ -2,15 +2,30 @@
 compiled for sm_80 and sm_90 without a GPU with the run-time divisibility specialization: registers, spills, stack
 frame, shared memory (Triton's bundled ptxas). Run: python bench/aot_report.py [OUT.json]
 
+Writing the report also writes fastregnet/data/kernel_facts.json (kernels.aot.static_facts: registers, shared memory,
+pipelined loads per tile), which the cost model reads for occupancy and load latency.
+
 The whole space takes about 15 minutes on 2 cores. After changing some kernels only,
 `python bench/aot_report.py OUT.json --only KERNEL[,KERNEL...]` recompiles just those kernels' variants and
 replaces their rows in OUT.json, keeping the others."""
 
 import json
+import os
 import sys
 
 from fastregnet.design import MODEL_CONFIGS
-from fastregnet.kernels.aot import compile_all
+from fastregnet.kernels.aot import compile_all, static_facts
+
+FACTS = os.path.join(os.path.dirname(__file__), "..", "fastregnet", "data", "kernel_facts.json")
+
+
+def write_facts(rows: list[dict], path: str = FACTS) -> None:
+    doc = {"format": 1, "about": "Static facts of the compiled kernel variants (sm_80 / sm_90, no GPU), per tile: "
+           "written by bench/aot_report.py from bench/results/aot-static-report.json; read by fastregnet/cost.py "
+           "for occupancy and load latency.", "facts": static_facts(rows)}
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=0)
+        f.write("\n")
 
 
 def main() -> None:
@@ -36,6 +51,7 @@ def main() -> None:
             rows = kept + rows
         with open(args[0], "w") as f:
             json.dump(rows, f, indent=1)
+        write_facts(rows)
 
 
 if __name__ == "__main__":

@@ -37,20 +37,23 @@ def run_time_divisibility(signature: dict) -> list[str]:
 _LABEL = re.compile(r"^(\$L__BB\d+_\d+):")
 _BRANCH = re.compile(r"\bbra(?:\.uni)?\s+(\$L__BB\d+_\d+);")
 _LD_GLOBAL = re.compile(r"\bld\.global(?:\.\w+)*?(?:\.v(\d))?\.[bfsu](\d+)\s.*\[\s*(%rd\d+)")
-_CP_ASYNC = re.compile(r"\bcp\.async\.c[ag]\.shared\.global\s*\[[^\]]*\],\s*\[\s*(%rd\d+)[^\]]*\],\s*(0x[0-9a-fA-F]+|\d+)")
+_CP_ASYNC = re.compile(r"\bcp\.async\.c[ag]\.shared\.global\s*\[[^\]]*\],\s*\[\s*(%rd\d+)[^\]]*\],"
+                       r"\s*(0x[0-9a-fA-F]+|\d+)")
 _PARAM = re.compile(r"\bld\.param\.b64\s+(%rd\d+),\s*\[\w+_param_(\d+)\]")
 _DEF = re.compile(r"^\s*(?:@!?%p\d+\s+)?[a-z][\w.]*\s+(%\w+),(.*);")
 
 
 def loop_global_loads(ptx: str, arg_names: list[str]) -> dict:
-    """The global loads inside the PTX's loops (a loop: a backward branch to an earlier label), i.e. the K loops'
-    operand loads: {argument: {"ld.<bytes>" or "cp.async.<bytes>": count}}, bytes per instruction, keyed by the
+    """The global loads inside the PTX's innermost loops (a loop: a backward branch to an earlier label), i.e. the
+    K loops' operand loads: {argument: {"ld.<bytes>" or "cp.async.<bytes>": count}}, bytes per instruction, keyed by the
     pointer argument the address derives from (traced back through the registers that define it to its
     ld.param). `arg_names`: the kernel's non-constexpr arguments, in order (the PTX numbers its params so)."""
     lines = ptx.splitlines()
     labels = {m.group(1): i for i, line in enumerate(lines) if (m := _LABEL.match(line))}
     loops = [(labels[m.group(1)], i) for i, line in enumerate(lines)
              if (m := _BRANCH.search(line)) and labels.get(m.group(1), i) < i]
+    # innermost loops only: the steps that repeat (an outer loop over images issues its few loads once per image)
+    loops = [(a, b) for a, b in loops if not any(a < c and d < b for c, d in loops if (c, d) != (a, b))]
     params, sources = {}, {}
     for line in lines:
         if m := _PARAM.search(line):
@@ -113,9 +116,37 @@ def compile_variant(kernel, signature: dict, constexprs: dict, arch: int, num_wa
 
     return {"kernel": variant_name(kernel, constexprs), "arch": arch, "divisible_by_16": divisible,
             "registers": grab(r"Used (\d+) registers"),
-            "spill_store_bytes": grab(r"(\d+) bytes spill stores"), "spill_load_bytes": grab(r"(\d+) bytes spill loads"),
+            "spill_store_bytes": grab(r"(\d+) bytes spill stores"),
+            "spill_load_bytes": grab(r"(\d+) bytes spill loads"),
             "stack_frame_bytes": grab(r"(\d+) bytes stack frame"), "shared_bytes": compiled.metadata.shared,
             "loop_loads": loop_global_loads(compiled.asm["ptx"], [a for a in kernel.arg_names if a not in constexprs])}
+
+
+def static_facts(rows: list[dict]) -> list[dict]:
+    """What the cost model needs from compiled variants (fastregnet/data/kernel_facts.json, written by
+    bench/aot_report.py from its report): per (kernel, dtype, arch, BLOCK_* tile, warps), the worst case over the
+    variants sharing that tile (epilogue modes, strides): most registers, most shared memory, whether every load
+    in its loops is an asynchronous copy (software-pipelined) and whether any is a 16-byte cp.async.cg (which
+    bypasses L1). Rows with errors are skipped."""
+    merged: dict = {}
+    for r in rows:
+        if "error" in r:
+            continue
+        name, _, rest = r["kernel"].partition("[")
+        constexprs = dict(kv.split("=", 1) for kv in rest.rstrip("]").split(",") if "=" in kv)
+        blocks = {k: int(v) for k, v in sorted(constexprs.items()) if k.startswith("BLOCK_")}
+        key = (name, r["dtype"], r["arch"], tuple(blocks.items()), r["num_warps"])
+        kinds = [kind for arg in r.get("loop_loads", {}).values() for kind in arg]
+        pipelined = bool(kinds) and all(kind.startswith("cp.async.") for kind in kinds) if kinds else None
+        fact = merged.setdefault(key, {"kernel": name, "dtype": r["dtype"], "arch": r["arch"], "blocks": blocks,
+                                       "warps": r["num_warps"], "registers": 0, "shared_bytes": 0,
+                                       "pipelined": pipelined, "l1_bypass": False})
+        fact["registers"] = max(fact["registers"], r["registers"])
+        fact["shared_bytes"] = max(fact["shared_bytes"], r["shared_bytes"])
+        if pipelined is not None:
+            fact["pipelined"] = pipelined if fact["pipelined"] is None else fact["pipelined"] and pipelined
+        fact["l1_bypass"] |= "cp.async.16" in kinds
+    return sorted(merged.values(), key=lambda f: (f["kernel"], f["dtype"], f["arch"], str(f["blocks"]), f["warps"]))
 
 
 def zoo_variants(group_widths, candidates: bool = False, arch: int = 80) -> list[tuple]:

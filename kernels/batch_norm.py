@@ -372,15 +372,16 @@ def bn_act_apply(y: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor, gamm
     if sample_scale is not None and (shortcut is None or tuple(sample_scale.shape) != (n,)):
         raise ValueError(f"bn_act_apply: sample_scale must be ({n},) and come with a shortcut")
     out = torch.empty_like(y, memory_format=torch.channels_last)
-    args = (y, out, nhwc(shortcut) if shortcut is not None else y, mean, invstd, gamma.float().contiguous(),
-            beta.float().contiguous(), sample_scale.float().contiguous() if sample_scale is not None else mean, m, c,
-            h * w)
+    operands = dict(Y=y, Out=out, Shortcut=nhwc(shortcut) if shortcut is not None else y, Mean=mean, Invstd=invstd,
+                    Gamma=gamma.float().contiguous(), Beta=beta.float().contiguous(),
+                    SampleScale=sample_scale.float().contiguous() if sample_scale is not None else mean,
+                    M=m, C=c, HW=h * w)  # without a shortcut / stochastic depth, y / mean stand in (never read)
 
     def launch(config):
         block_m, block_c, warps = config
         _bn_act_apply_kernel[(cdiv(m, block_m), cdiv(c, block_c))](
-            *args, HAS_SHORTCUT=shortcut is not None, RELU=relu, DROP_PATH=sample_scale is not None, BLOCK_M=block_m,
-            BLOCK_C=block_c, num_warps=warps)
+            **operands, HAS_SHORTCUT=shortcut is not None, RELU=relu, DROP_PATH=sample_scale is not None,
+            BLOCK_M=block_m, BLOCK_C=block_c, num_warps=warps)
 
     launch(select_elementwise_tiles("bn_apply", y, c, launch))
     record(_bn_act_apply_kernel)
@@ -406,8 +407,9 @@ def bn_act_bwd_reduce(grad_out: torch.Tensor, saved: torch.Tensor, mean, invstd,
         dbeta_part = torch.empty((blocks, c), **f32)
         dgamma_part = torch.empty((blocks, c), **f32) if train else dbeta_part
         _bn_act_bwd_reduce_kernel[(blocks, cdiv(c, block_c))](
-            grad_out, saved, out if residual else saved, g_shortcut if residual else saved, mean, invstd, gamma, beta,
-            dbeta_part, dgamma_part, scale, m, c, h * w, TRAIN=train, RELU=relu, RESIDUAL=residual,
+            GO=grad_out, S=saved, Out=out if residual else saved, GShortcut=g_shortcut if residual else saved,
+            Mean=mean, Invstd=invstd, Gamma=gamma, Beta=beta, DBetaPart=dbeta_part, DGammaPart=dgamma_part,
+            SampleScale=scale, M=m, C=c, HW=h * w, TRAIN=train, RELU=relu, RESIDUAL=residual,
             DROP_PATH=sample_scale is not None, BLOCK_M=block_m, BLOCK_C=block_c, num_warps=warps)
         return dbeta_part, dgamma_part if train else None
 

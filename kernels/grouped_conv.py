@@ -385,10 +385,12 @@ def grouped_conv_tiles(group_width: int, dtype: torch.dtype) -> tuple[int, int, 
 
 @functools.cache  # a pure function of its arguments, asked on every launch
 def grouped_conv_candidates(group_width: int, dtype: torch.dtype) -> tuple[tuple[int, int, int], ...]:
-    """The tuning space for a group width: every tile meeting the heuristic's useful-work floor on 8 warps, and the
-    heuristic's own pick (4 warps for small 16-bit tiles: other tiles on 4 warps spilled in the forward or weight
-    grad, AOT report)."""
-    out = tuple((n, k, 8) for n, k in _floor_tiles(group_width, dtype))
+    """The tuning space for a group width: every tile meeting the heuristic's useful-work floor on 8 warps (4 for
+    16-bit 32 x 16), and the heuristic's own pick (4 warps for small 16-bit tiles: other tiles on 4 warps spilled
+    in the forward or weight grad, AOT report)."""
+    # 16-bit 32 x 16 tiles run 4 warps: on 8 the forward spilled 16 B at 64 registers on sm_80 (AOT report)
+    out = tuple((n, k, 4 if (n, k) == (32, 16) and dtype != torch.float32 else 8)
+                for n, k in _floor_tiles(group_width, dtype))
     heuristic = grouped_conv_tiles(group_width, dtype)
     return out if heuristic in out else (heuristic,) + out
 
@@ -571,8 +573,8 @@ def grouped_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tens
     _grouped_conv_bwd_data_kernel[(stride * stride * per_class, groups_x_chunks)](
         GO=grad_out, S=saved, Wk=_weights_for_data_grad(weight), GX=grad_x, Mean=mean, Invstd=invstd, Gamma=gamma,
         Beta=beta, DBeta=dbeta_arg, DGamma=dgamma_arg, NB=n, H=h, W=w, C=c, HO=ho, WO=wo, GW=gw, N_CHUNKS=chunks,
-        BLOCKS_PER_CLASS=per_class, inv_M=inv_count, VEC=channel_run(gw), STRIDE=stride, TRAIN=train, RELU=relu, PRECISION=prec, BLOCK_M=DATA_GRAD_BLOCK_M, BLOCK_N=bn, BLOCK_K=data_bk, GROUP_M=GROUP_M,
-        num_warps=data_warps)
+        BLOCKS_PER_CLASS=per_class, inv_M=inv_count, VEC=channel_run(gw), STRIDE=stride, TRAIN=train, RELU=relu,
+        PRECISION=prec, BLOCK_M=DATA_GRAD_BLOCK_M, BLOCK_N=bn, BLOCK_K=data_bk, GROUP_M=GROUP_M, num_warps=data_warps)
     record(_grouped_conv_bwd_data_kernel)
 
     bk = weight_grad_block_k((bn, bk, warps), prec, device_arch(dev))
@@ -585,8 +587,8 @@ def grouped_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tens
     _grouped_conv_bwd_weight_kernel[(groups_x_chunks, k_blocks, split)](
         GO=grad_out, S=saved, X=x, GWPart=gw_part, Mean=mean, Invstd=invstd, Gamma=gamma, Beta=beta, DBeta=dbeta_arg,
         DGamma=dgamma_arg, M=m_out, H=h, W=w, C=c, HO=ho, WO=wo, GW=gw, N_CHUNKS=chunks, inv_M=inv_count,
-        ROWS_PER_SPLIT=rows_per_split, SPLIT=split, VEC=channel_run(gw), STRIDE=stride, TRAIN=train, RELU=relu, PRECISION=prec,
-        BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps)
+        ROWS_PER_SPLIT=rows_per_split, SPLIT=split, VEC=channel_run(gw), STRIDE=stride, TRAIN=train, RELU=relu,
+        PRECISION=prec, BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps)
     record(_grouped_conv_bwd_weight_kernel)
     # (G, 9 * GW, GW) as [g, tap * GW + ci, co] back to (C, GW, 3, 3); the split partials summed in a fixed order
     grad_w = gw_part.sum(0).reshape(c // gw, 9, gw, gw).permute(0, 3, 2, 1).reshape(c, gw, 3, 3)
@@ -626,8 +628,8 @@ def kernel_variants(group_width: int, dtype: torch.dtype, stride: int, config: t
     dims = {"H": "i32", "W": "i32", "C": "i32", "HO": "i32", "WO": "i32", "GW": "i32", "N_CHUNKS": "i32",
             "inv_M": "fp32"}
     for train in (False, True):
-        common = dict(VEC=channel_run(group_width), STRIDE=stride, TRAIN=train, RELU=True, PRECISION=prec, BLOCK_M=BLOCK_M_CONV,
-                      BLOCK_N=bn, BLOCK_K=bk)
+        common = dict(VEC=channel_run(group_width), STRIDE=stride, TRAIN=train, RELU=True, PRECISION=prec,
+                      BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk)
         data_dims = {k: v for k, v in dims.items() if k != "inv_M"}
         sig = {"GO": ty, "S": ty, "Wk": ty, "GX": ty, **vec, "NB": "i32", **data_dims, "BLOCKS_PER_CLASS": "i32",
                "inv_M": "fp32"}

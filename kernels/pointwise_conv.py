@@ -189,9 +189,12 @@ def _pointwise_conv_bwd_data_kernel(
     BLOCK_N: tl.constexpr,  # input channels per program
     BLOCK_K: tl.constexpr,  # output channels per K step
     GROUP_M: tl.constexpr,  # row blocks per launch-order group (L2 reuse)
+    CHANNEL_ALIGN: tl.constexpr,  # K and N are multiples of this (8, or 1): vector loads (as the forward's)
 ):
     # The gate (SE on conv c) only comes at stride 1: its pooled grad reaches every input pixel, off the grid too
     tl.static_assert(STRIDE == 1 or not HAS_GATE)
+    K = K // CHANNEL_ALIGN * CHANNEL_ALIGN
+    N = N // CHANNEL_ALIGN * CHANNEL_ALIGN
     pid_m, pid_n = grouped_launch_order(GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -261,7 +264,10 @@ def _pointwise_conv_bwd_weight_kernel(
     BLOCK_M: tl.constexpr,  # rows per reduction step
     BLOCK_N: tl.constexpr,  # output channels per program
     BLOCK_K: tl.constexpr,  # input channels per program
+    CHANNEL_ALIGN: tl.constexpr,  # K and N are multiples of this (8, or 1): vector loads (as the forward's)
 ):
+    K = K // CHANNEL_ALIGN * CHANNEL_ALIGN
+    N = N // CHANNEL_ALIGN * CHANNEL_ALIGN
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     split = tl.program_id(2)
@@ -334,18 +340,20 @@ def train_fwd_tiles(out_channels: int, dtype: torch.dtype) -> tuple[int, int, in
     return 128, eval_block_n(out_channels, dtype), BLOCK_K, TRAIN_WARPS
 
 
-def data_grad_tiles(dtype: torch.dtype, stride: int = 1, arch: int = 90) -> tuple[int, int, int, int]:
+def data_grad_tiles(dtype: torch.dtype, stride: int = 1, arch: int = 90,
+                    gated: bool = False) -> tuple[int, int, int, int]:
     """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps) of the data-grad GEMM: 128 input rows x 64 input channels in 16-bit
     (128 x 128 spilled 824-1,180 B with the SE gate's epilogue, which loads the gate and its pooled grad per element,
     AOT report), stepping K by 32, or by 16 for the stride-2 (projection) grad on sm_80, which at 32 took 255
-    registers and spilled 104 B under triton 3.6 (the GPU machine's version); fp32 64 x 64."""
+    registers and spilled 104 B under triton 3.6 (the GPU machine's version), and for the gated grad on sm_80, which
+    at 32 spilled 28 B once its loads became 16-byte vectors (CHANNEL_ALIGN); fp32 64 x 64."""
     if dtype == torch.float32:
         return BLOCK_M, BLOCK_N, BLOCK_K, TRAIN_WARPS
-    return 128, 64, _data_grad_block_k(stride, arch), TRAIN_WARPS
+    return 128, 64, _data_grad_block_k(stride, arch, gated), TRAIN_WARPS
 
 
-def _data_grad_block_k(stride: int, arch: int) -> int:
-    return 16 if stride != 1 and arch < 90 else BLOCK_K
+def _data_grad_block_k(stride: int, arch: int, gated: bool = False) -> int:
+    return 16 if (stride != 1 or gated) and arch < 90 else BLOCK_K
 
 
 def weight_grad_tiles(dtype: torch.dtype, gated: bool) -> tuple[int, int, int, int]:
@@ -363,7 +371,7 @@ def _train_heuristic(role: str, out_channels: int, dtype: torch.dtype, gated: bo
                      arch: int = 90) -> tuple[int, int, int, int]:
     if role == "fwd":
         return train_fwd_tiles(out_channels, dtype)
-    return data_grad_tiles(dtype, stride, arch) if role == "data" else weight_grad_tiles(dtype, gated)
+    return data_grad_tiles(dtype, stride, arch, gated) if role == "data" else weight_grad_tiles(dtype, gated)
 
 
 def train_candidates(role: str, out_channels: int, dtype: torch.dtype, gated: bool, stride: int = 1,
@@ -372,19 +380,20 @@ def train_candidates(role: str, out_channels: int, dtype: torch.dtype, gated: bo
     warps, minus what the AOT report shows spilling in 16-bit (the data grad at 128 x 128, 16 B with stochastic
     depth on sm_90, and with the gate beyond 64 input channels; the weight grad at 128 x 64, 16 B on sm_80, and
     with the gate at 128 x 64 and 64 x 128), the gated weight grad at 64 x 32 on 4 warps (32 B spilled on 8), the
-    stride-2 data grad's 128-row tile on sm_80 stepping K by 16 (see data_grad_tiles); fp32 has its heuristic
-    alone."""
+    stride-2 and gated data grads' 128-row tiles on sm_80 stepping K by 16 (see data_grad_tiles), the gated weight
+    grad at 32 x 128 only on sm_90; fp32 has its heuristic alone."""
     heuristic = _train_heuristic(role, out_channels, dtype, gated, stride, arch)
     if dtype == torch.float32:
         return [heuristic]
     if role == "fwd":
         out = [(m, n, BLOCK_K, TRAIN_WARPS) for m in (64, 128) for n in (64, 128)]
     elif role == "data":
-        out = [(m, n, _data_grad_block_k(stride, arch) if m == 128 else BLOCK_K, TRAIN_WARPS)
+        out = [(m, n, _data_grad_block_k(stride, arch, gated) if m == 128 else BLOCK_K, TRAIN_WARPS)
                for m, n in ((64, 64), (128, 64)) + (() if gated else ((64, 128),))]
     elif gated:
-        out = [(WGRAD_BLOCK_M, 64, 32, 4), (WGRAD_BLOCK_M, 128, 32, TRAIN_WARPS), (WGRAD_BLOCK_M, 64, 64, TRAIN_WARPS),
-               (WGRAD_BLOCK_M, 32, 128, TRAIN_WARPS)]
+        out = [(WGRAD_BLOCK_M, 64, 32, 4), (WGRAD_BLOCK_M, 128, 32, TRAIN_WARPS), (WGRAD_BLOCK_M, 64, 64, TRAIN_WARPS)]
+        if arch >= 90:  # 32 x 128 spilled 8 B on sm_80 with 16-byte loads (CHANNEL_ALIGN)
+            out.append((WGRAD_BLOCK_M, 32, 128, TRAIN_WARPS))
     else:
         out = [(WGRAD_BLOCK_M, n, k, TRAIN_WARPS) for n, k in ((64, 64), (64, 128), (128, 128))]
     return out if heuristic in out else [heuristic] + out
@@ -637,7 +646,8 @@ def pointwise_conv_bwd(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Te
     dbeta, dgamma, g_shortcut = bn_act_bwd_reduce(grad_out, y, mean, invstd, gamma, beta, True, relu,
                                                   out if residual else None, scale if drop else None)
     dbeta_arg, dgamma_arg, inv_count = bn_grad_sums(dbeta, dgamma, m, sync)
-    common = dict(RELU=relu, RESIDUAL=residual, DROP_PATH=drop, HAS_GATE=has_gate, PRECISION=dot_precision(x.dtype))
+    common = dict(RELU=relu, RESIDUAL=residual, DROP_PATH=drop, HAS_GATE=has_gate, PRECISION=dot_precision(x.dtype),
+                  CHANNEL_ALIGN=channel_align(k, out_c))
 
     # weight grad first: with a gate it also yields the gate's grad, which the data grad's epilogue needs
     row_bytes = ((3 if residual else 2) * out_c + k) * x.element_size()  # grad_out, y (, out) and x per row
@@ -744,7 +754,8 @@ def pointwise_variants(dtype: torch.dtype, candidates: bool = False, arch: int =
                                                (2, False, False, False, False), (1, True, True, False, False),
                                                (1, True, True, True, False), (1, True, True, False, True),
                                                (1, True, True, True, True)):
-        ce = dict(STRIDE=stride, RELU=relu, RESIDUAL=residual, DROP_PATH=drop, HAS_GATE=gate, PRECISION=prec)
+        ce = dict(STRIDE=stride, RELU=relu, RESIDUAL=residual, DROP_PATH=drop, HAS_GATE=gate, PRECISION=prec,
+                  CHANNEL_ALIGN=8)
         out += [(_pointwise_conv_bwd_data_kernel, data_sig, {**ce, **tiles(config), "GROUP_M": GROUP_M}, config[3])
                 for config in train_configs("data", gate, stride)]
         out += [(_pointwise_conv_bwd_weight_kernel, weight_sig, {**ce, **tiles(config)}, config[3])

@@ -302,15 +302,15 @@ def _fc_pair(a, gate, w_first, first_strides, b1, w_second, second_strides, b2, 
     image_blocks = cdiv(images, _BLOCK_I)
     unused = hidden_out  # a pointer the kernels never read in this direction
     _se_hidden_kernel[(image_blocks, cdiv(s, _FC1_BLOCK_S), splits)](
-        a, gate if backward else unused, w_first, a_pre if backward else unused, hidden_part, images, c, s, per_split,
-        *first_strides, BACKWARD=backward, BLOCK_I=_BLOCK_I, BLOCK_C=_FC1_BLOCK_C, BLOCK_S=_FC1_BLOCK_S,
-        num_warps=_FC_WARPS)
+        A=a, Gate=gate if backward else unused, W=w_first, APre=a_pre if backward else unused, HiddenPart=hidden_part,
+        images=images, C=c, S=s, C_PER_SPLIT=per_split, w_c=first_strides[0], w_s=first_strides[1],
+        BACKWARD=backward, BLOCK_I=_BLOCK_I, BLOCK_C=_FC1_BLOCK_C, BLOCK_S=_FC1_BLOCK_S, num_warps=_FC_WARPS)
     record(_se_hidden_kernel)
     _se_gate_kernel[(image_blocks, cdiv(c, _FC2_BLOCK_C))](
-        hidden_part, unused if backward else b1, w_second, unused if backward else b2, saved if backward else unused,
-        hidden_out, out, images, c, s, splits, *second_strides, BACKWARD=backward,
-        BLOCK_I=_BLOCK_I, BLOCK_C=_FC2_BLOCK_C, BLOCK_S=_FC2_BLOCK_S, SPLITS=triton.next_power_of_2(splits),
-        num_warps=_FC_WARPS)
+        HiddenPart=hidden_part, B1=unused if backward else b1, W=w_second, B2=unused if backward else b2,
+        Saved=saved if backward else unused, HiddenOut=hidden_out, Out=out, images=images, C=c, S=s, splits=splits,
+        w_c=second_strides[0], w_s=second_strides[1], BACKWARD=backward, BLOCK_I=_BLOCK_I, BLOCK_C=_FC2_BLOCK_C,
+        BLOCK_S=_FC2_BLOCK_S, SPLITS=triton.next_power_of_2(splits), num_warps=_FC_WARPS)
     record(_se_gate_kernel)
 
 

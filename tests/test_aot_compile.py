@@ -115,7 +115,8 @@ def test_grouped_conv_operand_loads_are_pipelined_vectors_for_every_zoo_width(ar
                             checked += 1
                             sizes = [int(k.split(".")[-1]) for k in loads or {} if k.startswith("cp.async.")]
                             if not loads or len(sizes) != len(loads) or min(sizes) < want:
-                                bad.append(f"gw {gw} {ty} {row['kernel']}: {arg} loads {loads}, want cp.async of >= {want} B")
+                                bad.append(f"gw {gw} {ty} {row['kernel']}: {arg} loads {loads}, "
+                                           f"want cp.async of >= {want} B")
     finally:
         torch.backends.cudnn.allow_tf32 = prev
     assert checked > 1000
