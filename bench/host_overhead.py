@@ -5,8 +5,11 @@ PyTorch ops around the kernels (the stem and head, which do run, at a tiny size)
 host if the kernels took none.
 
     python bench/host_overhead.py [--out bench/results/host-overhead-cpu.json] [--repeats 20] [--readme]
+                                  [--constants]
 
---readme rewrites the table between the host-overhead markers in README.md from the results.
+--readme rewrites the table between the host-overhead markers in README.md from the results; --constants writes
+the host seconds per launch (per mode, the median over the models) into fastregnet/data/cost_constants.json, where
+`fastregnet cost --launch eager` reads them.
 
 Reports, per model and mode (eval forward under no_grad; a training step: forward, backward), the host
 milliseconds per call (median over repeats) and per launch, and a split of one profiled call by where the time
@@ -131,12 +134,28 @@ def write_readme(doc: dict, path: str = "README.md") -> None:
     replace_between(path, BEGIN, END, readme_table(doc))
 
 
+def write_constants(doc: dict, path: str = os.path.join(os.path.dirname(__file__), "..", "fastregnet", "data",
+                                                         "cost_constants.json")) -> None:
+    with open(path) as f:
+        constants = json.load(f)
+    per_mode = {mode: statistics.median(r["host_us_per_launch"] for r in doc["results"] if r["mode"] == mode) * 1e-6
+                for mode in ("infer", "train")}
+    constants["host"] = {"s_per_launch": per_mode, "machine": doc["machine"], "torch": doc["torch"],
+                         "triton": doc["triton"], "date": doc["date"],
+                         "source": "bench/host_overhead.py: median over its models of host time per Triton launch, "
+                                   "with the launches stubbed to no-ops (measured on the CPU named here)"}
+    with open(path, "w") as f:
+        json.dump(constants, f, indent=1)
+        f.write("\n")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=os.path.join("bench", "results", "host-overhead-cpu.json"))
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--models", nargs="+", default=list(MODELS))
     p.add_argument("--readme", action="store_true", help="rewrite README.md's host-overhead table from the results")
+    p.add_argument("--constants", action="store_true", help="write the host time per launch into the cost constants")
     args = p.parse_args()
     torch.set_num_threads(1)  # host work is one thread; keep the other core quiet
     interpreter.InterpretedFunction.run = _no_op_run
@@ -158,6 +177,8 @@ def main() -> None:
     print(f"JSON written to {args.out}", file=sys.stderr)
     if args.readme:
         write_readme(doc)
+    if args.constants:
+        write_constants(doc)
 
 
 if __name__ == "__main__":

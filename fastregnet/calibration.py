@@ -2,9 +2,10 @@
 
 Each microbenchmark record of `fastregnet gpu-campaign` carries its measured fastregnet time and, per launch of the
 same block, the cost model's terms (fastregnet.cost.launch_terms): DRAM bytes, L2 bytes as tiled, MMA seconds at the
-modelled rate, serial steps. The model predicts a case as
+modelled rate, serial steps, exposed (unpipelined) steps. The model predicts a case as
 
-    sum over launches of  max(dram / DRAM bandwidth, l2 / L2 bandwidth, mma seconds, steps x step) + launch
+    sum over launches of  max(dram / DRAM bandwidth, l2 / L2 bandwidth, mma seconds, steps x step)
+                          + exposed steps x step + launch
 
 The DRAM bandwidth is the campaign's measured copy bandwidth. The L2 bandwidth, the step and the launch term are
 fitted: the values that minimize the squared log ratio of predicted to measured time over the cases, found by a grid
@@ -26,9 +27,9 @@ def predict(cases: list[np.ndarray], dram_bytes_per_s: float, l2_bytes_per_s, st
     """Predicted seconds per case; the three constants may be arrays of one shape (a grid), broadcast over it."""
     l2, step, launch = (np.asarray(v, dtype=float)[..., None] for v in (l2_bytes_per_s, step_s, launch_s))
     out = []
-    for terms in cases:  # terms: (launches, 4)
+    for terms in cases:  # terms: (launches, 5)
         fixed = np.maximum(terms[:, 0] / dram_bytes_per_s, terms[:, 2])  # DRAM and MMA: no fitted constant
-        t = np.maximum(fixed, np.maximum(terms[:, 1] / l2, terms[:, 3] * step))
+        t = np.maximum(fixed, np.maximum(terms[:, 1] / l2, terms[:, 3] * step)) + terms[:, 4] * step
         out.append(t.sum(-1) + launch[..., 0] * len(terms))
     return np.stack(out, -1)
 
@@ -40,11 +41,12 @@ def _loss(cases, measured, dram, l2, step, launch) -> np.ndarray:
 
 def fit(cases: list[list[list[float]]], measured_s: list[float], dram_bytes_per_s: float,
         defaults: dict) -> dict:
-    """Fit {l2_bytes_per_s, step_s, launch_s} to the cases (each a list of per-launch [dram, l2, mma_s, steps])
-    and their measured seconds. Returns the fitted constants, which ones were identifiable, and the fit's error."""
+    """Fit {l2_bytes_per_s, step_s, launch_s} to the cases (each a list of per-launch [dram, l2, mma_s, steps,
+    exposed steps]) and their measured seconds. Returns the fitted constants, which ones were identifiable, and the
+    fit's error."""
     if len(cases) != len(measured_s) or not cases:
         raise ValueError(f"need as many measured times as cases, and at least one ({len(cases)} vs {len(measured_s)})")
-    arrays = [np.asarray(c, dtype=float).reshape(-1, 4) for c in cases]
+    arrays = [np.asarray(c, dtype=float).reshape(-1, 5) for c in cases]
     measured = np.asarray(measured_s, dtype=float)
     if not (measured > 0).all():
         raise ValueError("measured times must be positive")

@@ -9,18 +9,40 @@ Per launch:
 - flops         useful work (2 x multiply-adds); issued_flops: what the padded MMA tiles issue;
 - useful_mma_fraction = flops / issued_flops (None for kernels without MMA);
 - serial_steps  the longest chain of dependent loop steps in any one program;
-- predicted_s   max(dram_bytes / DRAM bandwidth, bytes / L2 bandwidth, issued_flops / rate, serial_steps x step)
-                + launch (0 until a GPU campaign fits it);
+- the compiled variant's own facts (fastregnet/data/kernel_facts.json, from the AOT report: registers and shared
+  memory -> ctas_per_sm; whether its loop loads are asynchronous copies -> pipelined), the grid -> waves;
+- predicted_s   max(dram_bytes / (DRAM bandwidth x memory share), bytes / (L2 bandwidth x memory share),
+                    issued work / (rate x MMA tile efficiency x wave efficiency), latency_s, host_s)
+                + exposed_s + launch_s
+  with
+  memory share       min(1, sm_bandwidth_share x busy SMs / SMs): a grid that leaves SMs idle cannot draw the
+                     whole bandwidth (one SM draws at most sm_bandwidth_share / SMs of it);
+  wave efficiency    CTAs / (waves x SMs x ctas_per_sm): the last wave's idle slots (wave quantization);
+  MMA tile efficiency min(1, BLOCK_N / mma_full_rate_n): narrow N tiles issue more instructions per flop;
+  latency_s          serial_steps x waves x step_s: the longest chain of dependent loop steps;
+  exposed_s          loops whose loads are not asynchronous copies (not software-pipelined): each step also waits
+                     load_latency_steps x step_s for its loads, hidden only by the other CTAs on the SM, so
+                     serial_steps x waves x step_s x load_latency_steps / ctas_per_sm, added, since a program
+                     waiting on its loads issues nothing else (0 for pipelined loops);
+  launch_s           the gap one launch costs on the GPU (CUDA-graph replay);
+  host_s             eager launches only (`--launch eager`): the host time per launch measured by
+                     bench/host_overhead.py (on whatever CPU ran it), which a GPU waits for when its kernels are
+                     shorter;
 - floor_s       max(min_bytes / DRAM bandwidth, flops / rate, one step): the layer's floor on that GPU.
 
 L2 reuse model (stated, and checked on a toy GEMM by the tests): inside one launch the first read of any byte comes
 from DRAM; a re-read of a tensor (another program loading the same bytes) hits L2 when that tensor's re-read
 footprint fits in half of the L2, and goes to DRAM again otherwise. Writes reach DRAM once. A launch's DRAM bytes
-are never fewer than its compulsory bytes (min_bytes) nor more than the bytes it requests (bytes). The constants
-(bandwidths, rates, step, launch) live in fastregnet/data/cost_constants.json, each GPU's with its source;
+are never fewer than its compulsory bytes (min_bytes) nor more than the bytes it requests (bytes). L1 is credited
+only to loads that can hit it: the grouped conv's 16-byte cp.async.cg copies bypass L1, so all nine taps of its
+window come from L2. The constants live in fastregnet/data/cost_constants.json, each GPU's with its source;
 `fastregnet campaign-apply` replaces the L2 bandwidth, step and launch terms with values fitted from a GPU campaign's
-microbenchmarks. Until then launch overhead is 0 (the figures assume CUDA graphs). Stem, head and other PyTorch ops appear as `torch:` entries whose
-predicted time is their floor (the model cannot see inside cuDNN).
+microbenchmarks. Stem, head and other PyTorch ops appear as `torch:` entries whose predicted time is their floor plus
+the launch term (the model cannot see inside cuDNN).
+
+What the model cannot see: cache-line and DRAM-page effects, bank conflicts, instruction issue limits beyond the
+MMA tile rule, clocks and power, L2 partitioning, and anything inside cuDNN/cuBLAS; every constant not fitted by a
+campaign is a stated guess.
 """
 
 from __future__ import annotations
@@ -48,7 +70,15 @@ class GPU:
     mma_flops_per_s: dict  # per dtype: bf16 / fp16 tensor cores, fp32 as tf32 or ieee (FMA)
     step_s: float  # one dependent, pipelined loop step of a program (load latency not hidden by other steps)
     arch: int = 90  # sm_XY as XY: the launchers pick some tiles per architecture
-    launch_s: float = 0.0  # added to every launch: launch overhead and the gap between kernels (0 until fitted)
+    launch_s: float = 0.0  # added to every launch: the gap between kernels replayed from a CUDA graph
+    sms: int = 132  # streaming multiprocessors
+    regs_per_sm: int = 65536  # 32-bit registers per SM
+    smem_per_sm_bytes: int = 233472  # shared memory per SM (228 KiB on sm_90)
+    threads_per_sm: int = 2048
+    ctas_per_sm_max: int = 32
+    load_latency_steps: float = 4.0  # an unpipelined loop step waits this many steps for its loads
+    sm_bandwidth_share: float = 2.0  # one SM draws at most this many times its 1/SMs share of DRAM or L2 bandwidth
+    mma_full_rate_n: int = 64  # tl.dot tiles narrower than this in N run below the MMA rate, in proportion
     source: str = ""  # where the figures come from: assumed, or fitted by campaign-apply from a GPU campaign
 
 
@@ -77,6 +107,60 @@ def gpu_key(device_name: str, default: str | None = None) -> str | None:
 # bandwidth, fp32 rates and the step latency are datasheet-derived assumptions until a campaign fits them. Modelled.
 GPUS = load_gpus()
 ELEMENT = {"bf16": 2, "fp16": 2, "fp32": 4}
+POINTER = {"bf16": "*bf16", "fp16": "*fp16", "fp32": "*fp32"}
+FACTS_PATH = os.path.join(os.path.dirname(__file__), "data", "kernel_facts.json")
+
+
+def _load_facts(path: str = FACTS_PATH) -> dict:
+    with open(path) as f:
+        doc = json.load(f)
+    if doc.get("format") != 1:
+        raise ValueError(f"{path}: not a fastregnet kernel-facts file (format 1)")
+    out: dict = {}
+    for fact in doc["facts"]:
+        out.setdefault((fact["kernel"], fact["dtype"], fact["arch"]), []).append(fact)
+    return out
+
+
+_FACTS = _load_facts()
+
+
+def kernel_facts(kernel: str, dtype: str, arch: int, blocks: dict, warps: int | None) -> dict:
+    """The compiled facts of the variants a launch runs (kernels.aot.static_facts): those of `kernel` for that
+    storage dtype and arch whose BLOCK_* tile and warps match the launch's, worst case over them (most registers
+    and shared memory, pipelined only if all are). A tile the AOT report does not list exactly (the SE squeeze's
+    row blocks follow the map size) matches on its other sides. Raises for a kernel the report does not cover."""
+    rows = _FACTS.get((kernel, dtype, arch)) or _FACTS.get((kernel, "*fp32", arch)) or []
+    if not rows:
+        raise ValueError(f"no compiled facts for {kernel} ({dtype}, sm_{arch}): regenerate them with "
+                         f"python bench/aot_report.py bench/results/aot-static-report.json")
+
+    def matching(sides):
+        return [f for f in rows if (warps is None or f["warps"] == warps)
+                and all(f["blocks"].get(k, v) == v for k, v in sides.items())]
+
+    found = matching(blocks) or matching({k: v for k, v in blocks.items() if k != "BLOCK_M"}) or matching({})
+    if not found:
+        raise ValueError(f"no compiled facts for {kernel} ({dtype}, sm_{arch}) with {blocks}, {warps} warps")
+    pipelined = [f["pipelined"] for f in found if f["pipelined"] is not None]
+    return {"registers": max(f["registers"] for f in found), "shared_bytes": max(f["shared_bytes"] for f in found),
+            "warps": max(f["warps"] for f in found), "pipelined": all(pipelined) if pipelined else None,
+            "l1_bypass": any(f["l1_bypass"] for f in found)}
+
+
+def ctas_per_sm(facts: dict, gpu: GPU) -> int:
+    """Resident CTAs per SM: the least of the register file, shared memory, thread and CTA limits."""
+    threads = 32 * facts["warps"]
+    by_regs = gpu.regs_per_sm // max(1, facts["registers"] * threads)
+    by_smem = gpu.smem_per_sm_bytes // facts["shared_bytes"] if facts["shared_bytes"] else gpu.ctas_per_sm_max
+    return max(1, min(gpu.ctas_per_sm_max, gpu.threads_per_sm // threads, by_regs, by_smem))
+
+
+def host_s_per_launch(path: str = CONSTANTS_PATH) -> dict:
+    """{mode: host seconds per launch} of eager launches, as bench/host_overhead.py last measured them (with the
+    machine it ran on), from the constants file."""
+    with open(path) as f:
+        return json.load(f).get("host", {})
 
 
 @dataclass
@@ -92,8 +176,24 @@ class Launch:
     serial_steps: int
     predicted_s: float = 0.0
     floor_s: float = 0.0
-    work_s: float = 0.0  # the issued MMA (or FMA) work at the modelled rate
+    work_s: float = 0.0  # the issued MMA (or FMA) work at the modelled rate, tile and wave efficiency included
     useful_mma_fraction: float | None = None
+    l1_bypass_bytes: float = 0.0  # of `bytes`: tap re-reads from L2 that L1 would serve but for cp.async.cg
+    blocks: dict = dataclasses.field(default_factory=dict)  # the launch's BLOCK_* tile (facts lookup)
+    warps: int | None = None
+    storage: str | None = None  # pointer type the compiled variant is keyed by (None: the step's dtype)
+    ctas_per_sm: int | None = None  # from the compiled variant's registers and shared memory
+    waves: int | None = None
+    pipelined: bool | None = None  # the loop's loads are asynchronous copies (None: no loop, or a PyTorch op)
+    memory_share: float = 1.0
+    wave_efficiency: float = 1.0
+    mma_tile_efficiency: float = 1.0
+    latency_steps: float = 0.0  # the serial chain in step_s units: steps x waves
+    exposed_steps: float = 0.0  # unpipelined loads' waits in step_s units (0 when pipelined)
+    latency_s: float = 0.0
+    exposed_s: float = 0.0
+    launch_s: float = 0.0
+    host_s: float = 0.0
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -111,17 +211,45 @@ def _reread_dram(tensor_bytes: float, reads: int, gpu: GPU, footprint: float | N
     return tensor_bytes * (1 if footprint <= gpu.l2_bytes / 2 else reads)
 
 
-def _finish(launch: Launch, gpu: GPU, rate: float) -> Launch:
+def _occupancy(launch: Launch, gpu: GPU, dtype: str) -> None:
+    """Fill the launch's compiled-variant terms: CTAs per SM, waves, memory share, wave and tile efficiency, and
+    its serial chain in steps (see the module docstring)."""
+    if launch.kernel.startswith("torch:"):
+        launch.latency_steps = float(launch.serial_steps)
+        return
+    facts = kernel_facts(launch.kernel, launch.storage or POINTER[dtype], gpu.arch, launch.blocks, launch.warps)
+    launch.ctas_per_sm = ctas_per_sm(facts, gpu)
+    launch.pipelined = facts["pipelined"]
+    ctas = math.prod(launch.grid) if launch.grid else 1
+    slots = gpu.sms * launch.ctas_per_sm
+    launch.waves = max(1, math.ceil(ctas / slots))
+    launch.wave_efficiency = ctas / (launch.waves * slots)
+    launch.memory_share = min(1.0, gpu.sm_bandwidth_share * min(ctas, gpu.sms) / gpu.sms)
+    if launch.issued_flops and "BLOCK_N" in launch.blocks:
+        launch.mma_tile_efficiency = min(1.0, launch.blocks["BLOCK_N"] / gpu.mma_full_rate_n)
+    # programs of later waves start when earlier ones finish: the chain repeats once per wave
+    launch.latency_steps = launch.serial_steps * launch.waves
+    if launch.pipelined is False:
+        launch.exposed_steps = launch.latency_steps * gpu.load_latency_steps / launch.ctas_per_sm
+
+
+def _finish(launch: Launch, gpu: GPU, rate: float, dtype: str, host_s: float) -> Launch:
     # DRAM carries at least the compulsory bytes and at most what the programs ask of L2 (a per-tensor re-read
     # estimate can exceed that when each program reads only a slice of the tensor, as the grouped weight grad's K
     # blocks do)
     launch.dram_bytes = max(launch.min_bytes, min(launch.dram_bytes, launch.bytes))
     if launch.issued_flops:
         launch.useful_mma_fraction = launch.flops / launch.issued_flops
+    _occupancy(launch, gpu, dtype)
     work = launch.issued_flops if launch.issued_flops is not None else launch.flops
-    launch.work_s = work / rate
-    launch.predicted_s = max(launch.dram_bytes / gpu.dram_bytes_per_s, launch.bytes / gpu.l2_bytes_per_s,
-                             work / rate, launch.serial_steps * gpu.step_s) + gpu.launch_s
+    launch.work_s = work / (rate * launch.mma_tile_efficiency * launch.wave_efficiency)
+    launch.latency_s = launch.latency_steps * gpu.step_s
+    launch.exposed_s = launch.exposed_steps * gpu.step_s
+    # eager host time is per Triton launch (bench/host_overhead.py divides by those); PyTorch ops carry none here
+    launch.launch_s, launch.host_s = gpu.launch_s, (0.0 if launch.kernel.startswith("torch:") else host_s)
+    launch.predicted_s = max(launch.dram_bytes / (gpu.dram_bytes_per_s * launch.memory_share),
+                             launch.bytes / (gpu.l2_bytes_per_s * launch.memory_share),
+                             launch.work_s, launch.latency_s, launch.host_s) + launch.exposed_s + gpu.launch_s
     # no launch finishes faster than one dependent step, so tiny layers have that as their floor
     launch.floor_s = max(launch.min_bytes / gpu.dram_bytes_per_s, launch.flops / rate, gpu.step_s)
     return launch
@@ -130,14 +258,15 @@ def _finish(launch: Launch, gpu: GPU, rate: float) -> Launch:
 class _Step:
     """Collects the launches of one step for a GPU and dtype."""
 
-    def __init__(self, gpu: GPU, dtype: str, allow_tf32: bool):
-        self.gpu, self.dtype, self.e, self.allow_tf32 = gpu, dtype, ELEMENT[dtype], allow_tf32
+    def __init__(self, gpu: GPU, dtype: str, allow_tf32: bool, host_s: float = 0.0):
+        self.gpu, self.dtype, self.e, self.allow_tf32, self.host_s = gpu, dtype, ELEMENT[dtype], allow_tf32, host_s
         self.mma_rate = gpu.mma_flops_per_s[dtype if dtype != "fp32" else ("tf32" if allow_tf32 else "ieee")]
         self.fma_rate = gpu.mma_flops_per_s["ieee"]
         self.launches: list[Launch] = []
 
     def add(self, launch: Launch, mma: bool = True) -> None:
-        self.launches.append(_finish(launch, self.gpu, self.mma_rate if mma else self.fma_rate))
+        self.launches.append(_finish(launch, self.gpu, self.mma_rate if mma else self.fma_rate, self.dtype,
+                                     self.host_s))
 
     def torch_op(self, layer: str, what: str, bytes_: float, flops: float = 0.0) -> None:
         """A PyTorch op: modelled at its floor."""
@@ -154,9 +283,11 @@ def gemm_launch(step: _Step, kernel: str, layer: str, m: int, k: int, n: int, ti
                 swizzle_rows: int = 1) -> None:
     """A 1x1-conv GEMM (M x K) @ (K x N) on BLOCK_M x BLOCK_N tiles stepping K by BLOCK_K, with an optional second
     GEMM of depth `second_k` into the same tile (the projection, whose result each program holds in registers).
+    `tiles` = (BLOCK_M, BLOCK_N, BLOCK_K[, num_warps]).
     `a_bytes` is the A operand's size (it may be read at a stride); `swizzle_rows` row blocks share each sweep over N
     when the launch order groups them."""
-    bm, bn, bk = tiles
+    bm, bn, bk = tiles[:3]
+    warps = tiles[3] if len(tiles) > 3 else None
     e = step.e
     mb, nb = math.ceil(m / bm), math.ceil(n / bn)
     w_bytes = n * (k + second_k) * e
@@ -172,7 +303,8 @@ def gemm_launch(step: _Step, kernel: str, layer: str, m: int, k: int, n: int, ti
     issued = 2.0 * mb * bm * nb * bn * (math.ceil(k / bk) + math.ceil(second_k / bk)) * bk
     minimum = a_bytes + a2_bytes + w_bytes + out + extra_read + extra_write
     step.add(Launch(kernel, layer, (mb, nb), tiled, dram, minimum, flops, issued,
-                    math.ceil(k / bk) + math.ceil(second_k / bk)))
+                    math.ceil(k / bk) + math.ceil(second_k / bk), blocks=dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk),
+                    warps=warps))
 
 
 def grouped_conv_launch(step: _Step, kernel: str, layer: str, n: int, c: int, gw: int, h: int, stride: int,
@@ -185,7 +317,7 @@ def grouped_conv_launch(step: _Step, kernel: str, layer: str, n: int, c: int, gw
     dtype = _torch_dtype(step.dtype)
     bn, bk, warps = grouped_conv_tiles(gw, dtype)
     if transpose:
-        bn, bk, _ = data_grad_tiles((bn, bk, warps))
+        bn, bk, warps = data_grad_tiles((bn, bk, warps))
     ho = (h - 1) // stride + 1
     m_out, m_in = n * ho * ho, n * h * h
     rows = m_in if transpose else m_out  # the data grad's programs own input pixels
@@ -199,9 +331,12 @@ def grouped_conv_launch(step: _Step, kernel: str, layer: str, n: int, c: int, gw
     k_steps = math.ceil(9 * gw / bk)
     groups = c // gw
     a_tensor = (m_out if transpose else m_in) * c * e  # the gathered operand: grad (data grad) or input (forward)
-    # the 9 taps' windows overlap inside a program: the 3 horizontal taps of a kernel row are modelled as L1 hits,
-    # so each program reads its rows' window 3 times from L2 (stated assumption)
-    a_tiled = rows * 3 * c * e / (stride * stride if transpose else 1) * chunks
+    # the 9 taps' windows overlap inside a program: loads that can hit L1 get the 3 horizontal taps of a kernel row
+    # from it (so the window comes 3 times from L2); 16-byte cp.async.cg copies bypass L1, so all 9 taps come from L2
+    tile = dict(BLOCK_M=block_m, BLOCK_N=bn, BLOCK_K=bk)
+    l2_taps = 9 if kernel_facts(kernel, POINTER[step.dtype], step.gpu.arch, tile, warps)["l1_bypass"] else 3
+    a_tiled = rows * l2_taps * c * e / (stride * stride if transpose else 1) * chunks
+    bypass = a_tiled * (l2_taps - 3) / l2_taps
     # grouped launch order: GROUP_M row blocks run across all (group, chunk) programs together, so a group's N
     # chunks re-read rows that were just read: the re-read footprint is those rows' window
     footprint = launch_group_m(block_m) * block_m * 3 * c * e * stride
@@ -210,7 +345,7 @@ def grouped_conv_launch(step: _Step, kernel: str, layer: str, n: int, c: int, gw
     out = rows * c * e
     extra = (row_blocks * slots * c * 4 if squeeze else 0) + (2 * row_blocks * c * 4 if stats else 0)
     if transpose:  # gy recomputed from grad_out and the saved tensor: a second gathered operand
-        a_tiled, a_dram, a_tensor = 2 * a_tiled, 2 * a_dram, 2 * a_tensor
+        a_tiled, a_dram, a_tensor, bypass = 2 * a_tiled, 2 * a_dram, 2 * a_tensor, 2 * bypass
     tiled = a_tiled + w_bytes * row_blocks + out + extra
     dram = a_dram + _reread_dram(w_bytes, row_blocks, step.gpu) + out + extra
     flops = 2.0 * m_out * c * 9 * gw
@@ -221,13 +356,14 @@ def grouped_conv_launch(step: _Step, kernel: str, layer: str, n: int, c: int, gw
         issued, k_steps = 0.0, 0
         for ph in (0, 1):
             for pw in (0, 1):
-                blocks = math.ceil(n * ((h - ph + 1) // 2) * ((h - pw + 1) // 2) / block_m)
+                class_blocks = math.ceil(n * ((h - ph + 1) // 2) * ((h - pw + 1) // 2) / block_m)
                 steps = math.ceil((1 + ph) * (1 + pw) * gw / bk)
-                issued += 2.0 * blocks * block_m * groups * chunks * bn * steps * bk
+                issued += 2.0 * class_blocks * block_m * groups * chunks * bn * steps * bk
                 k_steps = max(k_steps, steps)
         grid = (4 * per_class, groups * chunks)
     minimum = a_tensor + w_bytes + out + extra
-    step.add(Launch(kernel, layer, grid, tiled, dram, minimum, flops, issued, k_steps))
+    step.add(Launch(kernel, layer, grid, tiled, dram, minimum, flops, issued, k_steps, l1_bypass_bytes=bypass,
+                    blocks=tile, warps=warps))
 
 
 def grouped_wgrad_launch(step: _Step, layer: str, n: int, c: int, gw: int, h: int, stride: int) -> None:
@@ -255,7 +391,8 @@ def grouped_wgrad_launch(step: _Step, layer: str, n: int, c: int, gw: int, h: in
     flops = 2.0 * m_out * c * 9 * gw
     issued = 2.0 * split * rows_per_split * groups * chunks * bn * k_blocks * bk
     step.add(Launch("_grouped_conv_bwd_weight_kernel", layer, (groups * chunks, k_blocks, split), tiled, dram,
-                    x_bytes + g_bytes + c * 9 * gw * 4, flops, issued, math.ceil(rows_per_split / BLOCK_M_CONV)))
+                    x_bytes + g_bytes + c * 9 * gw * 4, flops, issued, math.ceil(rows_per_split / BLOCK_M_CONV),
+                    blocks=dict(BLOCK_M=BLOCK_M_CONV, BLOCK_N=bn, BLOCK_K=bk), warps=config[2]))
 
 
 def bn_stats_launches(step: _Step, layer: str, m: int, c: int, rows_per_block: int) -> None:
@@ -265,9 +402,11 @@ def bn_stats_launches(step: _Step, layer: str, m: int, c: int, rows_per_block: i
     blocks = math.ceil(m / rows_per_block)
     for grid, rows_in, steps in stats_merge_plan(blocks, c):
         b = rows_in * c * 4 * 2 + grid[0] * grid[1] * 64 * 4 * 3
-        step.add(Launch("_bn_stats_finalize_kernel", layer, grid, b, b, b, 0.0, None, steps), mma=False)
+        step.add(Launch("_bn_stats_finalize_kernel", layer, grid, b, b, b, 0.0, None, steps, storage="*fp32"),
+                 mma=False)
     step.add(Launch("_running_stats_update_kernel", layer, (math.ceil(c / 256),), 4 * c * 4 + 2 * c * step.e,
-                    4 * c * 4 + 2 * c * step.e, 4 * c * 4 + 2 * c * step.e, 0.0, None, 1), mma=False)
+                    4 * c * 4 + 2 * c * step.e, 4 * c * 4 + 2 * c * step.e, 0.0, None, 1, storage="*fp32"),
+             mma=False)
 
 
 def elementwise_launch(step: _Step, kernel: str, layer: str, m: int, c: int, reads: int, writes: int,
@@ -276,9 +415,10 @@ def elementwise_launch(step: _Step, kernel: str, layer: str, m: int, c: int, rea
     from .kernels.batch_norm import ELEMENTWISE_TILES
 
     b = (reads + writes) * m * c * step.e + partial_rows * c * 4
-    block_m, block_c, _ = ELEMENTWISE_TILES
-    step.add(Launch(kernel, layer, (math.ceil(m / block_m), math.ceil(c / block_c)), b, b, b, 0.0, None, 1),
-             mma=False)
+    block_m, block_c, warps = ELEMENTWISE_TILES
+    tile = dict(BLOCK_M=block_m, BLOCK_C=block_c) if kernel != "_se_squeeze_kernel" else {}
+    step.add(Launch(kernel, layer, (math.ceil(m / block_m), math.ceil(c / block_c)), b, b, b, 0.0, None, 1,
+                    blocks=tile, warps=warps if tile else None), mma=False)
 
 
 def se_excite_launch(step: _Step, layer: str, n: int, c: int, s: int, hw: int, rows_per_block: int,
@@ -292,8 +432,8 @@ def se_excite_launch(step: _Step, layer: str, n: int, c: int, s: int, hw: int, r
         wb = w if weight_reads else 0
         flops = 2.0 * n * c * s * (2 if backward else 1) if weight_reads else float(acts // 4)
         step.add(Launch(kernel, layer, grid, acts + wb * weight_reads,
-                        min_acts + _reread_dram(wb, weight_reads, step.gpu), min_acts + wb, flops, None, steps),
-                 mma=False)
+                        min_acts + _reread_dram(wb, weight_reads, step.gpu), min_acts + wb, flops, None, steps,
+                        storage="*fp32"), mma=False)
 
 
 def _torch_dtype(name: str) -> torch.dtype:
@@ -316,7 +456,7 @@ def _block_infer(step: _Step, name: str, n: int, h: int, w_in: int, w_out: int, 
                 (("proj", w_in * w_out),) * (stride != 1 or w_in != w_out):
             step.torch_op(f"{name}.{part}", "weight cast", numel * (4 + e))
     proj = stride != 1 or w_in != w_out
-    tiles = eval_tiles(w_out, _torch_dtype(step.dtype), False, step.gpu.arch)[:3]
+    tiles = eval_tiles(w_out, _torch_dtype(step.dtype), False, step.gpu.arch)
     gemm_launch(step, "_pointwise_conv_kernel", f"{name}.f.a", n * h * h, w_in, w_out, tiles, n * h * h * w_in * e,
                 swizzle_rows=GROUP_M)
     step.torch_op(f"{name}.f.b", "weight layout", 2 * w_out * gw * 9 * e)
@@ -330,7 +470,7 @@ def _block_infer(step: _Step, name: str, n: int, h: int, w_in: int, w_out: int, 
                          eval_squeeze_layout(ho, ho, _torch_dtype(step.dtype))[0])
     shortcut = 0 if proj else m * w_out * e
     gate = n * w_out * 4 if se else 0
-    tiles = eval_tiles(w_out, _torch_dtype(step.dtype), proj, step.gpu.arch)[:3]
+    tiles = eval_tiles(w_out, _torch_dtype(step.dtype), proj, step.gpu.arch)
     gemm_launch(step, "_pointwise_conv_kernel", f"{name}.f.c" + ("+proj" if proj else ""), m, w_out, w_out, tiles,
                 m * w_out * e, extra_read=shortcut + gate, second_k=w_in if proj else 0,
                 a2_bytes=m * w_in * e if proj else 0, swizzle_rows=GROUP_M)
@@ -344,9 +484,9 @@ def _pointwise_train(step: _Step, layer: str, n: int, h: int, k: int, c: int, st
     e = step.e
     ho = (h - 1) // stride + 1
     m = n * ho * ho
-    block_m, block_n, block_k, _ = train_fwd_tiles(c, _torch_dtype(step.dtype))
+    block_m, block_n, block_k, warps = train_fwd_tiles(c, _torch_dtype(step.dtype))
     blocks = math.ceil(m / block_m)
-    gemm_launch(step, "_pointwise_conv_kernel", layer, m, k, c, (block_m, block_n, block_k), m * k * e,
+    gemm_launch(step, "_pointwise_conv_kernel", layer, m, k, c, (block_m, block_n, block_k, warps), m * k * e,
                 extra_read=n * k * 4 if gate else 0, extra_write=2 * blocks * c * 4, swizzle_rows=GROUP_M)
     bn_stats_launches(step, layer, m, c, block_m)
     elementwise_launch(step, "_bn_act_apply_kernel", layer, m, c, 2 if shortcut else 1, 1)
@@ -379,7 +519,8 @@ def _pointwise_train_bwd(step: _Step, layer: str, n: int, h: int, k: int, c: int
     issued = 2.0 * split * math.ceil(rows / wm) * wm * nb * wn * kb * wk
     step.add(Launch("_pointwise_conv_bwd_weight_kernel", layer, (nb, kb, split), tiled, dram,
                     g_bytes + x_bytes + c * k * 4 + (n * k * 4 if gate else 0), 2.0 * m * c * k, issued,
-                    math.ceil(rows / wm)))
+                    math.ceil(rows / wm), blocks=dict(BLOCK_M=wm, BLOCK_N=wn, BLOCK_K=wk),
+                    warps=weight_grad_tiles(dtype, bool(gate))[3]))
     step.torch_op(layer, "weight-grad partial sum", split * c * k * 4 + c * k * e)
     if gate:
         if nb > 1:
@@ -388,8 +529,9 @@ def _pointwise_train_bwd(step: _Step, layer: str, n: int, h: int, k: int, c: int
         step.torch_op(f"{layer}.se", "fc grads", 4 * n * (k + gate) * 4, 2.0 * 2 * n * k * gate)
     # at stride 2 the programs walk the output rows and write zeros to the input pixels off the stride grid
     gemm_launch(step, "_pointwise_conv_bwd_data_kernel", layer, m if stride != 1 else mi, c, k,
-                data_grad_tiles(dtype, stride, step.gpu.arch)[:3], g_bytes, extra_read=n * k * 8 if gate else 0,
-                extra_write=(mi - m) * k * e if stride != 1 else 0, swizzle_rows=GROUP_M)
+                data_grad_tiles(dtype, stride, step.gpu.arch, bool(gate)), g_bytes,
+                extra_read=n * k * 8 if gate else 0, extra_write=(mi - m) * k * e if stride != 1 else 0,
+                swizzle_rows=GROUP_M)
 
 
 def _block_train(step: _Step, name: str, n: int, h: int, w_in: int, w_out: int, stride: int, gw: int,
@@ -433,10 +575,23 @@ def _block_train(step: _Step, name: str, n: int, h: int, w_in: int, w_out: int, 
     step.torch_op(name, "input-grad add", 3 * n * h * h * w_in * e)
 
 
+def _host_s(launch: str, mode: str) -> float:
+    if launch not in ("graph", "eager"):
+        raise ValueError(f"launch must be 'graph' or 'eager', got {launch!r}")
+    if launch == "graph":
+        return 0.0
+    host = host_s_per_launch()
+    if mode not in host.get("s_per_launch", {}):
+        raise ValueError("no host measurement in the cost constants: run python bench/host_overhead.py --constants")
+    return host["s_per_launch"][mode]
+
+
 def model_launches(model: str | RegNetParams, batch: int, dtype: str = "bf16", mode: str = "infer",
                    gpu: str = "H100", resolution: int = 224, allow_tf32: bool = True,
-                   autocast_weights: bool = False) -> list[Launch]:
-    """Every launch of one inference forward or training step (forward + backward) of `model`, modelled."""
+                   autocast_weights: bool = False, launch: str = "graph") -> list[Launch]:
+    """Every launch of one inference forward or training step (forward + backward) of `model`, modelled.
+    launch="graph": replayed from a CUDA graph (no host term); "eager": each Triton launch also waits for the
+    measured host time per launch (host_s_per_launch)."""
     if dtype not in ELEMENT:
         raise ValueError(f"dtype must be one of {sorted(ELEMENT)}, got {dtype!r}")
     if mode not in ("infer", "train"):
@@ -444,7 +599,7 @@ def model_launches(model: str | RegNetParams, batch: int, dtype: str = "bf16", m
     if gpu not in GPUS:
         raise ValueError(f"unknown GPU {gpu!r}; modelled: {', '.join(GPUS)}")
     params = model if isinstance(model, RegNetParams) else resolve_name(model).params()
-    step = _Step(GPUS[gpu], dtype, allow_tf32)
+    step = _Step(GPUS[gpu], dtype, allow_tf32, _host_s(launch, mode))
     e = step.e
     res = (resolution - 1) // 2 + 1
     stem = batch * res * res * params.stem_width
@@ -487,22 +642,29 @@ def block_launches(what: str, batch: int, hw: int, width_in: int, width_out: int
 
 
 def launch_terms(launches: list[Launch]) -> list[list[float]]:
-    """Per launch, what the constants multiply: [DRAM bytes, L2 bytes (as tiled), MMA/FMA seconds at the modelled
-    rate, serial steps]. fastregnet.calibration fits the L2 bandwidth, step and launch terms from these."""
-    return [[x.dram_bytes, x.bytes, x.work_s, x.serial_steps] for x in launches]
+    """Per launch, what the constants multiply: [DRAM bytes, L2 bytes (as tiled), each over the launch's memory
+    share; MMA/FMA seconds at the modelled rate, tile and wave efficiency; its serial chain in steps (waves
+    included); its unpipelined loads' exposed waits in steps]. fastregnet.calibration fits the L2 bandwidth, step
+    and launch terms from these."""
+    return [[x.dram_bytes / x.memory_share, x.bytes / x.memory_share, x.work_s, x.latency_steps, x.exposed_steps]
+            for x in launches]
 
 
 def summarize(launches: list[Launch]) -> dict:
     """Totals and the worst launches by predicted time over floor."""
     total = sum(x.predicted_s for x in launches)
     floor = sum(x.floor_s for x in launches)
+    triton = [x for x in launches if not x.kernel.startswith("torch:")]
     mma = [x for x in launches if x.useful_mma_fraction is not None]
     return {"launches": len(launches), "predicted_s": total, "floor_s": floor,
             "predicted_over_floor": total / floor if floor else None,
             "bytes": sum(x.bytes for x in launches), "dram_bytes": sum(x.dram_bytes for x in launches),
             "min_bytes": sum(x.min_bytes for x in launches),
             "useful_mma_fraction": (sum(x.flops for x in mma) / sum(x.issued_flops for x in mma)) if mma else None,
-            "max_serial_steps": max(x.serial_steps for x in launches)}
+            "max_serial_steps": max(x.serial_steps for x in launches),
+            "launch_s": sum(x.launch_s for x in launches), "host_s": sum(x.host_s for x in launches),
+            "latency_bound_launches": sum(x.latency_s >= max(x.predicted_s - x.launch_s, 1e-30) for x in triton),
+            "unpipelined_launches": sum(x.pipelined is False for x in triton)}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -521,6 +683,9 @@ def add_parser(sub) -> None:
     p.add_argument("--gpu", choices=sorted(GPUS), default="H100")
     p.add_argument("--resolution", type=positive_int, default=224)
     p.add_argument("--no-tf32", action="store_true", help="fp32 with IEEE dots (torch.backends.cudnn.allow_tf32 off)")
+    p.add_argument("--launch", choices=["graph", "eager"], default="graph",
+                   help="graph: replayed from a CUDA graph; eager: each launch also waits for the host time per "
+                        "launch bench/host_overhead.py measured")
     p.add_argument("--json", action="store_true", help="one JSON object: settings, summary, every launch")
     p.set_defaults(func=_cmd_cost)
 
@@ -529,22 +694,28 @@ def _cmd_cost(args) -> int:
     import json
 
     launches = model_launches(args.model, args.batch, args.dtype, args.mode, args.gpu, args.resolution,
-                              allow_tf32=not args.no_tf32)
+                              allow_tf32=not args.no_tf32, launch=args.launch)
     summary = summarize(launches)
     if args.json:
         settings = {"model": resolve_name(args.model).name, "batch": args.batch, "dtype": args.dtype,
                     "mode": args.mode, "gpu": args.gpu, "resolution": args.resolution,
-                    "fp32_dot": "ieee" if args.no_tf32 else "tf32", "figures": "modelled (fastregnet/cost.py)"}
+                    "fp32_dot": "ieee" if args.no_tf32 else "tf32", "launch": args.launch,
+                    "figures": "modelled (fastregnet/cost.py)"}
         print(json.dumps({"settings": settings, "summary": summary, "launches": [x.to_json() for x in launches]},
                          indent=1))
         return 0
-    print(f"{'kernel':<36} {'layer':<18} {'MB':>9} {'min MB':>8} {'mma':>5} {'steps':>5} {'pred us':>8} "
+    print(f"{'kernel':<36} {'layer':<18} {'MB':>9} {'min MB':>8} {'mma':>5} {'steps':>5} {'cta/SM':>6} "
+          f"{'waves':>5} {'pipe':>4} {'lat us':>7} {'exp us':>6} {'launch':>6} {'host':>6} {'pred us':>8} "
           f"{'floor us':>8}")
     for x in launches:
         mma = f"{x.useful_mma_fraction:.2f}" if x.useful_mma_fraction is not None else "-"
+        pipe = {True: "yes", False: "no", None: "-"}[x.pipelined]
         print(f"{x.kernel:<36} {x.layer:<18} {x.bytes / 1e6:>9.1f} {x.min_bytes / 1e6:>8.1f} {mma:>5} "
-              f"{x.serial_steps:>5} {x.predicted_s * 1e6:>8.1f} {x.floor_s * 1e6:>8.1f}")
-    print(f"MODELLED on {args.gpu}: {summary['launches']} launches, {summary['predicted_s'] * 1e3:.2f} ms predicted "
-          f"vs a {summary['floor_s'] * 1e3:.2f} ms floor ({summary['predicted_over_floor']:.2f}x); useful MMA "
-          f"fraction {summary['useful_mma_fraction']:.2f}; longest serial chain {summary['max_serial_steps']} steps")
+              f"{x.serial_steps:>5} {x.ctas_per_sm or '-':>6} {x.waves or '-':>5} {pipe:>4} "
+              f"{x.latency_s * 1e6:>7.2f} {x.exposed_s * 1e6:>6.2f} {x.launch_s * 1e6:>6.2f} {x.host_s * 1e6:>6.1f} "
+              f"{x.predicted_s * 1e6:>8.1f} {x.floor_s * 1e6:>8.1f}")
+    print(f"MODELLED on {args.gpu} ({args.launch} launches): {summary['launches']} launches, "
+          f"{summary['predicted_s'] * 1e3:.2f} ms predicted vs a {summary['floor_s'] * 1e3:.2f} ms floor "
+          f"({summary['predicted_over_floor']:.2f}x); useful MMA fraction {summary['useful_mma_fraction']:.2f}; "
+          f"longest serial chain {summary['max_serial_steps']} steps")
     return 0
