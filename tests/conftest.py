@@ -207,6 +207,7 @@ def aot_compile_result() -> tuple[int, str, str]:
     return _aot["result"]
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group markers into the node ids
 def pytest_collection_modifyitems(session, config, items):
     aot = [item for item in items if item.nodeid.startswith("tests/test_aot_compile.py")
            or item.nodeid.startswith("test_aot_compile.py")]
