@@ -174,9 +174,11 @@ def torchvision_model(name: str, init: bool = True, **kwargs) -> torch.nn.Module
 # ----------------------------------------------------------------------------------------------------------------
 # ahead-of-time compilation (test_aot_compile.py): minutes of compiling that should run beside the other tests.
 # In one process (plain `pytest`): started in the background when the suite is collected, and those tests moved
-# to the end, where they wait for it. Under pytest-xdist (the README's `-n 2 --dist loadgroup`): the AOT tests
-# share one xdist group, so one worker starts the compile when it reaches them (first: the file sorts first) and
-# waits for it while the other worker runs the rest.
+# to the end, where they wait for it. Under pytest-xdist (the README's `-n 2 --dist loadfile`): each file runs on
+# one worker, so the worker that takes test_aot_compile.py (first: the file sorts first) starts the compile and
+# waits for it while the other worker runs the rest. (Not `--dist loadgroup`: pytest 9.2 derives node ids from a
+# structured id, so xdist 3.8's way of tagging a group, rewriting item._nodeid, no longer takes effect and the
+# groups were silently spread over both workers, each compiling everything.)
 # ----------------------------------------------------------------------------------------------------------------
 
 _aot: dict = {}
@@ -207,12 +209,9 @@ def aot_compile_result() -> tuple[int, str, str]:
     return _aot["result"]
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group markers into the node ids
 def pytest_collection_modifyitems(session, config, items):
     aot = [item for item in items if item.nodeid.startswith("tests/test_aot_compile.py")
            or item.nodeid.startswith("test_aot_compile.py")]
-    for item in aot:
-        item.add_marker(pytest.mark.xdist_group(name="aot_compile"))
     if aot and not _under_xdist():
         items[:] = [item for item in items if item not in aot] + aot
         _start_aot_compile()
