@@ -8,15 +8,20 @@ glue: milliseconds per forward, bench/host_overhead.py) is paid once instead of 
 
 What a replay computes is what eager computes: the model's kernels read the live parameters and buffers (BN is
 folded in each kernel's epilogue from the live tensors, nothing derived from them is cached), so in-place edits of
-weights or running statistics after capture are seen by the next replay. A parameter *replaced* by a new tensor
-(`model.fc.weight = nn.Parameter(...)`, `load_state_dict(..., assign=True)`) is not: the graph keeps reading the
-old storage; call `reset()` after such a swap. The capture needs a forward whose host code never reads tensor
-values (no `.item()`, no data-dependent branches): tests/test_graphs.py checks that of the Triton path on the CPU.
+weights or running statistics after capture are seen by the next replay. Everything a capture bakes in is part of
+the key a graph is looked up by, so a change of any of it captures afresh instead of replaying a stale graph: the
+input's shape, dtype and memory format, autocast, the fastregnet backend in effect, the TF32 switches, and every
+parameter's and buffer's storage address, dtype and shape (a parameter *replaced* by a new tensor, e.g.
+`load_state_dict(..., assign=True)` or `model.half()`, is a new graph, not a replay that reads freed memory). The
+capture needs a forward whose host code never reads tensor values (no `.item()`, no data-dependent branches):
+tests/test_graphs.py checks that of the Triton path on the CPU.
 """
 
 from __future__ import annotations
 
 import torch
+
+from .backend import get_backend
 
 __all__ = ["cuda_graph_inference", "CUDAGraphInference"]
 
@@ -38,9 +43,10 @@ class CUDAGraphInference(torch.nn.Module):
         self.warmup = warmup
         self.device = devices.pop()
         self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+        self._captured_storage: tuple = ()
 
     def reset(self) -> None:
-        """Drop every captured graph (e.g. after parameters were replaced by new tensors)."""
+        """Drop every captured graph (frees their memory pools; the next call captures again)."""
         self._graphs.clear()
 
     def _check(self, x: torch.Tensor) -> tuple:
@@ -57,7 +63,15 @@ class CUDAGraphInference(torch.nn.Module):
         layout = "channels_last" if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
             and not x.is_contiguous() else "contiguous"
         autocast = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None
-        return tuple(x.shape), x.dtype, layout, autocast
+        tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+                torch.get_float32_matmul_precision())
+        return tuple(x.shape), x.dtype, layout, autocast, get_backend(), tf32
+
+    def _storage(self) -> tuple:
+        """The addresses, dtypes and shapes every graph reads: a swapped or re-cast parameter must not be replayed
+        from freed storage."""
+        return tuple((t.data_ptr(), t.dtype, tuple(t.shape)) for t in (*self.model.parameters(),
+                                                                       *self.model.buffers()))
 
     def _capture(self, x: torch.Tensor) -> tuple:
         static_in = x.clone(memory_format=torch.preserve_format)
@@ -73,18 +87,23 @@ class CUDAGraphInference(torch.nn.Module):
                 self.model(static_in)
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph), recast:
+        with torch.cuda.graph(graph, stream=torch.cuda.Stream(self.device)), recast:
             static_out = self.model(static_in)
         return graph, static_in, static_out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         key = self._check(x)
-        if key not in self._graphs:
-            self._graphs[key] = self._capture(x)
-        graph, static_in, static_out = self._graphs[key]
-        static_in.copy_(x)
-        graph.replay()
-        return static_out.clone()
+        storage = self._storage()
+        if storage != self._captured_storage:  # graphs of the old tensors would read freed memory: drop them all
+            self._graphs.clear()
+            self._captured_storage = storage
+        with torch.cuda.device(self.device):  # capture and replay on the model's device, whatever the current one is
+            if key not in self._graphs:
+                self._graphs[key] = self._capture(x)
+            graph, static_in, static_out = self._graphs[key]
+            static_in.copy_(x)
+            graph.replay()
+            return static_out.clone()
 
 
 def cuda_graph_inference(model: torch.nn.Module, warmup: int = 3) -> CUDAGraphInference:

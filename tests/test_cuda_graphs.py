@@ -78,6 +78,10 @@ def test_cuda_graph_inference_wrapper_replays_eager():
                 m.running_mean.add_(0.1)
         assert rel_err(graphed(y), model(y)) < 1e-5  # live BN statistics
         assert rel_err(graphed(y[:2]), model(y[:2])) < 1e-5  # another shape: its own graph
+        model.fc.weight = torch.nn.Parameter(torch.randn_like(model.fc.weight))  # replaced, not edited in place
+        assert rel_err(graphed(y), model(y)) < 1e-5  # recaptured: the old graph would read freed storage
+        with fastregnet.use_backend("torch"):  # the backend is baked into a capture: its own graph
+            assert rel_err(graphed(y), model(y)) < 1e-4
     with pytest.raises(RuntimeError, match="no_grad"):
         graphed(x)
     model.train()
