@@ -328,14 +328,16 @@ def bn_batch_stats(mean_part: torch.Tensor, m2_part: torch.Tensor, m: int, rows_
         (grid, _, steps), _ = plan
         per_part = steps * _MERGE_BLOCK_R
         part_mean, part_m2 = torch.empty((grid[1], c), **f32), torch.empty((grid[1], c), **f32)
-        _bn_stats_finalize_kernel[grid](mean_part, m2_part, part_mean, part_m2, invstd, blocks, m, rows_per_block,
-                                        c, eps, per_part, FINAL=False, BLOCK_R=_MERGE_BLOCK_R,
-                                        BLOCK_C=_MERGE_BLOCK_C)
+        _bn_stats_finalize_kernel[grid](
+            MeanPart=mean_part, M2Part=m2_part, Mean=part_mean, Var=part_m2, Invstd=invstd, num_blocks=blocks, M=m,
+            ROWS_PER_BLOCK=rows_per_block, C=c, eps=eps, BLOCKS_PER_PART=per_part, FINAL=False,
+            BLOCK_R=_MERGE_BLOCK_R, BLOCK_C=_MERGE_BLOCK_C)
         record(_bn_stats_finalize_kernel)
         mean_part, m2_part, blocks, rows_per_block = part_mean, part_m2, grid[1], rows_per_block * per_part
     _bn_stats_finalize_kernel[(cdiv(c, _MERGE_BLOCK_C), 1)](
-        mean_part, m2_part, mean, var, invstd, blocks, m, rows_per_block, c, eps, blocks, FINAL=True,
-        BLOCK_R=_MERGE_BLOCK_R, BLOCK_C=_MERGE_BLOCK_C)
+        MeanPart=mean_part, M2Part=m2_part, Mean=mean, Var=var, Invstd=invstd, num_blocks=blocks, M=m,
+        ROWS_PER_BLOCK=rows_per_block, C=c, eps=eps, BLOCKS_PER_PART=blocks, FINAL=True, BLOCK_R=_MERGE_BLOCK_R,
+        BLOCK_C=_MERGE_BLOCK_C)
     record(_bn_stats_finalize_kernel)
     if sync is not None:
         return sync.merge(mean, var, m, eps)
@@ -357,8 +359,9 @@ def bn_update_running_stats(running_mean: torch.Tensor, running_var: torch.Tenso
     """nn.BatchNorm2d's running-statistics update, in place, in one launch (instead of five elementwise ops):
     r = (1 - momentum) * r + momentum * batch, with the unbiased variance var * n / (n - 1) for running_var."""
     c = running_mean.numel()
-    _running_stats_update_kernel[(cdiv(c, 256),)](running_mean, running_var, mean, var, c, momentum,
-                                                         count / max(count - 1, 1), BLOCK_C=256)
+    _running_stats_update_kernel[(cdiv(c, 256),)](
+        RunningMean=running_mean, RunningVar=running_var, Mean=mean, Var=var, C=c, momentum=momentum,
+        unbiased=count / max(count - 1, 1), BLOCK_C=256)
     record(_running_stats_update_kernel)
 
 

@@ -264,7 +264,7 @@ def se_squeeze(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     rows, slots = squeeze_layout(h * w, SQUEEZE_BLOCK_M)
     sq_part = torch.empty((squeeze_part_rows(n, h * w, rows), c), device=x.device, dtype=torch.float32)
     _se_squeeze_kernel[(cdiv(n * h * w, rows), cdiv(c, _BLOCK_C))](
-        nhwc(x), sq_part, n * h * w, h * w, c, slots, BLOCK_M=rows, BLOCK_C=_BLOCK_C)
+        X=nhwc(x), SqPart=sq_part, M=n * h * w, HW=h * w, C=c, SLOTS=slots, BLOCK_M=rows, BLOCK_C=_BLOCK_C)
     record(_se_squeeze_kernel)
     return sq_part, rows
 
@@ -283,7 +283,8 @@ def se_excite(sq_part: torch.Tensor, images: int, hw: int, rows_per_block: int, 
     pooled, hidden, gate = torch.empty((images, c), **f32), torch.empty((images, s), **f32), torch.empty((images, c),
                                                                                                         **f32)
     _se_pool_kernel[(images, cdiv(c, _POOL_BLOCK_C))](
-        sq_part, pooled, c, hw, rows_per_block, slots, 1.0 / hw, BLOCK_J=_POOL_BLOCK_J, BLOCK_C=_POOL_BLOCK_C)
+        SqPart=sq_part, Pooled=pooled, C=c, HW=hw, ROWS=rows_per_block, SLOTS=slots, inv_hw=1.0 / hw,
+        BLOCK_J=_POOL_BLOCK_J, BLOCK_C=_POOL_BLOCK_C)
     record(_se_pool_kernel)
     _fc_pair(pooled, None, _f32(fc1_weight, s, c), (1, c), _f32(fc1_bias, s), _f32(fc2_weight, c, s), (s, 1),
              _f32(fc2_bias, c), None, hidden, gate, backward=False)
