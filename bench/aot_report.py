@@ -7,7 +7,8 @@ pipelined loads per tile), which the cost model reads for occupancy and load lat
 
 The whole space takes about 15 minutes on 2 cores. After changing some kernels only,
 `python bench/aot_report.py OUT.json --only KERNEL[,KERNEL...]` recompiles just those kernels' variants and
-replaces their rows in OUT.json, keeping the others."""
+replaces their rows in OUT.json, keeping the others; `python bench/aot_report.py --facts-only REPORT.json` rewrites
+kernel_facts.json from an existing report without compiling."""
 
 import json
 import os
@@ -30,6 +31,10 @@ def write_facts(rows: list[dict], path: str = FACTS) -> None:
 
 def main() -> None:
     args = sys.argv[1:]
+    if args[:1] == ["--facts-only"]:  # re-derive kernel_facts.json from an existing report, compiling nothing
+        with open(args[1]) as f:
+            write_facts(json.load(f))
+        return
     only = None
     if "--only" in args:
         i = args.index("--only")

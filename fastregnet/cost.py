@@ -125,12 +125,19 @@ def _load_facts(path: str = FACTS_PATH) -> dict:
 _FACTS = _load_facts()
 
 
+# Kernels compiled in fp32 storage only (the SE excitation, the statistics merge), and those whose BLOCK_M follows
+# the feature map, so the AOT report lists other row blocks than a given launch's.
+_FP32_ONLY = ("_se_pool_kernel", "_se_hidden_kernel", "_se_gate_kernel", "_bn_stats_finalize_kernel")
+_ROWS_FOLLOW_THE_MAP = ("_se_squeeze_kernel",)
+
+
 def kernel_facts(kernel: str, dtype: str, arch: int, blocks: dict, warps: int | None) -> dict:
     """The compiled facts of the variants a launch runs (kernels.aot.static_facts): those of `kernel` for that
     storage dtype and arch whose BLOCK_* tile and warps match the launch's, worst case over them (most registers
     and shared memory, pipelined only if all are). A tile the AOT report does not list exactly (the SE squeeze's
-    row blocks follow the map size) matches on its other sides. Raises for a kernel the report does not cover."""
-    rows = _FACTS.get((kernel, dtype, arch)) or _FACTS.get((kernel, "*fp32", arch)) or []
+    row blocks follow the map size) matches on its other sides. Raises for a kernel, dtype or tile the report does
+    not cover (the kernels whose storage is fp32 whatever the activations', _FP32_ONLY, are looked up as fp32)."""
+    rows = _FACTS.get((kernel, "*fp32" if kernel in _FP32_ONLY else dtype, arch), [])
     if not rows:
         raise ValueError(f"no compiled facts for {kernel} ({dtype}, sm_{arch}): regenerate them with "
                          f"python bench/aot_report.py bench/results/aot-static-report.json")
@@ -139,13 +146,15 @@ def kernel_facts(kernel: str, dtype: str, arch: int, blocks: dict, warps: int | 
         return [f for f in rows if (warps is None or f["warps"] == warps)
                 and all(f["blocks"].get(k, v) == v for k, v in sides.items())]
 
-    found = matching(blocks) or matching({k: v for k, v in blocks.items() if k != "BLOCK_M"}) or matching({})
+    found = matching(blocks) or (kernel in _ROWS_FOLLOW_THE_MAP
+                                 and matching({k: v for k, v in blocks.items() if k != "BLOCK_M"}))
     if not found:
-        raise ValueError(f"no compiled facts for {kernel} ({dtype}, sm_{arch}) with {blocks}, {warps} warps")
+        raise ValueError(f"no compiled facts for {kernel} ({dtype}, sm_{arch}) with {blocks}, {warps} warps: "
+                         f"regenerate them with python bench/aot_report.py bench/results/aot-static-report.json")
     pipelined = [f["pipelined"] for f in found if f["pipelined"] is not None]
     return {"registers": max(f["registers"] for f in found), "shared_bytes": max(f["shared_bytes"] for f in found),
             "warps": max(f["warps"] for f in found), "pipelined": all(pipelined) if pipelined else None,
-            "l1_bypass": any(f["l1_bypass"] for f in found)}
+            "l1_bypass": None if any(f["l1_bypass"] is None for f in found) else any(f["l1_bypass"] for f in found)}
 
 
 def ctas_per_sm(facts: dict, gpu: GPU) -> int:
@@ -334,7 +343,11 @@ def grouped_conv_launch(step: _Step, kernel: str, layer: str, n: int, c: int, gw
     # the 9 taps' windows overlap inside a program: loads that can hit L1 get the 3 horizontal taps of a kernel row
     # from it (so the window comes 3 times from L2); 16-byte cp.async.cg copies bypass L1, so all 9 taps come from L2
     tile = dict(BLOCK_M=block_m, BLOCK_N=bn, BLOCK_K=bk)
-    l2_taps = 9 if kernel_facts(kernel, POINTER[step.dtype], step.gpu.arch, tile, warps)["l1_bypass"] else 3
+    bypass = kernel_facts(kernel, POINTER[step.dtype], step.gpu.arch, tile, warps)["l1_bypass"]
+    if bypass is None:
+        raise ValueError(f"kernel facts for {kernel} do not say whether its gathered loads bypass L1: regenerate "
+                         f"them with python bench/aot_report.py --facts-only bench/results/aot-static-report.json")
+    l2_taps = 9 if bypass else 3
     a_tiled = rows * l2_taps * c * e / (stride * stride if transpose else 1) * chunks
     bypass = a_tiled * (l2_taps - 3) / l2_taps
     # grouped launch order: GROUP_M row blocks run across all (group, chunk) programs together, so a group's N

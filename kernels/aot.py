@@ -23,8 +23,8 @@ def variant_name(kernel, constexprs: dict) -> str:
 
 # Integer arguments that Triton's launcher specializes as multiples of 16 at the zoo's run-time shapes: row counts at
 # batch 256 (256 * H * W). Channel counts of the 1x1 convs vary (48, 104, 208, 440...) and are left unspecialized:
-# the report errs high. (The grouped conv's group width is a constexpr and its channel count G * GW, so the compiler
-# knows their divisibility without a specialization.)
+# the report errs high. (The grouped conv's C and GW stay run-time values; its constexpr VEC, a power of two dividing
+# GW, tells the compiler their alignment through _aligned, so they need no specialization either.)
 _ROW_ARGS = ("M", "MI")
 
 
@@ -36,10 +36,10 @@ def run_time_divisibility(signature: dict) -> list[str]:
 
 _LABEL = re.compile(r"^(\$L__BB\d+_\d+):")
 _BRANCH = re.compile(r"\bbra(?:\.uni)?\s+(\$L__BB\d+_\d+);")
-_LD_GLOBAL = re.compile(r"\bld\.global(?:\.\w+)*?(?:\.v(\d))?\.[bfsu](\d+)\s.*\[\s*(%rd\d+)")
+_LD_GLOBAL = re.compile(r"\bld\.global(?:\.[\w:]+)*?(?:\.v(\d))?\.[bfsu](\d+)\s.*\[\s*(%rd\d+)")
 _CP_ASYNC = re.compile(r"\bcp\.async\.c[ag]\.shared\.global\s*\[[^\]]*\],\s*\[\s*(%rd\d+)[^\]]*\],"
                        r"\s*(0x[0-9a-fA-F]+|\d+)")
-_PARAM = re.compile(r"\bld\.param\.b64\s+(%rd\d+),\s*\[\w+_param_(\d+)\]")
+_PARAM = re.compile(r"\bld\.param\.[bu]64\s+(%rd\d+),\s*\[\w+_param_(\d+)\]")
 _DEF = re.compile(r"^\s*(?:@!?%p\d+\s+)?[a-z][\w.]*\s+(%\w+),(.*);")
 
 
@@ -122,12 +122,18 @@ def compile_variant(kernel, signature: dict, constexprs: dict, arch: int, num_wa
             "loop_loads": loop_global_loads(compiled.asm["ptx"], [a for a in kernel.arg_names if a not in constexprs])}
 
 
+# The operands whose tiles overlap from one K step to the next (the 3x3 taps' windows): L1 could serve their re-reads.
+_GATHERED = {"_grouped_conv_fwd_kernel": ("X",), "_grouped_conv_bwd_data_kernel": ("GO", "S")}
+
+
 def static_facts(rows: list[dict]) -> list[dict]:
     """What the cost model needs from compiled variants (fastregnet/data/kernel_facts.json, written by
     bench/aot_report.py from its report): per (kernel, dtype, arch, BLOCK_* tile, warps), the worst case over the
     variants sharing that tile (epilogue modes, strides): most registers, most shared memory, whether every load
-    in its loops is an asynchronous copy (software-pipelined) and whether any is a 16-byte cp.async.cg (which
-    bypasses L1). Rows with errors are skipped."""
+    in its loops is an asynchronous copy (software-pipelined) and, for the kernels that gather overlapping windows
+    (_GATHERED), whether a gathered operand is read by 16-byte cp.async copies, which Triton emits as cp.async.cg
+    (L1-bypassing; it ignores a ".ca" cache modifier at 16 bytes); None for other kernels. Rows with errors are
+    skipped."""
     merged: dict = {}
     for r in rows:
         if "error" in r:
@@ -138,14 +144,16 @@ def static_facts(rows: list[dict]) -> list[dict]:
         key = (name, r["dtype"], r["arch"], tuple(blocks.items()), r["num_warps"])
         kinds = [kind for arg in r.get("loop_loads", {}).values() for kind in arg]
         pipelined = bool(kinds) and all(kind.startswith("cp.async.") for kind in kinds) if kinds else None
+        gathered = _GATHERED.get(name)
         fact = merged.setdefault(key, {"kernel": name, "dtype": r["dtype"], "arch": r["arch"], "blocks": blocks,
                                        "warps": r["num_warps"], "registers": 0, "shared_bytes": 0,
-                                       "pipelined": pipelined, "l1_bypass": False})
+                                       "pipelined": pipelined, "l1_bypass": False if gathered else None})
         fact["registers"] = max(fact["registers"], r["registers"])
         fact["shared_bytes"] = max(fact["shared_bytes"], r["shared_bytes"])
         if pipelined is not None:
             fact["pipelined"] = pipelined if fact["pipelined"] is None else fact["pipelined"] and pipelined
-        fact["l1_bypass"] |= "cp.async.16" in kinds
+        if gathered:
+            fact["l1_bypass"] |= any("cp.async.16" in r.get("loop_loads", {}).get(arg, {}) for arg in gathered)
     return sorted(merged.values(), key=lambda f: (f["kernel"], f["dtype"], f["arch"], str(f["blocks"]), f["warps"]))
 
 

@@ -129,19 +129,27 @@ def test_se_excitation_reads_its_weights_once_per_16_images(launches):
 # occupancy, wave, latency and launch terms, which are guesses until a GPU campaign fits them. So a kernel that
 # re-reads more, pads more or chains longer fails them, and a constant that moves does not. The model's own
 # predictions (bench/cost_report.py, README) are reported, not bounded.
-# One structural change is deliberate and guarded exactly instead (test_grouped_taps_bypass_l1_exactly): the
-# grouped conv's operand loads became 16-byte cp.async.cg copies (pipelined, 84 instead of 246 registers), which
-# bypass L1, so 6 of the 9 taps' window reads that L1 served now come from L2 (at the reference constants that
-# takes regnet_y_16gf's worst grouped forward to 2.14x its floor, as the issue foresaw). Those bytes
-# (Launch.l1_bypass_bytes) are left out of the structure below, so the bounds keep guarding everything else.
+# One structural change is deliberate, and the bounds below are not loosened for it: the grouped conv's operand loads
+# became 16-byte cp.async.cg copies (pipelined, 84 instead of 246 registers), which bypass L1, so 6 of the 9 taps'
+# window reads that L1 served now come from L2 (Launch.l1_bypass_bytes, guarded exactly by
+# test_grouped_taps_bypass_l1_exactly). structure_s counts them. The issue's bounds (1.5x per inference launch, the
+# model totals) were set before, with those reads as L1 hits; they are asserted as they were on structure_without_
+# bypass, so they keep guarding every other re-read, padding and chain, and the shortfall the bypass makes is
+# asserted separately at today's figures (test_l1_bypass_shortfall_does_not_grow), which can only go down. It is
+# real and not fixed: staging each program's input window in shared memory once for the 9 taps would remove it.
 REFERENCE = {"dram": 3e12, "l2": 10e12, "mma": 800e12, "fma": 50e12, "step": 0.2e-6}
 
 
-def structure_s(x: Launch) -> float:
+def structure_s(x: Launch, bypass: bool = True) -> float:
     work = x.issued_flops if x.issued_flops is not None else x.flops
     rate = REFERENCE["mma"] if x.issued_flops is not None else REFERENCE["fma"]
-    return max(x.dram_bytes / REFERENCE["dram"], (x.bytes - x.l1_bypass_bytes) / REFERENCE["l2"], work / rate,
+    l2_bytes = x.bytes if bypass else x.bytes - x.l1_bypass_bytes
+    return max(x.dram_bytes / REFERENCE["dram"], l2_bytes / REFERENCE["l2"], work / rate,
                x.serial_steps * REFERENCE["step"])
+
+
+def structure_without_bypass(x: Launch) -> float:
+    return structure_s(x, bypass=False)
 
 
 def _floor(x: Launch) -> float:
@@ -184,9 +192,31 @@ def test_every_inference_launch_within_1_5x_of_its_floor(launches):
     checked = 0
     for model in MODELS:
         for x in launches[(model, "infer")]:
-            assert structure_s(x) <= 1.5 * _floor(x), (model, x)
+            assert structure_without_bypass(x) <= 1.5 * _floor(x), (model, x)
+            if not x.l1_bypass_bytes:
+                assert structure_s(x) <= 1.5 * _floor(x), (model, x)
             checked += not x.kernel.startswith("torch:")
     assert checked > 400
+
+
+def test_l1_bypass_shortfall_does_not_grow(launches):
+    # With the L1-bypassing tap reads counted, the issue's 1.5x per-launch bound is NOT met: 71 grouped forwards
+    # exceed it at the reference constants (worst 2.14x, regnet_y_16gf), and the modelled inference totals are
+    # 1.074 / 1.157 / 1.479 / 1.101 of the floor (1.008 / 1.015 / 1.209 / 1.012 without), training 1.093 / 1.300 /
+    # 2.082 / 1.192 (1.082 / 1.212 / 1.927 / 1.124). These figures are today's, asserted so that they cannot grow
+    # unnoticed; lower them when the window is staged in shared memory.
+    over = {model: [x for x in launches[(model, "infer")] if structure_s(x) > 1.5 * _floor(x)] for model in MODELS}
+    assert all(x.kernel == "_grouped_conv_fwd_kernel" and x.l1_bypass_bytes for xs in over.values() for x in xs)
+    assert {m: len(xs) for m, xs in over.items()} == {"regnet_y_400mf": 12, "regnet_y_1_6gf": 23,
+                                                      "regnet_y_16gf": 18, "regnet_x_400mf": 18}
+    assert max(structure_s(x) / _floor(x) for xs in over.values() for x in xs) <= 2.15
+    today = {("regnet_y_400mf", "infer"): 1.075, ("regnet_y_1_6gf", "infer"): 1.158,
+             ("regnet_y_16gf", "infer"): 1.48, ("regnet_x_400mf", "infer"): 1.102,
+             ("regnet_y_400mf", "train"): 1.094, ("regnet_y_1_6gf", "train"): 1.301,
+             ("regnet_y_16gf", "train"): 2.083, ("regnet_x_400mf", "train"): 1.193}
+    for (model, mode), bound in today.items():
+        ls = launches[(model, mode)]
+        assert sum(map(structure_s, ls)) / sum(map(_floor, ls)) <= bound, (model, mode)
 
 
 def test_whole_model_inference_stays_near_its_floor(launches):
@@ -196,7 +226,7 @@ def test_whole_model_inference_stays_near_its_floor(launches):
     bound = {"regnet_y_400mf": 1.03, "regnet_y_1_6gf": 1.04, "regnet_y_16gf": 1.25, "regnet_x_400mf": 1.04}
     for model in MODELS:
         ls = launches[(model, "infer")]
-        ratio = sum(map(structure_s, ls)) / sum(map(_floor, ls))
+        ratio = sum(map(structure_without_bypass, ls)) / sum(map(_floor, ls))
         assert ratio <= bound[model], (model, ratio)
 
 
@@ -217,7 +247,7 @@ def test_weight_grads_reread_from_l2_not_dram(launches):
     bound = {"regnet_y_400mf": 1.15, "regnet_y_1_6gf": 1.3, "regnet_y_16gf": 2.05, "regnet_x_400mf": 1.15}
     for model in MODELS:
         ls = launches[(model, "train")]
-        ratio = sum(map(structure_s, ls)) / sum(map(_floor, ls))
+        ratio = sum(map(structure_without_bypass, ls)) / sum(map(_floor, ls))
         assert ratio <= bound[model], (model, ratio)
 
 
@@ -335,4 +365,7 @@ def test_committed_kernel_facts_come_from_the_committed_aot_report():
     # 16-bit weight tile gives a thread one 2-byte element (cp.async copies 4 bytes at least)
     tiny = [f for f in grouped if f["blocks"]["BLOCK_N"] == f["blocks"]["BLOCK_K"] == 16 and f["warps"] == 8]
     assert grouped and all(f["pipelined"] for f in grouped if f not in tiny)
-    assert sum(f["l1_bypass"] for f in grouped) > len(grouped) / 2
+    # L1 bypass is read from the gathered operands of the kernels that gather windows, and only there
+    gathering = [f for f in grouped if not f["kernel"].startswith("_grouped_conv_bwd_weight")]
+    assert sum(f["l1_bypass"] for f in gathering) > len(gathering) / 2
+    assert all(f["l1_bypass"] is None for f in facts if f not in gathering)

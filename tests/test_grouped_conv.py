@@ -127,6 +127,8 @@ def test_every_zoo_group_width_fp32(gw):
     (2, 112, 11, 3, 56, 1),  # tall thin map; 56 channels in a 64-wide N tile
     (3, 40, 3, 3, 40, 2),    # a single group (groups=1), as the capped first stage of regnet_x_8gf
     (2, 96, 13, 12, 48, 1),  # more pixels than one 64-row block: exercises the cross-block statistics merge
+    (2, 12, 5, 4, 3, 1),     # odd group width: VEC 1, runs of one channel
+    (2, 24, 6, 5, 6, 2),     # group width 6: VEC 2, runs of two channels that straddle taps' 4-aligned offsets
 ])
 def test_odd_shapes_fp32(n, c, h, w, gw, stride):
     _check_all(n, c, h, w, gw, stride)
