@@ -81,6 +81,12 @@ def device_info(device: torch.device) -> dict:
         props = torch.cuda.get_device_properties(device)
         info.update(gpu=props.name, capability=f"{props.major}.{props.minor}", cuda=torch.version.cuda,
                     gpu_memory_gb=round(props.total_memory / 2**30, 1))
+        # the SM limits the cost model's occupancy term needs (campaign-apply writes them for this GPU)
+        limits = {"sms": "multi_processor_count", "regs_per_sm": "regs_per_multiprocessor",
+                  "smem_per_sm_bytes": "shared_memory_per_multiprocessor",
+                  "threads_per_sm": "max_threads_per_multi_processor", "l2_bytes": "L2_cache_size"}
+        info["sm_limits"] = {k: getattr(props, attr) for k, attr in limits.items()
+                             if isinstance(getattr(props, attr, None), int)}
         try:
             info["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                                             capture_output=True, text=True, timeout=10).stdout.split()[0]

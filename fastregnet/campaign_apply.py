@@ -92,6 +92,9 @@ def apply_constants(doc: dict, constants_path: str) -> dict | None:
         constants["gpus"][key] = {**constants["gpus"]["H100"], "arch": 10 * int(capability[0]) + int(capability[1]),
                                   "mma_flops_per_s": dict(constants["gpus"]["H100"]["mma_flops_per_s"])}
     entry = constants["gpus"][key]
+    # the device's own SM count, register file, shared memory, thread limit and L2 size, as PyTorch reported them
+    # (a new GPU would otherwise inherit H100's)
+    entry.update({k: v for k, v in env.get("sm_limits", {}).items() if k in entry})
     dram = rates["copy_bandwidth_bytes_per_s"]
     result = calibration.fit(terms, measured, dram, {k: entry[k] for k in calibration.NAMES})
     entry.update(result["constants"], dram_bytes_per_s=dram)

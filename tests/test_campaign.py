@@ -21,8 +21,8 @@ import pytest
 from fastregnet.campaign import PARTS
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-# one pytest-xdist worker runs this file, so the module-scoped dry run (a minute and a half) runs once
-pytestmark = pytest.mark.xdist_group(name="campaign")
+# the README's `--dist loadfile` gives this file to one pytest-xdist worker, so the dry run (a minute and a half)
+# runs once
 
 
 def gpu_line() -> str:
@@ -64,8 +64,8 @@ def clean_env(bin_dir: pathlib.Path) -> dict:
     return env
 
 
-# session-scoped: under pytest-xdist this file's tests share one worker (pytestmark) but may run interleaved with
-# other files' tests, which would tear a module-scoped fixture down and run the minute-and-a-half dry run again
+# session-scoped, so that no ordering of this file's tests with others' (plain pytest, other xdist modes) can tear it
+# down and run the minute-and-a-half dry run again
 @pytest.fixture(scope="session")
 def clean(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("clean")
@@ -282,7 +282,9 @@ def test_campaign_apply_fits_known_constants_from_a_synthetic_campaign(tmp_path)
     doc = {"campaign": {"date": "2026-12-04T00:00:00+00:00", "dry_run": False},
            "parts": {"env": {"records": [
                {"case": "environment", "status": "ok", "gpu": "NVIDIA H200", "capability": "9.0",
-                "torch": "2.11.0", "triton": "3.6.0"},
+                "torch": "2.11.0", "triton": "3.6.0",
+                "sm_limits": {"sms": 132, "regs_per_sm": 65536, "smem_per_sm_bytes": 233472,
+                              "threads_per_sm": 2048, "l2_bytes": 62914560}},
                {"case": "device rates bf16", "status": "ok", "copy_bandwidth_bytes_per_s": dram,
                 "matmul_flops_per_s": 7e14, "matmul_dtype": "bfloat16", "measured_on": "cuda"}]},
                "models": {"records": [
@@ -316,6 +318,7 @@ def test_campaign_apply_fits_known_constants_from_a_synthetic_campaign(tmp_path)
     h200 = gpus["H200"]
     assert h200.dram_bytes_per_s == dram and h200.launch_s == pytest.approx(true["launch_s"], rel=0.05)
     assert "fitted by campaign-apply" in h200.source
+    assert h200.l2_bytes == 62914560 and h200.sms == 132  # the device's reported limits, not H100's copied
     launches = cost.block_launches("block eval", 256, 28, 48, 104, 2, 8, 0.25, gpu="H200")
     step = cost._Step(h200, "bf16", True)
     for x in launches:  # the same launches, finished again with the fitted H200's constants
