@@ -1,9 +1,9 @@
 """Which path runs an op: the Triton kernels or the PyTorch reference (cuDNN on GPU, oneDNN on CPU).
 
 Modes: "auto" (default), "triton", "torch". The process default comes from the env var FASTREGNET_BACKEND (read
-once, at import) or `set_backend(mode)`; `with use_backend(mode): ...` overrides it for the current thread (and
-asyncio task) only, through a ContextVar: a context never leaks into another thread, and overlapping contexts that
-exit out of order each remove only their own override.
+once, at import; a bad value raises on first use) or `set_backend(mode)`; `with use_backend(mode): ...` overrides it
+for the current thread (and asyncio task) only, through a ContextVar: a context never leaks into another thread,
+and overlapping contexts that exit out of order each remove only their own override.
 
 - auto: Triton on a CUDA tensor when Triton imports and the GPU is sm_80 or newer; the reference otherwise, and for
   any shape the kernels don't cover.
@@ -38,7 +38,12 @@ def _check_mode(mode: str) -> str:
     return mode
 
 
-_default_mode = _check_mode(os.environ.get("FASTREGNET_BACKEND", "auto"))
+_env_mode = os.environ.get("FASTREGNET_BACKEND", "auto")
+# A bad FASTREGNET_BACKEND (marked None) raises on first use rather than at import, so that the `fastregnet` command,
+# which imports this module before it can catch anything, reports it as a one-line user error.
+_default_mode: str | None = _env_mode.strip().lower()
+if _default_mode not in _MODES:
+    _default_mode = None
 # The active use_backend() overrides of this context, innermost last: ((token, mode), ...). A tuple, replaced and
 # never mutated, so a copied context (a new task, a generator) cannot change its parent's.
 _overrides: contextvars.ContextVar[tuple] = contextvars.ContextVar("fastregnet_backend_overrides", default=())
@@ -47,7 +52,12 @@ _overrides: contextvars.ContextVar[tuple] = contextvars.ContextVar("fastregnet_b
 def get_backend() -> str:
     """The backend in effect here: the innermost use_backend() of this thread/task, else the process default."""
     overrides = _overrides.get()
-    return overrides[-1][1] if overrides else _default_mode
+    if overrides:
+        return overrides[-1][1]
+    if _default_mode is None:
+        raise ValueError(f"unknown fastregnet backend {_env_mode!r} in the environment variable FASTREGNET_BACKEND; "
+                         f"expected one of {', '.join(_MODES)}")
+    return _default_mode
 
 
 def set_backend(mode: str) -> None:
@@ -93,6 +103,10 @@ def _interpret_requested() -> bool:
         return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+def _is_interpreted(fn) -> bool:
+    return type(fn).__name__ == "InterpretedFunction"
+
+
 def triton_interpreting() -> bool:
     """Whether fastregnet's kernels run under Triton's interpreter. That is fixed when the kernels are defined
     (Triton reads TRITON_INTERPRET at @triton.jit time), so this asks the kernels, not the environment."""
@@ -101,8 +115,29 @@ def triton_interpreting() -> bool:
             return False
         from .kernels import batch_norm
 
-        _probe["interpreted"] = type(batch_norm._bn_stats_finalize_kernel).__name__ == "InterpretedFunction"
+        _probe["interpreted"] = _is_interpreted(batch_norm._bn_stats_finalize_kernel)
     return _probe["interpreted"]
+
+
+def _interpret_mismatch_reason() -> str | None:
+    """Why the kernels cannot run when they and Triton's own @jit library (tl.sigmoid, tl.cdiv, ..., defined when
+    triton is imported) disagree about the interpreter: TRITON_INTERPRET changed between the two imports."""
+    if "mismatch" not in _probe:
+        import triton.language as tl
+
+        library = getattr(tl, "sigmoid", None)
+        known = type(library).__name__ in ("JITFunction", "InterpretedFunction")  # else another Triton: no check
+        reason = None
+        if known and triton_interpreting() and not _is_interpreted(library):
+            reason = ("TRITON_INTERPRET=1 was set after triton was imported, so triton's own library was compiled "
+                      "for a GPU but fastregnet's kernels for the interpreter; set it before triton is first "
+                      "imported")
+        elif known and not triton_interpreting() and _is_interpreted(library):
+            reason = ("TRITON_INTERPRET was unset after triton was imported, so triton's own library runs under the "
+                      "interpreter but fastregnet's kernels were compiled for a GPU; set or unset it before triton "
+                      "is first imported")
+        _probe["mismatch"] = reason
+    return _probe["mismatch"]
 
 
 def _cpu_unavailable_reason() -> str:
@@ -124,6 +159,9 @@ def triton_available(device: torch.device) -> tuple[bool, str]:
     err = _triton_import_error()
     if err is not None:
         return False, f"triton does not import ({err})"
+    mismatch = _interpret_mismatch_reason()
+    if mismatch is not None:
+        return False, mismatch
     if device.type == "cuda":
         if triton_interpreting():
             return False, "the kernels were defined under TRITON_INTERPRET, which runs them on CPU tensors only"

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from .backend import get_backend
 from .cli_args import OneLineErrorParser, non_negative_int, positive_int
 from .complexity import count_complexity, stage_complexity
 from .design import MODEL_CONFIGS, list_configs, resolve_name
@@ -207,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        get_backend()  # a bad FASTREGNET_BACKEND is a user error of every command
         return args.func(args) or 0
     except (ValueError, TypeError, OSError) as e:  # user errors (bad values, missing or unreadable files)
         message = str(e).strip().replace("\n", "; ") or type(e).__name__

@@ -69,10 +69,16 @@ def _block(cx: Complexity, w_in: int, w_out: int, stride: int, group_width: int,
     cx.conv(w_b, w_out, 1).norm(w_out)
 
 
+def _check_ends(num_classes, in_channels) -> None:
+    check_int("num_classes", num_classes, minimum=0)  # 0: no classifier, as RegNet(num_classes=0)
+    check_int("in_channels", in_channels)
+
+
 def count_complexity(params: RegNetParams, resolution: int = 224, num_classes: int = 1000,
                      in_channels: int = 3) -> dict[str, int]:
     """Total flops (multiply-adds), params and acts of a model at a square input of `resolution` pixels."""
     cx = Complexity(check_int("resolution", resolution), resolution)
+    _check_ends(num_classes, in_channels)
     cx.conv(in_channels, params.stem_width, 3, stride=2).norm(params.stem_width)
     for w_in, w_out, stride, g, b in params.blocks():
         _block(cx, w_in, w_out, stride, g, b, params.se_ratio)
@@ -85,6 +91,7 @@ def stage_complexity(params: RegNetParams, resolution: int = 224, num_classes: i
                      in_channels: int = 3) -> list[dict]:
     """The same count split into stem, each stage and head; each entry has name, out size and its own counts."""
     cx = Complexity(check_int("resolution", resolution), resolution)
+    _check_ends(num_classes, in_channels)
     rows, last = [], {"flops": 0, "params": 0, "acts": 0}
 
     def close(name):

@@ -153,8 +153,20 @@ def to_fastregnet_state_dict(state_dict) -> dict[str, torch.Tensor]:
 
 def params_from_torchvision(tv_model: nn.Module):
     """The RegNetParams of a torchvision RegNet, read off its modules."""
-    from .design import RegNetParams
+    from .design import RegNetParams, resolve_name
 
+    if isinstance(tv_model, nn.Module) and type(tv_model).__module__.split(".")[0] == "timm":
+        # timm's RegNet has another module layout (s1.b1.conv1, ...): its architecture is built by name instead
+        name = (getattr(tv_model, "pretrained_cfg", None) or {}).get("architecture")
+        if name is not None:
+            try:
+                resolve_name(name)
+            except ValueError:
+                raise TypeError(f"expected a torchvision RegNet, got timm's {name} ({type(tv_model).__name__}), "
+                                f"which is not one of fastregnet's models (see fastregnet.list_models())") from None
+        raise TypeError(f"expected a torchvision RegNet, got timm's {type(tv_model).__name__}; for a timm model "
+                        f"build fastregnet.create_model({repr(name) if name else '<its timm name>'}) and load "
+                        f"fastregnet.convert_timm_state_dict(timm_model.state_dict()) into it")
     if not isinstance(tv_model, nn.Module) or type(tv_model).__name__ != "RegNet":
         raise TypeError(f"expected a torchvision RegNet (torchvision.models.regnet_*), got "
                         f"{type(tv_model).__name__}")

@@ -165,6 +165,11 @@ def adjust_widths_groups(widths, bottleneck_multipliers, group_widths, rule: str
     The group width is first capped at the bottleneck width. pycls then rounds the bottleneck width to the nearest
     multiple of the group width (or of lcm(g, b) when b > 1); torchvision uses make_divisible.
     """
+    widths, bottleneck_multipliers, group_widths = list(widths), list(bottleneck_multipliers), list(group_widths)
+    for name, values in (("bottleneck_multipliers", bottleneck_multipliers), ("group_widths", group_widths)):
+        if len(values) != len(widths):
+            raise ValueError(f"adjust_widths_groups: {name} has {len(values)} entries, widths has {len(widths)}; "
+                             f"expected one entry per stage in each")
     ws_bot = [int(max(1, w * b)) if rule == "pycls" else int(w * b) for w, b in zip(widths, bottleneck_multipliers)]
     gs = [int(min(g, v)) for g, v in zip(group_widths, ws_bot)]
     if rule == "pycls":

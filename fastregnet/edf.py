@@ -10,6 +10,7 @@ first space's curve lies above, i.e. it has more good models).
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 
@@ -86,12 +87,21 @@ def load_records(path: str) -> list[dict]:
                              f"(and flops or params for a normalized EDF)")
         if isinstance(r["error"], bool) or not isinstance(r["error"], (int, float)):
             raise ValueError(f"record {i} of {path}: error must be a number, got {r['error']!r}")
+        if not math.isfinite(r["error"]):
+            raise ValueError(f"record {i} of {path}: error must be finite, got {r['error']}")
     return recs
 
 
 def summarize(records: list[dict], normalize_by: str | None = None) -> dict:
     """Per space: n, min/median error, EDF points; pairwise comparisons against the first space."""
     spaces = list(dict.fromkeys(r["space"] for r in records))
+    if normalize_by:
+        for i, r in enumerate(records):
+            value = r.get(normalize_by)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
+                    or not math.isfinite(value):
+                raise ValueError(f"record {i} needs a positive {normalize_by} to normalize by, got "
+                                 f"{'nothing' if value is None else repr(value)}")
     out = {"spaces": {}, "comparisons": []}
     errs = {s: np.array([r["error"] for r in records if r["space"] == s]) for s in spaces}
     wts = {s: complexity_weights([r[normalize_by] for r in records if r["space"] == s]) if normalize_by else None

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .design import QUANT, generate_widths
+from .design import QUANT, check_int, generate_widths
 
 __all__ = ["WidthFit", "fit_widths", "block_widths"]
 
@@ -57,9 +57,11 @@ def _search(observed: np.ndarray, w0s, wa_grid, wm_grid, q: int):
 
 def fit_widths(widths, q: int = QUANT) -> WidthFit:
     """The (w0, wa, wm) that best describe per-block `widths` (a list, first block first)."""
-    observed = np.asarray([int(w) for w in widths], dtype=float)
-    if observed.size < 1 or (observed <= 0).any():
-        raise ValueError(f"widths must be a non-empty list of positive integers, got {list(widths)}")
+    widths = list(widths)
+    if not widths:
+        raise ValueError("widths must be a non-empty list of positive integers, got []")
+    observed = np.asarray([check_int(f"widths[{i}]", w) for i, w in enumerate(widths)], dtype=float)
+    q = check_int("q", q)
     # w_0 of the rule is the first block's width (s_0 = 0), so search multiples of q around it.
     first = max(q, int(round(observed[0] / q)) * q)
     w0s = sorted({max(q, first + k * q) for k in (-2, -1, 0, 1, 2)})

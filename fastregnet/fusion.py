@@ -192,7 +192,10 @@ def input_reason(x: torch.Tensor, weight: torch.Tensor) -> str | None:
 def explain_fusion(model: nn.Module) -> list[dict]:
     """Per fastregnet block and conv-norm-act part of `model`: {"module": name, "type": class name,
     "path": "fused" or "modules", "reason": why not fused (None when fused)}. Input-dependent conditions (dtype,
-    empty batch) are not known here; the structural and hook rules are."""
+    empty batch) are not known here; the structural and hook rules are. A module with no fastregnet part (one
+    fastregnet did not build) is a ValueError rather than an empty report."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"explain_fusion expects an nn.Module, got {type(model).__name__}")
     report = []
     for name, m in model.named_modules():
         rule = getattr(m, "fusion_reason", None)
@@ -200,4 +203,7 @@ def explain_fusion(model: nn.Module) -> list[dict]:
             reason = rule()
             report.append({"module": name, "type": type(m).__name__, "path": "fused" if reason is None else "modules",
                            "reason": reason})
+    if not report:
+        raise ValueError(f"{type(model).__name__} contains no fastregnet RegNet blocks: nothing to fuse; build it "
+                         f"with fastregnet (or fastregnet.from_torchvision)")
     return report

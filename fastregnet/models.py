@@ -317,7 +317,12 @@ def from_torchvision(tv_model: nn.Module) -> RegNet:
     from .convert import params_from_torchvision
 
     params = params_from_torchvision(tv_model)
-    model = RegNet(params, num_classes=tv_model.fc.out_features)
+    fc = getattr(tv_model, "fc", None)
+    if not isinstance(fc, nn.Linear):
+        raise TypeError(f"this torchvision RegNet's fc is {type(fc).__name__}, not an nn.Linear, so its number of "
+                        f"classes is unknown; convert the model before replacing its head (then replace the "
+                        f"converted model's fc), or build it with fastregnet and load its state_dict")
+    model = RegNet(params, num_classes=fc.out_features)
     ref = next(tv_model.parameters())
     model = model.to(device=ref.device, dtype=ref.dtype)
     model.load_state_dict(tv_model.state_dict())

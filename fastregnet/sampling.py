@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .complexity import count_complexity
-from .design import RegNetParams, adjust_widths_groups, generate_widths
+from .design import RegNetParams, adjust_widths_groups, check_int, check_real, generate_widths
 
-__all__ = ["SPACES", "Sample", "sample_space", "parse_amount", "parse_range", "check_sample"]
+__all__ = ["SPACES", "Sample", "sample_space", "complexity_bounds", "parse_amount", "parse_range", "check_sample"]
 
 SPACES = ("anynetx_a", "anynetx_b", "anynetx_c", "anynetx_d", "anynetx_e", "regnetx", "regnety")
 
@@ -73,9 +73,12 @@ def parse_amount(text) -> float:
     s = str(text).strip().upper()
     scale = {"K": 1e3, "M": 1e6, "G": 1e9}.get(s[-1:], 1.0)
     try:
-        return float(s[:-1] if scale != 1.0 else s) * scale
+        value = float(s[:-1] if scale != 1.0 else s) * scale
     except ValueError:
-        raise ValueError(f"cannot read an amount from {text!r}; use e.g. 400M, 1.6G or 3e6") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise ValueError(f"cannot read an amount from {text!r}; use e.g. 400M, 1.6G or 3e6")
+    return value
 
 
 def parse_range(text, tolerance: float = 0.1) -> tuple[float, float] | None:
@@ -83,11 +86,14 @@ def parse_range(text, tolerance: float = 0.1) -> tuple[float, float] | None:
     if text is None:
         return None
     if isinstance(text, (tuple, list)):
-        lo, hi = float(text[0]), float(text[1])
+        if len(text) != 2:
+            raise ValueError(f"a complexity range is (low, high), got {text!r}")
+        lo, hi = check_real("low", text[0]), check_real("high", text[1])
     elif ":" in str(text):
         lo, hi = (parse_amount(t) for t in str(text).split(":", 1))
     else:
         v = parse_amount(text)
+        tolerance = check_real("tolerance", tolerance, minimum=0.0)
         lo, hi = v * (1 - tolerance), v * (1 + tolerance)
     if not 0 <= lo <= hi:
         raise ValueError(f"empty complexity range {text!r}")
@@ -143,15 +149,50 @@ def _regnet(space: str, rng) -> tuple[RegNetParams, dict] | None:
     return params, {"depth": d, "w0": w0, "wa": wa, "wm": wm, "group_width": g}
 
 
+def _four_stages(depths, width: int, group_width: int, bottleneck_ratio: int, se_ratio) -> RegNetParams:
+    return RegNetParams(tuple(depths), (width,) * 4, (group_width,) * 4, (1.0 / bottleneck_ratio,) * 4, (2,) * 4,
+                        se_ratio)
+
+
+def complexity_bounds(space: str, resolution: int = 224) -> dict[str, tuple[int, int]]:
+    """{"flops": (lo, hi), "params": (lo, hi)}: no model of `space` has its flops or params outside these at
+    `resolution`. A block's counts grow with its resolution, depth, width, inner width (w / b) and group width, so
+    models at the extremes of the space's ranges bound them. For AnyNetX those are members (4 stages of d=1, w=8,
+    b=4, g=1 and of d=16, w=1024, b=1, g=32), so the bounds are exact; for RegNet they are looser, from at least 12
+    blocks of width >= 8 and group width >= 8, and at most 25 blocks per stage, each below the widest width the
+    quantized linear rule can reach, with group width <= 128."""
+    se = 0.25 if space == "regnety" else None
+    if space.startswith("anynet"):
+        small = _four_stages((1,) * 4, 8, 1, max(ANYNET_BOTTLENECKS), None)
+        large = _four_stages((ANYNET_MAX_DEPTH,) * 4, ANYNET_MAX_WIDTH, ANYNET_MAX_GROUP, 1, None)
+    else:
+        # later blocks at the last stage's resolution, the cheapest; every stage has a block
+        small = _four_stages((1, 1, 1, REGNET_DEPTH[0] - 3), 8, min(REGNET_GROUPS), 1, se)
+        # u_j <= w0 + wa * (d - 1); rounding s_j to an integer multiplies by at most sqrt(wm), then quantizing adds
+        # <= 4 and the group rounding <= g / 2
+        u_max = REGNET_W0[1] + REGNET_WA[1] * (REGNET_DEPTH[1] - 1)
+        g = max(REGNET_GROUPS)
+        widest = math.ceil((u_max * math.sqrt(REGNET_WM[1]) + 4 + g / 2) / g) * g
+        large = _four_stages((REGNET_DEPTH[1] - 3,) * 4, widest, g, 1, se)
+    lo, hi = count_complexity(small, resolution), count_complexity(large, resolution)
+    return {k: (lo[k], hi[k]) for k in ("flops", "params")}
+
+
 def sample_space(space: str, n: int, seed: int = 0, flops: tuple[float, float] | None = None,
                  params: tuple[float, float] | None = None, resolution: int = 224,
                  max_tries: int = MAX_TRIES) -> list[Sample]:
     """`n` models from `space` whose flops and params fall in the given [lo, hi] ranges (at `resolution`)."""
-    space = space.lower().replace("-", "_")
+    space = str(space).lower().replace("-", "_")
     if space not in SPACES:
         raise ValueError(f"unknown design space {space!r}; expected one of {', '.join(SPACES)}")
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
+    n = check_int("n", n, minimum=0)
+    bounds = complexity_bounds(space, resolution)
+    for what, wanted in (("flops", flops), ("params", params)):
+        # refuse up front what no draw can meet (rejection sampling would spend max_tries draws to find out)
+        if wanted and not (bounds[what][0] <= wanted[1] and wanted[0] <= bounds[what][1]):
+            raise ValueError(f"no {space} model has {what} in [{wanted[0]:,.0f}, {wanted[1]:,.0f}] at "
+                             f"{resolution}x{resolution}: every {space} model has between {bounds[what][0]:,} and "
+                             f"{bounds[what][1]:,} {what}")
     rng = np.random.default_rng(seed)
     out, tries = [], 0
     while len(out) < n:

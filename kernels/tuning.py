@@ -21,6 +21,7 @@ import contextvars
 import json
 import os
 import threading
+import warnings
 
 import torch
 
@@ -86,25 +87,57 @@ def _cache_path() -> str:
                           os.path.join(os.path.expanduser("~"), ".cache", "fastregnet", "autotune.json"))
 
 
+def _check_cache_path(path: str) -> None:
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"the autotune cache {path} is a directory; set FASTREGNET_AUTOTUNE_CACHE to a file "
+                                f"path (default ~/.cache/fastregnet/autotune.json)")
+
+
+def _cache_shape_error(cache) -> str | None:
+    """Why `cache` is not {gpu name: {key: config list}}, or None."""
+    if not isinstance(cache, dict):
+        return f"a JSON {type(cache).__name__}, not an object"
+    for gpu, entries in cache.items():
+        if not isinstance(entries, dict):
+            return f"section {gpu!r} is a JSON {type(entries).__name__}, not an object"
+        for key, config in entries.items():
+            if not isinstance(config, list):
+                return f"entry {gpu!r} / {key!r} is {config!r}, not a list"
+    return None
+
+
 def _load_cache() -> dict:
     path = _cache_path()
     if _state.get("cache_path") != path:
+        _check_cache_path(path)
         try:
             with open(path) as f:
-                _state["cache"] = json.load(f)
-        except (OSError, ValueError):
-            _state["cache"] = {}
+                cache = json.load(f)
+            problem = _cache_shape_error(cache)
+        except FileNotFoundError:
+            cache, problem = {}, None
+        except (OSError, ValueError) as e:
+            problem = f"{type(e).__name__}: {e}"
+        if problem is not None:  # an unreadable cache only costs re-tuning; the next result overwrites it
+            warnings.warn(f"ignoring the autotune cache {path} ({problem}); it will be rewritten")
+            cache = {}
+        _state["cache"] = cache
         _state["cache_path"] = path
     return _state["cache"]
 
 
 def _save_cache(cache: dict) -> None:
     path = _cache_path()
+    _check_cache_path(path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(cache, f, indent=1)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(cache, f, indent=1)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):  # a failed write or replace leaves no partial file behind
+            os.remove(tmp)
 
 
 def _time_candidate(run, config, device) -> float:

@@ -1,9 +1,17 @@
 """Bad input gets a clear error before any kernel sees it."""
 
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 
 import fastregnet
+from fastregnet import fitting, sampling
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +104,142 @@ def test_stage_lists_and_resolution_are_checked():
             fastregnet.count_complexity(params, bad)
         with pytest.raises(err, match="resolution"):
             fastregnet.stage_complexity(params, bad)
+
+
+def _run_python(args: list[str], env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], env={**os.environ, **env}, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_bad_backend_variable_is_a_one_line_cli_error():
+    result = _run_python(["-m", "fastregnet.cli", "list"], {"FASTREGNET_BACKEND": "junk"})
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1, result.stderr[-2000:]
+    assert "unknown fastregnet backend 'junk'" in result.stderr and "FASTREGNET_BACKEND" in result.stderr
+
+
+@pytest.mark.parametrize("content", ["[]", '{"NVIDIA X": []}', '{"NVIDIA X": {"k": "notalist"}}', "{not json"])
+def test_wrong_shaped_autotune_cache_is_ignored_like_a_corrupt_one(tmp_path, monkeypatch, content):
+    # Ignored with a warning naming the file (the next tuning result rewrites it), as an unparseable file is.
+    from fastregnet.kernels import tuning
+
+    path = tmp_path / "autotune.json"
+    path.write_text(content)
+    monkeypatch.setenv("FASTREGNET_AUTOTUNE_CACHE", str(path))
+    monkeypatch.setattr(tuning, "_state", {})
+    with pytest.warns(UserWarning, match=re.escape(str(path))):
+        assert tuning._load_cache() == {}
+
+
+def test_autotune_cache_path_that_is_a_directory_is_refused(tmp_path, monkeypatch):
+    from fastregnet.kernels import tuning
+
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    monkeypatch.setenv("FASTREGNET_AUTOTUNE_CACHE", str(folder))
+    monkeypatch.setattr(tuning, "_state", {})
+    match = f"{re.escape(str(folder))}.*is a directory.*FASTREGNET_AUTOTUNE_CACHE"
+    with pytest.raises(IsADirectoryError, match=match):
+        tuning._load_cache()
+    with pytest.raises(IsADirectoryError, match=match):
+        tuning._save_cache({"NVIDIA X": {"k": [1, 2]}})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]  # no .tmp file left behind
+
+
+def test_explain_fusion_refuses_what_it_cannot_explain():
+    import torchvision
+
+    with pytest.raises(TypeError, match="explain_fusion expects an nn.Module, got NoneType"):
+        fastregnet.explain_fusion(None)
+    with pytest.raises(ValueError, match="ResNet contains no fastregnet RegNet blocks: nothing to fuse"):
+        fastregnet.explain_fusion(torchvision.models.resnet18())
+    model = fastregnet.regnet_y_400mf()
+    assert len(fastregnet.explain_fusion(model)) == 1 + 16 * 4 + 4  # stem, blocks and their parts, projections
+    assert [r["module"] for r in fastregnet.explain_fusion(model.trunk_output.block1)][:2] == ["block1-0",
+                                                                                              "block1-0.proj"]
+    assert fastregnet.explain_fusion(model.trunk_output.block1[0])[0]["module"] == ""
+
+
+def test_from_torchvision_refuses_timm_models_and_replaced_heads():
+    import timm
+    import torchvision
+
+    with pytest.raises(TypeError, match=r"timm.*fastregnet.create_model\('regnety_004'\).*convert_timm_state_dict"):
+        fastregnet.from_torchvision(timm.create_model("regnety_004", pretrained=False))
+    tv = torchvision.models.regnet_y_400mf()
+    tv.fc = torch.nn.Identity()
+    with pytest.raises(TypeError, match="fc is Identity, not an nn.Linear"):
+        fastregnet.from_torchvision(tv)
+
+
+@pytest.mark.parametrize("call,err,match", [
+    (lambda: fastregnet.design.adjust_widths_groups([16, 32, 64], [1.0, 1.0], [8, 8, 8]), ValueError,
+     "bottleneck_multipliers has 2 entries, widths has 3"),
+    (lambda: fastregnet.count_complexity(fastregnet.resolve_name("regnety_002").params(), num_classes=-5),
+     ValueError, "num_classes must be >= 0, got -5"),
+    (lambda: fastregnet.stage_complexity(fastregnet.resolve_name("regnety_002").params(), in_channels=0),
+     ValueError, "in_channels must be >= 1, got 0"),
+    (lambda: sampling.sample_space("regnetx", 2.5), TypeError, "n must be an integer, got 2.5"),
+    (lambda: sampling.parse_range("inf"), ValueError, "cannot read an amount from 'inf'"),
+    (lambda: sampling.parse_range((1, 2, 3)), ValueError, r"a complexity range is \(low, high\), got \(1, 2, 3\)"),
+    (lambda: sampling.parse_range((1, float("nan"))), ValueError, "high must be finite"),
+    (lambda: fitting.fit_widths([16.7, 32]), TypeError, r"widths\[0\] must be an integer, got 16.7"),
+    (lambda: sampling.sample_space("anynetx_a", 1, params=(1, 2)), ValueError,
+     r"no anynetx_a model has params in \[1, 2\]"),
+])
+def test_design_space_helpers_reject_bad_values(call, err, match):
+    with pytest.raises(err, match=match):
+        call()
+
+
+def test_sample_cli_refuses_an_unreachable_range_up_front(capsys):
+    from fastregnet.cli import main
+
+    # AnyNetX_A's smallest model (4 stages of one 8-wide block) has tens of thousands of parameters.
+    assert main(["sample", "--space", "anynetx_a", "--params", "1:2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no anynetx_a model has params in [1, 2]" in err
+    lo, hi = (int(v.replace(",", "")) for v in re.search(r"between ([\d,]+) and ([\d,]+)", err).groups())
+    assert 1e4 < lo < 1e5 and hi > 1e7
+    for s in sampling.sample_space("anynetx_a", 20, seed=0):
+        assert lo <= s.num_params <= hi
+
+
+def test_edf_cli_refuses_a_non_finite_error(tmp_path, capsys):
+    from fastregnet.cli import main
+
+    path = tmp_path / "records.json"
+    path.write_text(json.dumps([{"space": "a", "error": 30.0}, {"space": "a", "error": float("nan")}]))
+    assert main(["edf", str(path)]) == 2
+    assert f"record 1 of {path}: error must be finite, got nan" in capsys.readouterr().err
+    csv = tmp_path / "records.csv"
+    csv.write_text("space,error\na,30\nb,inf\n")
+    assert main(["edf", str(csv)]) == 2
+    assert f"record 1 of {csv}: error must be finite, got inf" in capsys.readouterr().err
+    path.write_text(json.dumps([{"space": "a", "error": 30.0, "flops": 4e8}, {"space": "a", "error": 31.0}]))
+    assert main(["edf", str(path), "--normalize-by", "flops"]) == 2  # was a KeyError traceback
+    assert "record 1 needs a positive flops to normalize by, got nothing" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(fastregnet.backend._triton_import_error() is not None, reason="triton does not import")
+def test_triton_interpret_set_after_triton_was_imported_is_a_clear_error():
+    # Triton's own @jit library (tl.sigmoid, tl.cdiv, ...) is defined when triton is imported, so the kernels,
+    # defined later under the variable, would run interpreted against a compiled library and fail inside Triton.
+    code = textwrap.dedent("""
+        import os
+        import triton
+        os.environ["TRITON_INTERPRET"] = "1"
+        import torch, fastregnet
+        from fastregnet.backend import BackendError
+        try:
+            with fastregnet.use_backend("triton"), torch.no_grad():
+                fastregnet.regnet_x_400mf().eval()(torch.randn(1, 3, 32, 32))
+            print("ran")
+        except BackendError as e:
+            print("BackendError:", e)
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert "BackendError:" in result.stdout, result.stderr[-2000:]
+    assert "TRITON_INTERPRET=1 was set after triton was imported" in result.stdout
+    assert "set it before triton is first imported" in result.stdout
