@@ -10,7 +10,10 @@ from .models import RegNet, RegNetX, RegNetY, create_model, from_torchvision, li
 from .zoo import *  # noqa: F401,F403  (the torchvision-named builders)
 from .zoo import __all__ as _builders
 
+from .registry import register as _register
+
 __version__ = "0.1.0"
+_register()  # torchvision.models.get_model / timm.create_model("fastregnet_...") after `import fastregnet`
 
 __all__ = ["RegNet", "RegNetY", "RegNetX", "RegNetParams", "create_model", "list_models", "from_torchvision",
            "convert_timm_state_dict", "convert_pycls_state_dict", "check_state_dict", "StateDictMismatchError",

@@ -1,0 +1,39 @@
+"""fastregnet's models selected through torchvision's and timm's own registries after `import fastregnet`, as their
+training scripts select models, under names that cannot shadow theirs."""
+
+import pytest
+import torch
+
+import fastregnet
+from fastregnet.registry import PREFIX, timm_names, torchvision_names
+
+
+def test_torchvision_get_model_builds_fastregnet():
+    import torchvision
+
+    model = torchvision.models.get_model("fastregnet_regnet_y_400mf", num_classes=10)
+    assert isinstance(model, fastregnet.RegNet) and model.fc.out_features == 10
+    assert set(torchvision_names()) <= set(torchvision.models.list_models())
+    # torchvision's own builders are untouched
+    assert type(torchvision.models.get_model("regnet_y_400mf")).__module__.startswith("torchvision")
+    with torch.no_grad():
+        assert model.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 10)
+
+
+def test_timm_create_model_builds_fastregnet():
+    import timm
+
+    model = timm.create_model("fastregnet_regnety_004", pretrained=False, num_classes=7, drop_path_rate=0.1)
+    assert isinstance(model, fastregnet.RegNet) and model.fc.out_features == 7
+    features = timm.create_model("fastregnet_regnetx_004_tv", features_only=True, out_indices=(2, 4))
+    assert isinstance(features, fastregnet.models.RegNetFeatures)
+    assert set(timm_names()) <= set(timm.list_models("fastregnet_*"))
+    assert type(timm.create_model("regnety_004")).__module__.startswith("timm")  # timm's own name is timm's
+    with pytest.raises(TypeError, match="pretrained_cfg_overlay"):
+        timm.create_model("fastregnet_regnety_004", pretrained_cfg_overlay={"num_classes": 3})
+
+
+def test_every_name_is_prefixed():
+    names = torchvision_names() + timm_names()
+    assert len(names) == len(set(names)) and all(n.startswith(PREFIX) for n in names)
+    assert "fastregnet_regnet_x_32gf" in names and "fastregnet_regnety_320" in names
