@@ -5,13 +5,14 @@
     timm.create_model("fastregnet_regnety_004", pretrained=False, num_classes=10)
 
 Every name carries the "fastregnet_" prefix, so none can shadow torchvision's or timm's own models. `import
-fastregnet` registers with whichever of the two libraries is installed (`register()`; importing them is what it
-costs); a name already registered is left as it is.
+fastregnet` registers with each library when it is imported, before or after fastregnet (`register()`), and imports
+neither itself; a name already registered is left as it is.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.abc
+import sys
 import warnings
 from typing import Any
 
@@ -59,35 +60,74 @@ def _timm_entrypoint(name: str):
     return entrypoint
 
 
-def _register_torchvision() -> None:
-    from torchvision.models import _api
-
+def _register_torchvision(api) -> None:
+    """Into torchvision.models._api's BUILTIN_MODELS, which get_model and list_models read."""
     for c in MODEL_CONFIGS.values():
-        if c.rule == "torchvision" and PREFIX + c.name not in _api.BUILTIN_MODELS:
-            _api.BUILTIN_MODELS[PREFIX + c.name] = _torchvision_builder(c.name)
+        if c.rule == "torchvision" and PREFIX + c.name not in api.BUILTIN_MODELS:
+            api.BUILTIN_MODELS[PREFIX + c.name] = _torchvision_builder(c.name)
 
 
-def _register_timm() -> None:
-    from timm.models import is_model, register_model
-
+def _register_timm(registry) -> None:
+    """Through timm.models._registry's register_model, which create_model and list_models read."""
     for c in MODEL_CONFIGS.values():
         for alias in c.aliases:
-            if not is_model(PREFIX + alias):
+            if not registry.is_model(PREFIX + alias):
                 fn = _timm_entrypoint(alias)
-                globals()[fn.__name__] = fn  # timm looks the entrypoint up in its module
-                register_model(fn)
+                globals()[fn.__name__] = fn  # timm looks the entrypoint's module up by fn.__module__
+                registry.register_model(fn)
 
 
-def register() -> list[str]:
-    """Register with torchvision and timm where installed; the libraries registered with."""
-    done = []
-    for library, register_with in (("torchvision", _register_torchvision), ("timm", _register_timm)):
-        if importlib.util.find_spec(library) is None:
-            continue
-        try:
-            register_with()
-        except (ImportError, AttributeError) as e:  # a broken or much older install must not break `import fastregnet`
-            warnings.warn(f"fastregnet: not registered with {library} ({type(e).__name__}: {e})", stacklevel=2)
+# each library's registry module, and how to register into it
+_REGISTRIES = {"torchvision.models._api": ("torchvision", _register_torchvision),
+               "timm.models._registry": ("timm", _register_timm)}
+_pending: set[str] = set()  # registry modules not imported yet
+
+
+def _register_into(module_name: str, module) -> None:
+    library, register_with = _REGISTRIES[module_name]
+    try:
+        register_with(module)
+    except (AttributeError, TypeError) as e:  # a much older or newer library must not break its own import
+        warnings.warn(f"fastregnet: not registered with {library} ({type(e).__name__}: {e})", stacklevel=2)
+
+
+class _RegisterOnImport(importlib.abc.MetaPathFinder):
+    """Registers with torchvision or timm right after the library's registry module is first imported, so that
+    `import fastregnet` imports neither of them (nor triton, which torchvision imports: the GPU campaign's dry run
+    must set TRITON_INTERPRET before triton is imported) and the import order does not matter. It finds the module
+    with the other finders and wraps that spec's own loader's exec_module."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname not in _pending:
+            return None
+        for finder in sys.meta_path:
+            spec = None if finder is self or not hasattr(finder, "find_spec") else finder.find_spec(fullname, path,
+                                                                                                  target)
+            if spec is not None:
+                break
         else:
-            done.append(library)
-    return done
+            return None
+        loader = spec.loader
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        exec_module = loader.exec_module
+
+        def exec_then_register(module):
+            exec_module(module)
+            if fullname in _pending:
+                _pending.discard(fullname)
+                _register_into(fullname, module)
+
+        loader.exec_module = exec_then_register  # this spec's loader only: one per module file
+        return spec
+
+
+def register() -> None:
+    """Register with torchvision and timm: now for a library already imported, else when it is first imported."""
+    for module_name in _REGISTRIES:
+        if module_name in sys.modules:
+            _register_into(module_name, sys.modules[module_name])
+        else:
+            _pending.add(module_name)
+    if _pending and not any(isinstance(f, _RegisterOnImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _RegisterOnImport())

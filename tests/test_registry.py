@@ -1,6 +1,10 @@
 """fastregnet's models selected through torchvision's and timm's own registries after `import fastregnet`, as their
 training scripts select models, under names that cannot shadow theirs."""
 
+import pathlib
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -37,3 +41,26 @@ def test_every_name_is_prefixed():
     names = torchvision_names() + timm_names()
     assert len(names) == len(set(names)) and all(n.startswith(PREFIX) for n in names)
     assert "fastregnet_regnet_x_32gf" in names and "fastregnet_regnety_320" in names
+
+
+@pytest.mark.parametrize("order", ["fastregnet first", "libraries first"])
+def test_registration_in_either_import_order_and_import_fastregnet_imports_neither(order):
+    # torchvision imports triton: `import fastregnet` must not (the GPU campaign's dry run sets TRITON_INTERPRET
+    # before triton's import), and registering must not depend on which was imported first
+    code = """
+import sys
+{first}
+{second}
+import timm, torchvision
+print(type(timm.create_model("fastregnet_regnety_002", num_classes=3)).__module__)
+print(type(torchvision.models.get_model("fastregnet_regnet_x_400mf", num_classes=3)).__module__)
+"""
+    fastregnet_first = ("import fastregnet; assert not {'timm', 'torchvision', 'triton'} & set(sys.modules), "
+                        "sorted({'timm', 'torchvision', 'triton'} & set(sys.modules))")
+    libraries_first = "import torchvision, timm"
+    first, second = ((fastregnet_first, libraries_first) if order == "fastregnet first"
+                     else (libraries_first, "import fastregnet"))
+    proc = subprocess.run([sys.executable, "-c", code.format(first=first, second=second)], capture_output=True,
+                          text=True, cwd=pathlib.Path(__file__).parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["fastregnet.models", "fastregnet.models"]
