@@ -21,8 +21,8 @@ from collections import Counter
 
 import torch
 
-__all__ = ["get_backend", "set_backend", "use_backend", "use_triton", "triton_available", "count_kernel_launches",
-           "on_tensor_device", "BackendError"]
+__all__ = ["get_backend", "set_backend", "use_backend", "use_triton", "auto_without_kernels", "triton_available",
+           "count_kernel_launches", "on_tensor_device", "BackendError"]
 
 _MODES = ("auto", "triton", "torch")
 
@@ -192,6 +192,16 @@ def use_triton(x: torch.Tensor, supported: bool = True, why_not: str = "") -> bo
     if not supported:
         raise BackendError(f"FASTREGNET_BACKEND=triton but the kernels do not cover this call: {why_not}")
     return True
+
+
+def auto_without_kernels(x: torch.Tensor) -> bool:
+    """Whether the backend is "auto" and the kernels cannot run on x (a CPU tensor, no Triton, a GPU older than
+    sm_80). Then the parts call their own modules, as torchvision's do: on the CPU that is oneDNN's conv -> BN -> ReLU
+    in the user's layout, which measured faster than the reference ops' per-call BN fold (the "torch" backend still
+    runs those: they are the kernels' oracle)."""
+    if not x.is_cuda:  # (per part and call: the cheap test first)
+        return get_backend() == "auto"
+    return get_backend() == "auto" and not triton_available(x.device)[0]
 
 
 @contextlib.contextmanager

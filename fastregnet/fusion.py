@@ -180,8 +180,11 @@ def _part_reason(part: nn.Module, role: str, activation: bool, kernel: int) -> s
     return None
 
 
-def input_reason(x: torch.Tensor, weight: torch.Tensor) -> str | None:
-    """What the fused ops need of the input beyond the modules: the weights' dtype (or autocast), and elements."""
+def input_reason(x: torch.Tensor, weight: torch.Tensor | None) -> str | None:
+    """What the fused ops need of the input beyond the modules: the weights' dtype (or autocast), and elements.
+    weight None: the part's first child has no weight (replaced, e.g. by torch.ao.quantization.fuse_modules)."""
+    if not isinstance(weight, torch.Tensor):
+        return "the part's conv was replaced by a module without a weight tensor"
     if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
         return f"input dtype {x.dtype} differs from the weights' {weight.dtype}"
     if x.numel() == 0:

@@ -24,7 +24,8 @@ def prepare_images(x, model: torch.nn.Module):
     untouched, before any parameter is read, so the traced graph is torchvision's."""
     if isinstance(x, torch.fx.Proxy):
         return x
-    in_channels, weight = model.in_channels, model.stem[0].weight
+    # the stem conv's weight: its first parameter (fuse_modules wraps the conv; a quantized stem has none)
+    in_channels, weight = model.in_channels, next(model.stem.parameters(), None)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 4:
@@ -32,14 +33,14 @@ def prepare_images(x, model: torch.nn.Module):
     if x.shape[1] != in_channels:
         raise ValueError(f"expected {in_channels} input channels, got {x.shape[1]} (shape {tuple(x.shape)}); "
                          f"images must be NCHW")
-    if not x.is_floating_point():
+    if not (x.is_floating_point() or x.is_quantized):
         raise TypeError(f"expected a floating-point input, got {x.dtype}; convert images with x.float() / 255 "
                         f"and normalize them")
     if min(x.shape[-2:]) < 1:
         raise ValueError(f"input has an empty spatial size {tuple(x.shape[-2:])}")
-    if x.device != weight.device:
+    if weight is not None and x.device != weight.device:
         raise ValueError(f"input is on {x.device} but the model is on {weight.device}; move one with .to()")
-    if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+    if weight is not None and x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
         raise TypeError(f"input dtype {x.dtype} does not match the model's {weight.dtype}; cast one of them "
                         f"or run under torch.autocast")
     last_hw = last_stage_hw(*x.shape[-2:], model.block_params.strides)

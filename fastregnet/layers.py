@@ -7,6 +7,7 @@ Every part keeps torchvision's children (so state_dict keys and forward hooks ar
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
 from typing import Callable, Sequence
 
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from . import fusion, ops, stochastic_depth
+from .backend import auto_without_kernels
 from .checkpointing import checkpoint_block
 from .reference import fold_bn
 from .sync_batch_norm import sync_needed
@@ -24,11 +26,22 @@ __all__ = ["ConvNormActivation", "SqueezeExcitation", "BottleneckTransform", "Re
 # Under torch.fx symbolic tracing the blocks trace their children (as torchvision's do), and a conv-norm-act part
 # or SE records itself as one call_module node: torchvision's feature-extraction tracer keeps its own
 # Conv2dNormActivation and SqueezeExcitation as leaves, so the node names are torchvision's ("...f.a", "...f.se",
-# "...add", "...activation"), and the traced graph calls these modules, which run fused.
+# "...add", "...activation"), and the traced graph calls these modules, which run fused. FX quantization's tracer
+# is the exception: it traces the children, so that it observes and quantizes the convs as in torchvision's graph.
+
+
+def _is_quantization_tracer(tracer) -> bool:
+    """torch.ao's FX quantization tracer (prepare_fx / prepare_qat_fx): it must see the convs, BNs and ReLUs."""
+    quant_fx = sys.modules.get("torch.ao.quantization.fx.tracer")
+    return quant_fx is not None and isinstance(tracer, quant_fx.QuantizationTracer)
 
 
 def _traced_leaf(module: nn.Module, x) -> torch.fx.Proxy | None:
-    """module(x) as one call_module node when x is an fx Proxy; None when module is the traced root itself."""
+    """module(x) as one call_module node when x is an fx Proxy; None when module is the traced root itself, or
+    under FX quantization, which traces the children as it traces torchvision's (its convs get observed and
+    quantized)."""
+    if _is_quantization_tracer(x.tracer):
+        return None
     path = x.tracer.path_of_module(module)
     if not path:
         return None
@@ -124,7 +137,10 @@ class ConvNormActivation(NotScriptable, nn.Sequential):
         if isinstance(x, torch.fx.Proxy):
             leaf = _traced_leaf(self, x)
             return super().forward(x) if leaf is None else leaf
-        if self.fusion_reason() is not None or fusion.input_reason(x, self[0].weight) is not None:
+        # (a synchronizing SyncBatchNorm keeps the fused op off the kernels too: nn.SyncBatchNorm refuses CPU
+        # tensors, the reference synchronizes them over gloo)
+        if ((auto_without_kernels(x) and not self.needs_sync) or self.fusion_reason() is not None
+                or fusion.input_reason(x, self[0].weight) is not None):
             return super().forward(x)
         conv, bn = self[0], self[1]
         stride, groups = conv.stride[0], conv.groups
@@ -261,7 +277,8 @@ class ResBottleneckBlock(NotScriptable, nn.Module):
         if isinstance(x, torch.fx.Proxy):
             return self.forward_modules(x)  # fx: torchvision's graph, whose parts still run fused (see above)
         f = self.f
-        if fusion.input_reason(x, f.a[0].weight) is not None:
+        # (a part replaced by torch.ao.quantization.fuse_modules has no .weight: fusion_reason says why below)
+        if auto_without_kernels(x) or fusion.input_reason(x, getattr(f.a[0], "weight", None)) is not None:
             return self.forward_modules(x)
         parts = (f.a, f.b, f.c) if self.proj is None else (f.a, f.b, f.c, self.proj)
         # (jit.trace checks its trace by re-tracing under no_grad: while tracing, the path must not follow grad mode)

@@ -107,7 +107,8 @@ def test_providers_are_interleaved_round_by_round_after_a_shared_warm_up():
     settings = dict(TINY, warmup=2, repeats=3)
     report = bench.run(modes=["infer"], providers=["a", "b"], extra_providers={"a": traced("a"), "b": traced("b")},
                        **settings)
-    # one checked call each at build time, then 2 warm-up rounds and 3 timed rounds, alternating
-    assert calls == ["a", "b"] + ["a", "b"] * 5
+    # one checked call each at build time, then 2 warm-up rounds and 3 timed rounds, alternating; each timed round
+    # starts with the next provider
+    assert calls == ["a", "b"] + ["a", "b"] * 2 + ["a", "b", "b", "a", "a", "b"]
     assert all(len(r["times_s"]) == 3 for r in report["results"])
     assert report["settings"]["order"].startswith("interleaved")
