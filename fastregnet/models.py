@@ -97,9 +97,9 @@ class RegNet(NotScriptable, nn.Module):
     def _new_classifier(self, num_classes: int) -> nn.Module:
         if num_classes == 0:
             return nn.Identity()
-        ref = self.stem[0].weight
+        ref = next(self.stem.parameters(), None)  # the stem conv's weight (wrapped or gone after quantization)
         return nn.Linear(pooling.pooled_features(self.global_pool, self.num_features), num_classes,
-                         device=ref.device, dtype=ref.dtype)
+                         device=None if ref is None else ref.device, dtype=None if ref is None else ref.dtype)
 
     def _init_weights(self, zero_init_last: bool = False) -> None:
         # torchvision's (and pycls') ResNet-style init; fan_out ignores groups, as theirs does.
@@ -136,7 +136,7 @@ class RegNet(NotScriptable, nn.Module):
         features only. With global_pool="" the feature map passes unpooled."""
         x = self.avgpool(x)
         if self.global_pool:
-            x = torch.flatten(x, 1)
+            x = x.flatten(start_dim=1)  # torchvision's call: its fx graph (and FX quantization) is the same
         if self.drop_rate > 0.0:  # functional, so the module tree (and its hooks) stays torchvision's
             x = nn.functional.dropout(x, self.drop_rate, self.training)
         return x if pre_logits else self.fc(x)
@@ -188,12 +188,16 @@ class RegNet(NotScriptable, nn.Module):
     def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> list[int]:
         """timm's contract: drop the stages after the last level `indices` selects (they become nn.Identity) and,
-        with prune_head, the classifier and pooling (reset_classifier(0, "")). Returns the selected levels."""
+        with prune_head, the classifier and pooling (reset_classifier(0, "")). As timm, the head goes also when a
+        stage went (it was sized for the last stage's features); with every stage kept and prune_head=False the
+        model still classifies. Returns the selected levels."""
         taken, last = feature_take_indices(len(self.feature_info), indices)
-        for name in list(self.trunk_output._modules)[last:]:
+        pruned = list(self.trunk_output._modules)[last:]
+        for name in pruned:
             self.trunk_output._modules[name] = nn.Identity()
-        self.num_features = self.head_hidden_size = self.feature_info[last]["num_chs"]
-        if prune_head:
+        if pruned:
+            self.num_features = self.head_hidden_size = self.feature_info[last]["num_chs"]
+        if prune_head or pruned:
             self.reset_classifier(0, "")
         return taken
 

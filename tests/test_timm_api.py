@@ -207,6 +207,27 @@ def test_prune_intermediate_layers():
         assert torch.equal(g, e)
 
 
+@pytest.mark.parametrize("indices", [1, [4], [1, 2]])
+def test_prune_intermediate_layers_keeping_the_head_as_timm(indices):
+    # prune_head=False keeps a working classifier while every stage stays; once a stage goes the head goes too
+    # (it was sized for the last stage), as in timm's RegNet
+    import timm
+
+    x = torch.randn(2, 3, SIZE, SIZE)
+    shapes = []
+    for model in (fastregnet.create_model("regnety_004"), timm.create_model("regnety_004")):
+        model.eval()
+        with torch.no_grad():
+            before = model(x)
+        taken = model.prune_intermediate_layers(indices, prune_head=False)
+        with torch.no_grad():
+            after = model(x)
+        if after.shape == before.shape:
+            assert torch.equal(after, before)
+        shapes.append((taken, tuple(after.shape), model.num_classes, model.num_features))
+    assert shapes[0] == shapes[1]
+
+
 def test_misc_timm_hooks():
     model = fastregnet.create_model("regnety_004")
     assert model.no_weight_decay() == set()
