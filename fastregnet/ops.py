@@ -118,6 +118,16 @@ def _(grad_out, x, weight, saved, mean, invstd, gamma, beta, stride, groups, rel
             x.new_empty(c, dtype=torch.float32), x.new_empty(c, dtype=torch.float32))
 
 
+def _refuse_double_backward(op: str) -> None:
+    """Autograd runs a backward with grad mode on only for create_graph=True (double backward: gradient penalties,
+    Hessian-vector products). The kernels' backward is not itself differentiable: say so, and what does it."""
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            f"fastregnet.{op}: backward with create_graph=True (double backward) is not supported through the "
+            f"Triton kernels. Run that forward and backward on the PyTorch path, which supports it: "
+            f"`with fastregnet.use_backend('torch'): ...`")
+
+
 def _eval_setup(ctx, inputs, output):
     x, weight, bias, stride, groups, relu = inputs
     ctx.save_for_backward(x, weight, output)
@@ -125,6 +135,7 @@ def _eval_setup(ctx, inputs, output):
 
 
 def _eval_backward(ctx, grad_out):
+    _refuse_double_backward("grouped_conv_bias_act")
     x, weight, out = ctx.saved_tensors
     stride, groups, relu, bias_dtype = ctx.conf
     gx, gw, _, gb = torch.ops.fastregnet.grouped_conv_bwd(grad_out, x, weight, out, None, None, None, None, stride,
@@ -144,6 +155,7 @@ def _train_setup(ctx, inputs, output):
 
 
 def _train_backward(ctx, grad_out, _gy, _gmean, _gvar, _ginvstd):
+    _refuse_double_backward("grouped_conv_bn_act_train")
     x, weight, y, mean, invstd, gamma, beta = ctx.saved_tensors
     stride, groups, relu = ctx.conf
     gx, gw, dgamma, dbeta = torch.ops.fastregnet.grouped_conv_bwd(grad_out, x, weight, y, mean, invstd, gamma, beta,
@@ -318,6 +330,7 @@ def _pointwise_train_setup(ctx, inputs, output):
 
 
 def _pointwise_train_backward(ctx, grad_out, *_unused):
+    _refuse_double_backward("pointwise_conv_bn_train")
     (x, weight, y, out, mean, invstd, gamma, beta, gate, pooled, hidden, fc1_weight, fc2_weight,
      sample_scale) = ctx.saved_tensors
     stride, relu, residual, has_se, se_dtypes = ctx.conf
