@@ -19,6 +19,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 
 import torch
 
@@ -53,6 +54,54 @@ def _provider(make, memory_format, compile_mode: str | None = None, compile_it: 
     return build
 
 
+class ProviderSkipped(Exception):
+    """A provider that cannot run here: its package is not installed, it runs on another device, or it does not
+    train. Listed as skipped with the reason, never as an error."""
+
+
+class _ExportedModel(torch.nn.Module):
+    """A CPU runtime (fastregnet.export) as a benchmark model: the fastregnet model is exported at the first
+    input's image size (the batch stays dynamic) and served by the runtime; inference only."""
+
+    def __init__(self, model: torch.nn.Module, fmt: str):
+        super().__init__()
+        self.format, self._source, self._runtime = fmt, model, None
+        self._dir = tempfile.TemporaryDirectory(prefix="fastregnet-bench-")
+
+    def train(self, mode: bool = True):
+        if mode:
+            raise ProviderSkipped(f"{self.format}: an inference runtime (no training step)")
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from .export import export_model, load_runtime
+
+        if self._runtime is None:
+            if x.shape[-1] != x.shape[-2]:
+                raise ValueError("the runtime providers export square images only")
+            path = os.path.join(self._dir.name, "model.onnx" if self.format == "onnx" else "model.xml")
+            with torch.inference_mode(False):  # (the first call comes under the benchmark's inference_mode)
+                export_model(self._source, path, self.format, resolution=x.shape[-1])
+            self._runtime = load_runtime(path, self.format)
+        return self._runtime(x)
+
+
+def _runtime_provider(fmt: str):
+    """A provider that serves fastregnet's model through a CPU runtime (ONNX Runtime, OpenVINO), when installed."""
+    def build(model_name: str, state_dict: dict, device: torch.device, default_compile_mode: str | None):
+        from .export import runtime_missing
+
+        if device.type != "cpu":
+            raise ProviderSkipped(f"{fmt}: a CPU runtime, and this run is on {device.type}")
+        reason = runtime_missing(fmt)
+        if reason is not None:
+            raise ProviderSkipped(reason)
+        model = _fastregnet_model(model_name)
+        model.load_state_dict(state_dict)
+        return _ExportedModel(model.eval(), fmt), torch.contiguous_format
+    return build
+
+
 PROVIDERS = {
     "tv_nchw": _provider(_torchvision_model, torch.contiguous_format),
     "tv_channels_last": _provider(_torchvision_model, torch.channels_last),
@@ -60,10 +109,14 @@ PROVIDERS = {
     "tv_compile_max_autotune": _provider(_torchvision_model, torch.channels_last, "max-autotune", True),
     "fastregnet": _provider(_fastregnet_model, torch.channels_last),
     "fastregnet_compile": _provider(_fastregnet_model, torch.channels_last, compile_it=True),
+    "onnxruntime": _runtime_provider("onnx"),
+    "openvino": _runtime_provider("openvino"),
 }
 GPU_DEFAULT = ("tv_nchw", "tv_channels_last", "tv_compile", "tv_compile_max_autotune", "fastregnet",
                "fastregnet_compile")
-CPU_DEFAULT = ("tv_nchw", "tv_channels_last", "fastregnet")
+# on a CPU, also what a CPU user would pick instead: torch.compile and the CPU runtimes (skipped when not installed)
+CPU_DEFAULT = ("tv_nchw", "tv_channels_last", "fastregnet", "tv_compile", "fastregnet_compile", "onnxruntime",
+               "openvino")
 
 
 def device_info(device: torch.device) -> dict:
@@ -129,6 +182,8 @@ def prepare(provider: str, model_name: str, batch: int, dtype: str, mode: str, d
     """Build one provider for one (model, batch, dtype, mode): its model, its step function, and its output's
     deviation from the fp32 reference (inference: eval logits; training: the first train-mode logits)."""
     model, fmt = providers[provider](model_name, state_dict, device, compile_mode)
+    if isinstance(model, _ExportedModel) and dtype != "fp32":
+        raise ProviderSkipped(f"{model.format}: exported in float32, and this run is {dtype}")
     autocast = torch.autocast(device.type, dtype=DTYPES[dtype], enabled=dtype != "fp32")
     xin = x.to(device).contiguous(memory_format=fmt)
     opt = None
@@ -237,6 +292,8 @@ def run(models, batches, dtype, modes, providers, resolution, device, warmup, re
                     try:
                         built[provider] = prepare(provider, model_name, batch, dtype, mode, device, state_dict, x,
                                                   reference, compile_mode, registry)
+                    except ProviderSkipped as e:
+                        records[provider]["skipped"] = str(e)
                     except Exception as e:  # a provider that fails is reported, not hidden
                         records[provider]["error"] = f"{type(e).__name__}: {e}"
                 times = {p: [] for p in built}
@@ -295,6 +352,9 @@ def format_table(report: dict) -> str:
         head = f"{r['model']:<16} {r['batch']:>5} {r['mode']:<5} {r['provider']:<24}"
         if "error" in r:
             rows.append(f"{head} ERROR {r['error'][:120]}")
+            continue
+        if "skipped" in r:
+            rows.append(f"{head} skipped: {r['skipped'][:120]}")
             continue
         spread = f"{r['spread_img_per_s'][0]:.1f}-{r['spread_img_per_s'][1]:.1f}"
         mem = f"{r['peak_memory_bytes'] / 2**20:.0f}" if r["peak_memory_bytes"] else "-"

@@ -1,4 +1,5 @@
-"""The `fastregnet` command: list, info, bench, sample, fit, edf, explore, gpu-campaign, campaign-apply, cost."""
+"""The `fastregnet` command: list, info, bench, sample, fit, edf, explore, gpu-campaign, campaign-apply, cost,
+export."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from .backend import get_backend
 from .cli_args import OneLineErrorParser, non_negative_int, positive_int
 from .complexity import count_complexity, stage_complexity
 from .design import MODEL_CONFIGS, list_configs, resolve_name
+from .export import RuntimeMissing
 
 
 def _human(n: float) -> str:
@@ -202,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     from . import cost as _cost
 
     _cost.add_parser(sub)
+    from . import export_cmd as _export_cmd
+
+    _export_cmd.add_parser(sub)
     return parser
 
 
@@ -210,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         get_backend()  # a bad FASTREGNET_BACKEND is a user error of every command
         return args.func(args) or 0
-    except (ValueError, TypeError, OSError) as e:  # user errors (bad values, missing or unreadable files)
+    except (ValueError, TypeError, OSError, RuntimeMissing) as e:  # user errors (bad values, unreadable files,
+        # an optional package missing)
         message = str(e).strip().replace("\n", "; ") or type(e).__name__
         print(f"fastregnet {args.command}: error: {message}", file=sys.stderr)
         return 2
