@@ -4,6 +4,7 @@ the model `create_model(..., features_only=True)` returns."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Sequence
 
 import torch
@@ -81,8 +82,9 @@ class RegNetFeatures(nn.Module):
     state_dict is the classifier's without the head and the stages after the last selected level; the blocks run
     fused exactly as in the full model."""
 
-    def __init__(self, model: nn.Module, out_indices: int | Sequence[int] = (0, 1, 2, 3, 4)):
+    def __init__(self, model: nn.Module, out_indices: int | Sequence[int] = (0, 1, 2, 3, 4), as_dict: bool = False):
         super().__init__()
+        self.as_dict = as_dict  # timm's feature_cls="dict": an OrderedDict keyed by the level, "0" .. "4"
         taken, last = feature_take_indices(len(model.feature_info), out_indices)
         self.out_indices = tuple(taken)
         self.in_channels = model.in_channels
@@ -95,11 +97,13 @@ class RegNetFeatures(nn.Module):
         self.feature_info = FeatureInfo(model.feature_info, self.out_indices)
         self.pretrained_cfg = self.default_cfg = model.pretrained_cfg
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor] | OrderedDict[str, torch.Tensor]:
         x = self.stem(prepare_images(x, self))
         feats = [x] if 0 in self.out_indices else []
         for i, stage in enumerate(self.trunk_output, start=1):
             x = stage(x)
             if i in self.out_indices:
                 feats.append(x)
+        if self.as_dict:
+            return OrderedDict((str(i), f) for i, f in zip(self.out_indices, feats))
         return feats

@@ -31,6 +31,10 @@ def test_timm_create_model_builds_fastregnet():
     assert isinstance(model, fastregnet.RegNet) and model.fc.out_features == 7
     features = timm.create_model("fastregnet_regnetx_004_tv", features_only=True, out_indices=(2, 4))
     assert isinstance(features, fastregnet.models.RegNetFeatures)
+    as_dict = timm.create_model("fastregnet_regnety_004", features_only=True, feature_cls="dict", out_indices=(1,),
+                                act_layer="silu")
+    with torch.no_grad():
+        assert list(as_dict.eval()(torch.randn(1, 3, 64, 64))) == ["1"]
     assert set(timm_names()) <= set(timm.list_models("fastregnet_*"))
     assert type(timm.create_model("regnety_004")).__module__.startswith("timm")  # timm's own name is timm's
     with pytest.raises(TypeError, match="pretrained_cfg_overlay"):

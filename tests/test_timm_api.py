@@ -253,3 +253,43 @@ def test_fx_feature_extraction_on_timm_names(name):
         expected = model.forward_intermediates(x, intermediates_only=True)
     for i, e in enumerate(expected):
         assert rel_err(got[str(i)], e) < 1e-6
+
+
+@pytest.mark.parametrize("feature_cls", ["list", "hook", "getter", "dict"])
+def test_feature_cls_and_feature_cfg_as_timm(feature_cls):
+    import timm
+
+    x = torch.randn(1, 3, SIZE, SIZE)
+    outputs = []
+    for create in (fastregnet.create_model, timm.create_model):
+        plain = create("regnety_004", features_only=True, feature_cls=feature_cls, out_indices=(0, 2, 4)).eval()
+        via_cfg = create("regnety_004", features_only=True,
+                         feature_cfg={"feature_cls": feature_cls, "out_indices": (0, 2, 4)}).eval()
+        with torch.no_grad():
+            a, b = plain(x), via_cfg(x)
+        assert type(a) is type(b)
+        outputs.append(a)
+    ours, theirs = outputs
+    if feature_cls == "dict":
+        assert list(ours) == list(theirs) == ["0", "2", "4"]
+        ours, theirs = list(ours.values()), list(theirs.values())
+    assert isinstance(ours, list) and [t.shape for t in ours] == [t.shape for t in theirs]
+
+
+def test_act_layer_builds_every_activation_as_timm():
+    import timm
+
+    ours = fastregnet.create_model("regnety_004", act_layer="silu")
+    theirs = timm.create_model("regnety_004", act_layer="silu")
+    count = lambda m, cls: sum(type(mod) is cls for mod in m.modules())  # noqa: E731
+    assert count(ours, nn.SiLU) == count(theirs, nn.SiLU) > 0 and count(ours, nn.ReLU) == count(theirs, nn.ReLU)
+    assert fastregnet.explain_fusion(ours)[0]["path"] == "modules"  # SiLU is not the fused ReLU
+    with torch.no_grad():
+        assert torch.isfinite(ours.eval()(torch.randn(1, 3, SIZE, SIZE))).all()
+    assert count(fastregnet.create_model("regnety_004", act_layer=nn.ReLU6), nn.ReLU6) == count(theirs, nn.SiLU)
+    with pytest.raises(ValueError, match="unknown act_layer 'gelu_tanh'"):
+        fastregnet.create_model("regnety_004", act_layer="gelu_tanh")
+    with pytest.raises(ValueError, match="unknown feature_cls 'bogus'"):
+        fastregnet.create_model("regnety_004", features_only=True, feature_cls="bogus")
+    with pytest.raises(TypeError, match="feature_cfg keys"):
+        fastregnet.create_model("regnety_004", features_only=True, feature_cfg={"flatten_sequential": True})
