@@ -88,3 +88,32 @@ def test_fx_prepare_and_convert_quantize_every_conv_as_on_torchvision(name):
     assert counts.get("Conv2d", 0) + counts.get("ConvReLU2d", 0) > 50  # the convs themselves were quantized
     assert (observers, counts) == (tv_observers, tv_counts)
     torch.testing.assert_close(out, tv_out, rtol=0, atol=1e-6)
+
+
+def test_pt2e_export_prepare_convert_quantizes_as_on_torchvision():
+    # the current flow: torch.export, then torchao's prepare_pt2e / convert_pt2e with the x86 quantizer
+    pytest.importorskip("torchao", reason="torchao (the pt2e flow) is not installed")
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer, get_default_x86_inductor_quantization_config)
+
+    tv, ours = _twins()
+    x = torch.randn(2, 3, 64, 64)
+    results = []
+    for model in (tv.eval(), ours.eval()):
+        quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            prepared = prepare_pt2e(torch.export.export(copy.deepcopy(model), (x,)).module(), quantizer)
+            prepared(x)  # calibrate
+            converted = convert_pt2e(prepared)
+        ops: dict[str, int] = {}
+        for node in converted.graph.nodes:
+            if node.op == "call_function" and ("quantize" in str(node.target) or "conv" in str(node.target)):
+                ops[str(node.target)] = ops.get(str(node.target), 0) + 1
+        with torch.no_grad():
+            results.append((ops, converted(x)))
+    (tv_ops, tv_out), (ops, out) = results
+    assert ops.get("quantized_decomposed.dequantize_per_channel.default", 0) == 86  # every conv's and fc's weight
+    assert ops == tv_ops
+    torch.testing.assert_close(out, tv_out, rtol=0, atol=1e-6)
