@@ -147,7 +147,18 @@ def device_info(device: torch.device) -> dict:
             info["driver"] = None
     else:
         info["cpu"] = platform.processor() or platform.machine()
+        info["cpu_model"] = _cpu_model()
     return info
+
+
+def _cpu_model() -> str | None:
+    """The CPU's model name from /proc/cpuinfo (Linux), else None."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        return None
+    return names[0] if names else None
 
 
 def randomize_bn(model: torch.nn.Module, seed: int = 0) -> None:

@@ -1,0 +1,116 @@
+"""The README's CPU tables, from one interleaved `fastregnet bench` run on this machine's CPU: torchvision (NCHW and
+channels_last), fastregnet, torch.compile of both, and the CPU runtimes (ONNX Runtime, OpenVINO) where installed,
+for the models, batches and modes below, all in one process.
+
+    python bench/cpu_report.py [--out bench/results/cpu-report.json] [--repeats 7] [--readme]
+    python bench/cpu_report.py --from bench/results/cpu-report.json --readme     # re-render only
+
+--readme rewrites the text between the cpu-table markers in README.md from the results (tables and the verdict
+lines), so the README cannot show figures that no run produced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+
+import torch
+
+from fastregnet import bench
+
+MODELS = ("regnet_y_400mf", "regnet_y_1_6gf", "regnet_x_400mf")
+BATCHES = (8, 1)
+MODES = ("infer", "train")
+BEGIN, END = "<!-- cpu-table:begin -->", "<!-- cpu-table:end -->"
+COLUMNS = {"tv_nchw": "tv NCHW", "tv_channels_last": "tv channels_last", "fastregnet": "fastregnet",
+           "tv_compile": "compile(tv)", "fastregnet_compile": "compile(fastregnet)", "onnxruntime": "ONNX Runtime",
+           "openvino": "OpenVINO"}
+
+
+def _cell(record: dict | None) -> str:
+    if record is None:
+        return "not run"
+    if "skipped" in record:
+        return "-"
+    if "error" in record:
+        return "error"
+    return f"{record['img_per_s']:.1f}" + (" WRONG" if record["wrong"] else "")
+
+
+def readme_section(doc: dict) -> str:
+    """Markdown: the machine, one table per mode (img/s, medians), and the ratios the CPU claims rest on."""
+    results = doc["results"]
+    by_key = {(r["model"], r["batch"], r["mode"], r["provider"]): r for r in results}
+    env, settings = doc["env"], doc["settings"]
+    providers = [p for p in COLUMNS if p in settings["providers"]]
+    cpu = env.get("cpu_model") or env.get("cpu")
+    lines = [f"Measured by `python bench/cpu_report.py --readme` ({settings['date']}): {cpu} ({env.get('cpu')}), "
+             f"{env['cpu_threads']} threads, torch {env['torch']}; fp32, {settings['resolution']} x "
+             f"{settings['resolution']}, img/s (median of "
+             f"{settings['repeats']} rounds after {settings['warmup']} shared warm-up rounds; providers interleaved "
+             f"round by round, the order rotating each round). `{os.path.basename(doc.get('path', 'cpu-report.json'))}`"
+             f" in `bench/results/` has every sample and the spread.", ""]
+    for mode in settings["modes"]:
+        title = "Inference (eval, inference_mode)" if mode == "infer" else "Training step (forward, backward, SGD)"
+        lines += [f"{title}:",
+                  "", "| model | batch | " + " | ".join(COLUMNS[p] for p in providers) + " |",
+                  "|---|---|" + "---|" * len(providers)]
+        for model in settings["models"]:
+            for batch in settings["batches"]:
+                cells = [_cell(by_key.get((model, batch, mode, p))) for p in providers]
+                lines.append(f"| {model} | {batch} | " + " | ".join(cells) + " |")
+        lines.append("")
+    ratios = []
+    for mode in settings["modes"]:
+        for model in settings["models"]:
+            for batch in settings["batches"]:
+                ours, theirs = (by_key.get((model, batch, mode, p), {}) for p in ("fastregnet", "tv_channels_last"))
+                if "img_per_s" in ours and "img_per_s" in theirs:
+                    ratios.append(ours["img_per_s"] / theirs["img_per_s"])
+    skipped = sorted({r["skipped"] for r in results if "skipped" in r and "inference runtime" not in r["skipped"]})
+    if ratios:
+        lines.append(f"fastregnet / torchvision channels_last over these {len(ratios)} cases: median "
+                     f"{statistics.median(ratios):.3f}x, range {min(ratios):.3f}-{max(ratios):.3f}x (on the CPU both "
+                     f"run the same oneDNN modules; the difference is fastregnet's per-part Python and the noise of "
+                     f"the machine).")
+    if skipped:
+        lines.append("Skipped: " + "; ".join(skipped) + ".")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default=os.path.join("bench", "results", "cpu-report.json"))
+    p.add_argument("--from", dest="source", default=None, help="render an existing report instead of running")
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--models", nargs="+", default=list(MODELS))
+    p.add_argument("--readme", action="store_true", help="rewrite README.md's CPU tables from the results")
+    args = p.parse_args()
+    if args.source:
+        with open(args.source) as f:
+            doc = json.load(f)
+        doc["path"] = args.source
+    else:
+        doc = bench.run(models=args.models, batches=list(BATCHES), dtype="fp32", modes=list(MODES),
+                        providers=list(bench.CPU_DEFAULT), resolution=224, device=torch.device("cpu"),
+                        warmup=args.warmup, repeats=args.repeats,
+                        log=lambda s: print(s, file=sys.stderr, flush=True))
+        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(doc, f, indent=1)
+        doc["path"] = args.out
+        print(bench.format_table(doc))
+    section = readme_section(doc)
+    print(section)
+    if args.readme:
+        from fastregnet.readme_tables import replace_between
+
+        replace_between("README.md", BEGIN, END, section)
+
+
+if __name__ == "__main__":
+    main()
