@@ -22,7 +22,7 @@ from collections import Counter
 import torch
 
 __all__ = ["get_backend", "set_backend", "use_backend", "use_triton", "auto_without_kernels", "triton_available",
-           "count_kernel_launches", "on_tensor_device", "BackendError"]
+           "count_kernel_launches", "on_tensor_device", "refuse_double_backward", "BackendError"]
 
 _MODES = ("auto", "triton", "torch")
 
@@ -202,6 +202,17 @@ def auto_without_kernels(x: torch.Tensor) -> bool:
     if not x.is_cuda:  # (per part and call: the cheap test first)
         return get_backend() == "auto"
     return get_backend() == "auto" and not triton_available(x.device)[0]
+
+
+def refuse_double_backward(op: str) -> None:
+    """Called first in a kernel op's backward. Autograd runs a backward with grad mode on only for create_graph=True
+    (double backward: gradient penalties, Hessian-vector products); the kernels' backward is not itself
+    differentiable, so say so, and what does it, rather than PyTorch's "no autograd formula"."""
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            f"fastregnet.{op}: backward with create_graph=True (double backward) is not supported through the "
+            f"Triton kernels. Run that forward and backward on the PyTorch path, which supports it: "
+            f"`with fastregnet.use_backend('torch'): ...`")
 
 
 @contextlib.contextmanager

@@ -6,8 +6,9 @@ whole graph for the CPU serves the same weights faster. `export_model` writes th
 like a module (NCHW float32 tensors in, logits out), and `fastregnet export` does both, checks the outputs on a
 random batch and measures the two.
 
-Each runtime gets torch's thread count and is told not to spin its threads after a call, so that it does not
-take the cores from whatever runs next (the benchmark interleaves providers round by round).
+Each runtime gets torch's thread count. ONNX Runtime is told not to spin its threads after a call, so that it does
+not take the cores from whatever runs next (the benchmark interleaves providers round by round); OpenVINO's CPU
+plugin has no such switch (its threads wait in TBB's own way), nor has PyTorch's OpenMP pool from inside a process.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def _check_format(fmt: str) -> None:
 
 def _write_onnx(model: torch.nn.Module, example: torch.Tensor, path: str) -> None:
     """torch.onnx.export (torch.export based) of a CPU copy of the model in eval mode, with a dynamic batch."""
-    model = copy.deepcopy(model).cpu().eval()
+    model = copy.deepcopy(model).cpu().float().eval()
     example = example.detach().cpu().float()
     # On the CPU the parts call their modules ("auto" without kernels): what is exported is torchvision's graph
     with use_backend("auto"), torch.no_grad(), warnings.catch_warnings(), \
@@ -61,7 +62,7 @@ def _write_onnx(model: torch.nn.Module, example: torch.Tensor, path: str) -> Non
         warnings.simplefilter("ignore")
         program = torch.onnx.export(model, (example,), dynamo=True, verbose=False, input_names=["images"],
                                     output_names=["logits"],
-                                    dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}})
+                                    dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},))
         program.save(path)
 
 
@@ -69,6 +70,8 @@ def export_model(model: torch.nn.Module, path: str, fmt: str = "onnx", resolutio
     """Write `model` (eval mode, float32, CPU) to `path`: an .onnx file, or for "openvino" an IR (.xml and .bin
     beside it). The batch size stays dynamic; `resolution` is the example image size the graph is traced at."""
     _check_format(fmt)
+    if fmt == "openvino" and not path.endswith(".xml"):
+        raise ValueError(f"an OpenVINO IR is an .xml file (its weights go to the .bin beside it), got {path!r}")
     example = torch.randn(2, getattr(model, "in_channels", 3), resolution, resolution)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -102,7 +105,7 @@ class _Runtime:
 
 def load_runtime(path: str, fmt: str, threads: int | None = None) -> _Runtime:
     """The exported model at `path` compiled by its runtime for this CPU, with `threads` threads (default:
-    torch.get_num_threads()) that do not spin between calls."""
+    torch.get_num_threads()); ONNX Runtime's do not spin between calls."""
     _check_format(fmt)
     threads = threads or torch.get_num_threads()
     if fmt == "onnx":

@@ -9,6 +9,7 @@ import time
 
 import torch
 
+from .bench import randomize_bn
 from .cli_args import positive_int
 from .export import FORMATS, export_model, load_runtime
 
@@ -38,6 +39,8 @@ def export_and_check(model_name: str, fmt: str, out: str, weights=None, batch: i
     from .models import create_model
 
     model = create_model(model_name, weights).eval()
+    if weights is None:  # a fresh model's BN is the identity: make it matter, so a wrong fold or eps would show
+        randomize_bn(model, seed)
     export_model(model, out, fmt, resolution)
     runtime = load_runtime(out, fmt)
     x = torch.randn(batch, model.in_channels, resolution, resolution, generator=torch.Generator().manual_seed(seed))

@@ -33,7 +33,7 @@ def prepare_images(x, model: torch.nn.Module):
     if x.shape[1] != in_channels:
         raise ValueError(f"expected {in_channels} input channels, got {x.shape[1]} (shape {tuple(x.shape)}); "
                          f"images must be NCHW")
-    if not (x.is_floating_point() or x.is_quantized):
+    if not x.is_floating_point():
         raise TypeError(f"expected a floating-point input, got {x.dtype}; convert images with x.float() / 255 "
                         f"and normalize them")
     if min(x.shape[-2:]) < 1:

@@ -18,7 +18,7 @@ from . import fusion, ops, stochastic_depth
 from .backend import auto_without_kernels
 from .checkpointing import checkpoint_block
 from .reference import fold_bn
-from .sync_batch_norm import sync_needed
+from .sync_batch_norm import refuses_cpu, sync_needed
 
 __all__ = ["ConvNormActivation", "SqueezeExcitation", "BottleneckTransform", "ResBottleneckBlock", "AnyStage",
            "SimpleStemIN", "DropPath", "NotScriptable"]
@@ -26,8 +26,9 @@ __all__ = ["ConvNormActivation", "SqueezeExcitation", "BottleneckTransform", "Re
 # Under torch.fx symbolic tracing the blocks trace their children (as torchvision's do), and a conv-norm-act part
 # or SE records itself as one call_module node: torchvision's feature-extraction tracer keeps its own
 # Conv2dNormActivation and SqueezeExcitation as leaves, so the node names are torchvision's ("...f.a", "...f.se",
-# "...add", "...activation"), and the traced graph calls these modules, which run fused. FX quantization's tracer
-# is the exception: it traces the children, so that it observes and quantizes the convs as in torchvision's graph.
+# "...add", "...activation"), and the traced graph calls these modules, which run fused. Under FX quantization's
+# tracer the conv-norm-act parts and SE trace their children instead, so that it observes and quantizes the convs
+# as in torchvision's graph (DropPath stays one node, so the graph still follows .train() / .eval()).
 
 
 def _is_quantization_tracer(tracer) -> bool:
@@ -37,11 +38,7 @@ def _is_quantization_tracer(tracer) -> bool:
 
 
 def _traced_leaf(module: nn.Module, x) -> torch.fx.Proxy | None:
-    """module(x) as one call_module node when x is an fx Proxy; None when module is the traced root itself, or
-    under FX quantization, which traces the children as it traces torchvision's (its convs get observed and
-    quantized)."""
-    if _is_quantization_tracer(x.tracer):
-        return None
+    """module(x) as one call_module node when x is an fx Proxy; None when module is the traced root itself."""
     path = x.tracer.path_of_module(module)
     if not path:
         return None
@@ -68,10 +65,11 @@ class ConvNormActivation(NotScriptable, nn.Sequential):
     Conv2dNormActivation. The norm is `norm_layer(out_channels)` (BatchNorm2d by default) and the activation
     `activation_layer(inplace=True)` (ReLU by default, None for none).
 
-    When `fastregnet.fusion` allows it (plain children, no hooks), runs as one fused op: with batch statistics the
-    conv + BN (+ ReLU) training op; in eval, or with torchvision's FrozenBatchNorm2d in any mode, the conv with the
-    norm folded into its weight and bias, folded afresh on every call from the live tensors (nothing cached, so
-    nothing can go stale). Otherwise the children's own forward, in order, as torchvision.
+    When `fastregnet.fusion` allows it (plain children, no hooks) and the kernels can run (or the backend names a
+    path), runs as one fused op: with batch statistics the conv + BN (+ ReLU) training op; in eval, or with
+    torchvision's FrozenBatchNorm2d in any mode, the conv with the norm applied from the live tensors (nothing
+    cached, so nothing can go stale). Otherwise -- and on a CPU under the "auto" backend -- the children's own
+    forward, in order, as torchvision.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1,
@@ -135,11 +133,11 @@ class ConvNormActivation(NotScriptable, nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if isinstance(x, torch.fx.Proxy):
-            leaf = _traced_leaf(self, x)
+            leaf = None if _is_quantization_tracer(x.tracer) else _traced_leaf(self, x)
             return super().forward(x) if leaf is None else leaf
-        # (a synchronizing SyncBatchNorm keeps the fused op off the kernels too: nn.SyncBatchNorm refuses CPU
-        # tensors, the reference synchronizes them over gloo)
-        if ((auto_without_kernels(x) and not self.needs_sync) or self.fusion_reason() is not None
+        # (an nn.SyncBatchNorm that would refuse CPU tensors keeps the fused op off the kernels too: the reference
+        # synchronizes them over gloo)
+        if ((auto_without_kernels(x) and not refuses_cpu(self[1])) or self.fusion_reason() is not None
                 or fusion.input_reason(x, self[0].weight) is not None):
             return super().forward(x)
         conv, bn = self[0], self[1]
@@ -187,7 +185,7 @@ class SqueezeExcitation(NotScriptable, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if isinstance(x, torch.fx.Proxy):
-            leaf = _traced_leaf(self, x)
+            leaf = None if _is_quantization_tracer(x.tracer) else _traced_leaf(self, x)
             if leaf is not None:
                 return leaf
         return self._scale(x) * x

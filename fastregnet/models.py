@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from collections import OrderedDict
 from typing import Any, Callable, Sequence
@@ -274,42 +276,62 @@ def list_models(pattern: str | None = None) -> list[str]:
     return list_configs(pattern)
 
 
-# timm's act_layer names, for the activations that take inplace= (each block builds its activations with it)
+# timm's act_layer names; each block builds its activations with inplace=True, which those without it ignore
 ACT_LAYERS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "celu": nn.CELU,
               "selu": nn.SELU, "silu": nn.SiLU, "swish": nn.SiLU, "mish": nn.Mish, "hard_swish": nn.Hardswish,
-              "hardswish": nn.Hardswish, "hard_sigmoid": nn.Hardsigmoid, "hardsigmoid": nn.Hardsigmoid}
+              "hardswish": nn.Hardswish, "hard_sigmoid": nn.Hardsigmoid, "hardsigmoid": nn.Hardsigmoid,
+              "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 # timm's feature_cls values: how timm builds a features_only model; fastregnet's RegNetFeatures gives each one's
 # output (a list of the levels' maps, or for "dict" an OrderedDict keyed "0".."4" as timm's FeatureDictNet)
 FEATURE_CLASSES = (None, "list", "hook", "getter", "fx", "dict")
 
 
+def _build_without_inplace(cls: type, inplace: bool = False) -> nn.Module:
+    return cls()
+
+
 def _activation(act_layer: Any) -> Callable[..., nn.Module]:
+    """timm's act_layer (a name or an nn.Module class) as a constructor that takes inplace= (as timm's
+    create_act_layer: classes without it, e.g. nn.GELU, are built without it)."""
     if isinstance(act_layer, str):
         if act_layer.lower() not in ACT_LAYERS:
             raise ValueError(f"unknown act_layer {act_layer!r}; fastregnet builds {', '.join(ACT_LAYERS)} (or pass "
-                             f"an nn.Module class that takes inplace=)")
-        return ACT_LAYERS[act_layer.lower()]
+                             f"an nn.Module class)")
+        act_layer = ACT_LAYERS[act_layer.lower()]
     if not callable(act_layer):
         raise TypeError(f"act_layer must be a name or an nn.Module class, got {type(act_layer).__name__}")
-    return act_layer
+    try:
+        params = inspect.signature(act_layer).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: pass inplace as torchvision does
+        return act_layer
+    if any(p.name == "inplace" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return act_layer
+    return functools.partial(_build_without_inplace, act_layer)
 
 
 def _feature_options(feature_cls: Any, feature_cfg: dict | None, out_indices: Any) -> tuple[bool, Any]:
-    """(as_dict, out_indices) from timm's feature_cls and feature_cfg (whose keys win, as in timm)."""
+    """(as_dict, out_indices) from timm's feature_cls, feature_cfg and out_indices: as in timm, the keyword
+    arguments overwrite feature_cfg's entries."""
     cfg = dict(feature_cfg or {})
     unknown = set(cfg) - {"feature_cls", "out_indices"}
     if unknown:
         raise TypeError(f"feature_cfg keys {sorted(unknown)} are not supported; fastregnet takes feature_cls and "
                         f"out_indices")
-    feature_cls = cfg.get("feature_cls", feature_cls)
+    if feature_cls is not None:
+        cfg["feature_cls"] = feature_cls
+    if out_indices is not None:
+        cfg["out_indices"] = out_indices
+    feature_cls = cfg.get("feature_cls")
+    if isinstance(feature_cls, str):
+        feature_cls = feature_cls.lower()
     if feature_cls not in FEATURE_CLASSES:
-        raise ValueError(f"unknown feature_cls {feature_cls!r}; expected one of "
+        raise ValueError(f"unknown feature_cls {cfg.get('feature_cls')!r}; expected one of "
                          f"{', '.join(repr(c) for c in FEATURE_CLASSES)}")
-    return feature_cls == "dict", cfg.get("out_indices", out_indices)
+    return feature_cls == "dict", cfg.get("out_indices", (0, 1, 2, 3, 4))
 
 
 def create_model(name: str, weights: Any = None, progress: bool = True, *, pretrained: bool = False,
-                 features_only: bool = False, out_indices: Sequence[int] = (0, 1, 2, 3, 4),
+                 features_only: bool = False, out_indices: int | Sequence[int] | None = None,
                  feature_cls: str | None = None, feature_cfg: dict | None = None, act_layer: Any = None,
                  **kwargs: Any) -> RegNet | RegNetFeatures:
     """Build a model by torchvision ("regnet_y_400mf"), pycls ("RegNetY-400MF") or timm ("regnety_004", tagged
@@ -318,8 +340,9 @@ def create_model(name: str, weights: Any = None, progress: bool = True, *, pretr
     `weights` as for the builders (`fastregnet.weights`: strict, as torchvision); or timm's `pretrained=True`,
     the weights of the name's tag (`fastregnet.pretrained`), with timm's rules: a different num_classes gets a
     fresh classifier. Either way in_chans != 3 adapts the stem conv as timm does. `features_only=True` returns a
-    `RegNetFeatures` for `out_indices` (timm's five levels); timm's `feature_cls` ("list", "hook", "getter", "fx":
-    a list; "dict": an OrderedDict keyed by level) and `feature_cfg` (its feature_cls and out_indices) as timm.
+    `RegNetFeatures` for `out_indices` (timm's five levels, default all); timm's `feature_cls` ("list", "hook",
+    "getter", "fx": a list; "dict": an OrderedDict keyed by level) and `feature_cfg` (its feature_cls and
+    out_indices, which the keyword arguments overwrite) as timm.
     `act_layer` (timm's name, e.g. "silu", or an nn.Module class) builds every activation, the SE's included.
     Other kwargs go to the constructor (num_classes, in_chans, global_pool, drop_rate, drop_path_rate,
     zero_init_last, norm_layer, activation).

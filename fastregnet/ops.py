@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from . import reference as ref
-from .backend import on_tensor_device, triton_interpreting, use_triton
+from .backend import on_tensor_device, refuse_double_backward, triton_interpreting, use_triton
 
 __all__ = ["conv_bias_act", "conv_bn_act_train", "conv_sync_bn_act_train", "grouped_conv_bias_act",
            "grouped_conv_bn_act_train", "residual_block_eval", "se_conv_bn_add_relu_train", "grouped_conv_supported"]
@@ -118,16 +118,6 @@ def _(grad_out, x, weight, saved, mean, invstd, gamma, beta, stride, groups, rel
             x.new_empty(c, dtype=torch.float32), x.new_empty(c, dtype=torch.float32))
 
 
-def _refuse_double_backward(op: str) -> None:
-    """Autograd runs a backward with grad mode on only for create_graph=True (double backward: gradient penalties,
-    Hessian-vector products). The kernels' backward is not itself differentiable: say so, and what does it."""
-    if torch.is_grad_enabled():
-        raise RuntimeError(
-            f"fastregnet.{op}: backward with create_graph=True (double backward) is not supported through the "
-            f"Triton kernels. Run that forward and backward on the PyTorch path, which supports it: "
-            f"`with fastregnet.use_backend('torch'): ...`")
-
-
 def _eval_setup(ctx, inputs, output):
     x, weight, bias, stride, groups, relu = inputs
     ctx.save_for_backward(x, weight, output)
@@ -135,7 +125,7 @@ def _eval_setup(ctx, inputs, output):
 
 
 def _eval_backward(ctx, grad_out):
-    _refuse_double_backward("grouped_conv_bias_act")
+    refuse_double_backward("grouped_conv_bias_act")
     x, weight, out = ctx.saved_tensors
     stride, groups, relu, bias_dtype = ctx.conf
     gx, gw, _, gb = torch.ops.fastregnet.grouped_conv_bwd(grad_out, x, weight, out, None, None, None, None, stride,
@@ -155,7 +145,7 @@ def _train_setup(ctx, inputs, output):
 
 
 def _train_backward(ctx, grad_out, _gy, _gmean, _gvar, _ginvstd):
-    _refuse_double_backward("grouped_conv_bn_act_train")
+    refuse_double_backward("grouped_conv_bn_act_train")
     x, weight, y, mean, invstd, gamma, beta = ctx.saved_tensors
     stride, groups, relu = ctx.conf
     gx, gw, dgamma, dbeta = torch.ops.fastregnet.grouped_conv_bwd(grad_out, x, weight, y, mean, invstd, gamma, beta,
@@ -330,7 +320,7 @@ def _pointwise_train_setup(ctx, inputs, output):
 
 
 def _pointwise_train_backward(ctx, grad_out, *_unused):
-    _refuse_double_backward("pointwise_conv_bn_train")
+    refuse_double_backward("pointwise_conv_bn_train")
     (x, weight, y, out, mean, invstd, gamma, beta, gate, pooled, hidden, fc1_weight, fc2_weight,
      sample_scale) = ctx.saved_tensors
     stride, relu, residual, has_se, se_dtypes = ctx.conf
@@ -521,8 +511,8 @@ def residual_block_eval(x: Tensor, a: tuple, b: tuple, se: tuple | None, c: tupl
     On the Triton path this is 6 launches (3 without SE), each applying its BatchNorm in the epilogue from the
     live tensors: conv a; grouped conv b with the SE squeeze in its epilogue; the excitation's pool, fc1 and fc2;
     conv c with the gate applied to its input tiles, the projection's bn2 held in registers (or the identity
-    shortcut) added in the epilogue, and the final ReLU. The reference path folds each BatchNorm into its conv
-    (fast on CPU), afresh on every call."""
+    shortcut) added in the epilogue, and the final ReLU. The reference path (the "torch" backend, and shapes the
+    kernels do not cover) folds each BatchNorm into its conv, afresh on every call."""
     (wa, bn_a, eps_a), (wb, bn_b, eps_b, stride, groups), (wc, bn_c, eps_c) = a, b, c
     supported, why = _dtype_supported(x)
     if supported:

@@ -12,9 +12,10 @@ neither itself; a name already registered is left as it is.
 from __future__ import annotations
 
 import importlib.abc
+import inspect
 import sys
 import warnings
-from typing import Any
+from typing import Any, Optional
 
 from .design import MODEL_CONFIGS
 from .models import RegNet, RegNetFeatures, create_model
@@ -34,13 +35,29 @@ def timm_names() -> list[str]:
     return sorted(PREFIX + a for c in MODEL_CONFIGS.values() for a in c.aliases)
 
 
-def _torchvision_builder(name: str):
-    def builder(*, weights: Any = None, progress: bool = True, **kwargs: Any) -> RegNet:
-        return create_model(name, weights, progress, **kwargs)
+class _TorchvisionBuilder:
+    """fastregnet's builder for a torchvision name, with torchvision's builder signature. Its `weights` is annotated
+    with torchvision's own weights enum (fastregnet loads those), read when the signature is asked for, so that
+    torchvision.models.get_model_weights works; torchvision.models.regnet is fully imported by then."""
 
-    builder.__name__ = builder.__qualname__ = PREFIX + name
-    builder.__doc__ = f"fastregnet's {name}, with torchvision's builder signature (fastregnet.{name})."
-    return builder
+    def __init__(self, name: str):
+        self.config_name = name
+        self.__name__ = self.__qualname__ = PREFIX + name
+        self.__doc__ = f"fastregnet's {name}, with torchvision's builder signature (fastregnet.{name})."
+
+    def __call__(self, *, weights: Any = None, progress: bool = True, **kwargs: Any) -> RegNet:
+        return create_model(self.config_name, weights, progress, **kwargs)
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        from .weights import torchvision_weights_enum
+
+        keyword = inspect.Parameter.KEYWORD_ONLY
+        return inspect.Signature([
+            inspect.Parameter("weights", keyword, default=None,
+                              annotation=Optional[torchvision_weights_enum(self.config_name)]),
+            inspect.Parameter("progress", keyword, default=True, annotation=bool),
+            inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD, annotation=Any)], return_annotation=RegNet)
 
 
 def _timm_entrypoint(name: str):
@@ -64,7 +81,7 @@ def _register_torchvision(api) -> None:
     """Into torchvision.models._api's BUILTIN_MODELS, which get_model and list_models read."""
     for c in MODEL_CONFIGS.values():
         if c.rule == "torchvision" and PREFIX + c.name not in api.BUILTIN_MODELS:
-            api.BUILTIN_MODELS[PREFIX + c.name] = _torchvision_builder(c.name)
+            api.BUILTIN_MODELS[PREFIX + c.name] = _TorchvisionBuilder(c.name)
 
 
 def _register_timm(registry) -> None:
@@ -81,13 +98,14 @@ def _register_timm(registry) -> None:
 _REGISTRIES = {"torchvision.models._api": ("torchvision", _register_torchvision),
                "timm.models._registry": ("timm", _register_timm)}
 _pending: set[str] = set()  # registry modules not imported yet
+_finding: set[str] = set()  # registry modules whose spec is being looked up
 
 
 def _register_into(module_name: str, module) -> None:
     library, register_with = _REGISTRIES[module_name]
     try:
         register_with(module)
-    except (AttributeError, TypeError) as e:  # a much older or newer library must not break its own import
+    except Exception as e:  # a much older or newer library must not fail its own import because of fastregnet
         warnings.warn(f"fastregnet: not registered with {library} ({type(e).__name__}: {e})", stacklevel=2)
 
 
@@ -98,27 +116,35 @@ class _RegisterOnImport(importlib.abc.MetaPathFinder):
     with the other finders and wraps that spec's own loader's exec_module."""
 
     def find_spec(self, fullname, path, target=None):
-        if fullname not in _pending:
+        if fullname not in _pending or fullname in _finding:
             return None
-        for finder in sys.meta_path:
-            spec = None if finder is self or not hasattr(finder, "find_spec") else finder.find_spec(fullname, path,
-                                                                                                  target)
-            if spec is not None:
-                break
-        else:
-            return None
+        _finding.add(fullname)  # the other finders are asked below: never ask this one (or a twin) again
+        try:
+            for finder in sys.meta_path:
+                if isinstance(finder, _RegisterOnImport) or not hasattr(finder, "find_spec"):
+                    continue
+                spec = finder.find_spec(fullname, path, target)
+                if spec is not None:
+                    break
+            else:
+                return None
+        finally:
+            _finding.discard(fullname)
         loader = spec.loader
         if loader is None or not hasattr(loader, "exec_module"):
+            warnings.warn(f"fastregnet: not registered with {_REGISTRIES[fullname][0]} ({fullname}'s loader "
+                          f"{type(loader).__name__} has no exec_module)", stacklevel=2)
             return spec
         exec_module = loader.exec_module
 
         def exec_then_register(module):
             exec_module(module)
-            if fullname in _pending:
+            # (a loader shared by several modules runs this for each: register after the registry module only)
+            if module.__name__ == fullname and fullname in _pending:
                 _pending.discard(fullname)
                 _register_into(fullname, module)
 
-        loader.exec_module = exec_then_register  # this spec's loader only: one per module file
+        loader.exec_module = exec_then_register
         return spec
 
 

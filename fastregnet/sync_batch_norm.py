@@ -17,10 +17,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .backend import on_tensor_device
+from .backend import on_tensor_device, refuse_double_backward
 from .reference import update_running_stats
 
-__all__ = ["sync_needed", "RankStats", "merge_moments", "update_running", "sync_batch_norm", "TritonSyncConvBN"]
+__all__ = ["sync_needed", "refuses_cpu", "RankStats", "merge_moments", "update_running", "sync_batch_norm", "TritonSyncConvBN"]
 
 
 def sync_needed(bn: nn.Module) -> bool:
@@ -31,6 +31,13 @@ def sync_needed(bn: nn.Module) -> bool:
     if not (dist.is_available() and dist.is_initialized()):
         return False
     return dist.get_world_size(bn.process_group or dist.group.WORLD) > 1
+
+
+def refuses_cpu(bn: nn.Module) -> bool:
+    """Whether nn.SyncBatchNorm.forward would refuse a CPU tensor: in training once torch.distributed is initialized,
+    whatever the group's size (fastregnet's reference synchronizes CPU tensors over gloo instead)."""
+    return (isinstance(bn, nn.SyncBatchNorm) and bn.training and dist.is_available()
+            and dist.is_initialized())
 
 
 def merge_moments(counts: torch.Tensor, means: torch.Tensor, m2: torch.Tensor):
@@ -137,6 +144,7 @@ class TritonSyncConvBN(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        refuse_double_backward("conv_sync_bn_act_train")
         from .kernels.grouped_conv import grouped_conv_bwd
         from .kernels.pointwise_conv import pointwise_conv_bwd
 

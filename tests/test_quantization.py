@@ -117,3 +117,20 @@ def test_pt2e_export_prepare_convert_quantizes_as_on_torchvision():
     assert ops.get("quantized_decomposed.dequantize_per_channel.default", 0) == 86  # every conv's and fc's weight
     assert ops == tv_ops
     torch.testing.assert_close(out, tv_out, rtol=0, atol=1e-6)
+
+
+def test_fx_qat_keeps_drop_path_one_node_that_follows_train_and_eval():
+    from torch.ao.quantization import get_default_qat_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import prepare_qat_fx
+
+    torch.manual_seed(0)
+    model = fastregnet.create_model("regnetx_002", num_classes=10, drop_path_rate=0.2).train()
+    x = torch.randn(2, 3, 64, 64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepared = prepare_qat_fx(model, get_default_qat_qconfig_mapping("x86"), (x,))
+    drop_nodes = [n for n in prepared.graph.nodes if n.op == "call_module" and "drop_path" in str(n.target)]
+    assert drop_nodes and not any("drop_path" in str(n.target) for n in prepared.graph.nodes
+                                  if n.op == "call_function")
+    prepared(x).sum().backward()  # a QAT step through the fake-quantized convs
+    assert all(p.grad is not None for n, p in prepared.named_parameters() if n.endswith("weight"))

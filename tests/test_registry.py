@@ -18,6 +18,8 @@ def test_torchvision_get_model_builds_fastregnet():
     model = torchvision.models.get_model("fastregnet_regnet_y_400mf", num_classes=10)
     assert isinstance(model, fastregnet.RegNet) and model.fc.out_features == 10
     assert set(torchvision_names()) <= set(torchvision.models.list_models())
+    weights_enum = torchvision.models.get_model_weights("fastregnet_regnet_y_400mf")  # torchvision's, which we load
+    assert weights_enum is torchvision.models.RegNet_Y_400MF_Weights
     # torchvision's own builders are untouched
     assert type(torchvision.models.get_model("regnet_y_400mf")).__module__.startswith("torchvision")
     with torch.no_grad():

@@ -99,3 +99,10 @@ def test_sync_batch_norm_honours_sub_group_process_groups(tmp_path):
     results = _run(tmp_path, groups=[[0, 1], [2, 3]], splits=[2, 3, 3, 2], backend="auto")
     _check_group(results, [0, 1])
     _check_group(results, [2, 3])
+
+
+def test_a_group_of_one_rank_trains_on_the_cpu(tmp_path):
+    # single-process torchrun: nn.SyncBatchNorm refuses CPU tensors once torch.distributed is initialized, whatever
+    # the group's size; fastregnet's auto path keeps its reference there, so the step runs as plain BatchNorm
+    results = _run(tmp_path, groups=[[0]], splits=[BATCH], backend="auto")
+    _check_group(results, [0])

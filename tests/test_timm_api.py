@@ -287,9 +287,26 @@ def test_act_layer_builds_every_activation_as_timm():
     with torch.no_grad():
         assert torch.isfinite(ours.eval()(torch.randn(1, 3, SIZE, SIZE))).all()
     assert count(fastregnet.create_model("regnety_004", act_layer=nn.ReLU6), nn.ReLU6) == count(theirs, nn.SiLU)
+    gelu_ours, gelu_theirs = (create("regnety_004", act_layer=nn.GELU) for create in (fastregnet.create_model,
+                                                                                        timm.create_model))
+    assert count(gelu_ours, nn.GELU) == count(gelu_theirs, nn.GELU) > 0  # built without inplace, as timm does
     with pytest.raises(ValueError, match="unknown act_layer 'gelu_tanh'"):
         fastregnet.create_model("regnety_004", act_layer="gelu_tanh")
     with pytest.raises(ValueError, match="unknown feature_cls 'bogus'"):
         fastregnet.create_model("regnety_004", features_only=True, feature_cls="bogus")
     with pytest.raises(TypeError, match="feature_cfg keys"):
         fastregnet.create_model("regnety_004", features_only=True, feature_cfg={"flatten_sequential": True})
+
+
+def test_feature_keyword_arguments_overwrite_feature_cfg_as_timm():
+    import timm
+
+    x = torch.randn(1, 3, SIZE, SIZE)
+    kinds = []
+    for create in (fastregnet.create_model, timm.create_model):
+        model = create("regnety_004", features_only=True, feature_cls="DICT", out_indices=(1, 3),
+                       feature_cfg={"feature_cls": "list", "out_indices": (0,)}).eval()
+        with torch.no_grad():
+            out = model(x)
+        kinds.append((type(out).__name__, list(out)))
+    assert kinds[0] == kinds[1] == ("OrderedDict", ["1", "3"])
