@@ -13,6 +13,10 @@ import torch
 HAS_GPU = torch.cuda.is_available()
 if not HAS_GPU:
     os.environ.setdefault("TRITON_INTERPRET", "1")
+if "PYTEST_XDIST_WORKER" in os.environ and not HAS_GPU:
+    # one intra-op thread per xdist worker: the workers (and the AOT compile beside them) already fill the cores, and
+    # PyTorch's OpenMP threads, spinning while they wait for a core, only slow the suite down
+    torch.set_num_threads(1)
 
 import pytest  # noqa: E402
 

@@ -114,3 +114,20 @@ def test_providers_are_interleaved_round_by_round_after_a_shared_warm_up():
     assert calls == ["a", "b"] + ["a", "b"] * 2 + ["a", "b", "b", "a", "a", "b"]
     assert all(len(r["times_s"]) == 3 for r in report["results"])
     assert report["settings"]["order"].startswith("interleaved")
+
+
+def test_cpu_report_renders_the_readme_tables_from_a_run():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "bench" / "cpu_report.py"
+    spec = importlib.util.spec_from_file_location("cpu_report", path)
+    cpu_report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cpu_report)
+    report = bench.run(modes=["infer", "train"], providers=["tv_nchw", "tv_channels_last", "fastregnet",
+                                                             "fastregnet_fold"],
+                       extra_providers={"fastregnet_fold": cpu_report._fastregnet_fold}, **TINY)
+    section = cpu_report.readme_section(report)
+    rows = [line for line in section.splitlines() if line.startswith("| regnet_y_400mf | 2 |")]
+    assert len(rows) == 2 and all(len(r.split("|")) == 8 for r in rows)  # infer and train: model, batch, 4 providers
+    assert "fastregnet / torchvision in its faster layout" in section and "2 cases" in section
