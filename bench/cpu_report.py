@@ -1,6 +1,6 @@
 """The README's CPU tables, from one interleaved `fastregnet bench` run on this machine's CPU: torchvision (NCHW and
-channels_last), fastregnet, torch.compile of both, and the CPU runtimes (ONNX Runtime, OpenVINO) where installed,
-for the models, batches and modes below, all in one process.
+channels_last), fastregnet, fastregnet's former CPU path (BN folded per call), torch.compile of both, and the CPU
+runtimes (ONNX Runtime, OpenVINO) where installed, for the models, batches and modes below, all in one process.
 
     python bench/cpu_report.py [--out bench/results/cpu-report.json] [--repeats 7] [--readme]
     python bench/cpu_report.py --from bench/results/cpu-report.json --readme     # re-render only
@@ -19,6 +19,7 @@ import sys
 
 import torch
 
+import fastregnet
 from fastregnet import bench
 
 MODELS = ("regnet_y_400mf", "regnet_y_1_6gf", "regnet_x_400mf")
@@ -26,8 +27,27 @@ BATCHES = (8, 1)
 MODES = ("infer", "train")
 BEGIN, END = "<!-- cpu-table:begin -->", "<!-- cpu-table:end -->"
 COLUMNS = {"tv_nchw": "tv NCHW", "tv_channels_last": "tv channels_last", "fastregnet": "fastregnet",
-           "tv_compile": "compile(tv)", "fastregnet_compile": "compile(fastregnet)", "onnxruntime": "ONNX Runtime",
-           "openvino": "OpenVINO"}
+           "fastregnet_fold": "fastregnet, BN folded", "tv_compile": "compile(tv)",
+           "fastregnet_compile": "compile(fastregnet)", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
+
+
+class _UnderBackend(torch.nn.Module):
+    """A model run under a fixed fastregnet backend (the benchmark's providers take a plain module)."""
+
+    def __init__(self, model: torch.nn.Module, backend: str):
+        super().__init__()
+        self.model, self.backend = model, backend
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with fastregnet.use_backend(self.backend):
+            return self.model(x)
+
+
+def _fastregnet_fold(model_name, state_dict, device, compile_mode):
+    """The CPU path before the parts called their modules: fastregnet's reference ops ("torch" backend), which
+    fold each BatchNorm into its conv on every eval call; kept in the table to show why it was replaced."""
+    model, fmt = bench.PROVIDERS["fastregnet"](model_name, state_dict, device, compile_mode)
+    return _UnderBackend(model, "torch"), fmt
 
 
 def _cell(record: dict | None) -> str:
@@ -100,8 +120,11 @@ def main() -> None:
             doc = json.load(f)
         doc["path"] = args.source
     else:
+        providers = list(bench.CPU_DEFAULT)
+        providers.insert(providers.index("fastregnet") + 1, "fastregnet_fold")
         doc = bench.run(models=args.models, batches=list(BATCHES), dtype="fp32", modes=list(MODES),
-                        providers=list(bench.CPU_DEFAULT), resolution=224, device=torch.device("cpu"),
+                        providers=providers, extra_providers={"fastregnet_fold": _fastregnet_fold},
+                        resolution=224, device=torch.device("cpu"),
                         warmup=args.warmup, repeats=args.repeats,
                         log=lambda s: print(s, file=sys.stderr, flush=True))
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
