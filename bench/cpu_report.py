@@ -27,7 +27,7 @@ BATCHES = (8, 1)
 MODES = ("infer", "train")
 BEGIN, END = "<!-- cpu-table:begin -->", "<!-- cpu-table:end -->"
 COLUMNS = {"tv_nchw": "tv NCHW", "tv_channels_last": "tv channels_last", "fastregnet": "fastregnet",
-           "fastregnet_fold": "fastregnet, BN folded", "tv_compile": "compile(tv)",
+           "fastregnet_fold": "fastregnet reference", "tv_compile": "compile(tv)",
            "fastregnet_compile": "compile(fastregnet)", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 
 
@@ -44,8 +44,8 @@ class _UnderBackend(torch.nn.Module):
 
 
 def _fastregnet_fold(model_name, state_dict, device, compile_mode):
-    """The CPU path before the parts called their modules: fastregnet's reference ops ("torch" backend), which
-    fold each BatchNorm into its conv on every eval call; kept in the table to show why it was replaced."""
+    """fastregnet's reference ops (the "torch" backend), the CPU path before the parts called their modules: every
+    eval BatchNorm folded into its conv per call; in training the same batch-statistics ops as the modules."""
     model, fmt = bench.PROVIDERS["fastregnet"](model_name, state_dict, device, compile_mode)
     return _UnderBackend(model, "torch"), fmt
 

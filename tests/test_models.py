@@ -166,3 +166,26 @@ def test_timm_training_options_drop_rate_zero_init_last_group_matcher():
     coarse = plain.group_matcher(coarse=True)
     assert {int(__import__("re").match(coarse["blocks"], n).group(1)) for n, _ in plain.named_parameters()
             if n.startswith("trunk_output.")} == {1, 2, 3, 4}
+
+
+def test_cpu_eval_folds_bn_only_into_convs_with_large_outputs(monkeypatch):
+    # on a CPU under "auto", eval folds a BN into its conv where the output is large (batch 8 at 224 px: the early
+    # stages), and runs the modules elsewhere; either way the output is torchvision's, and export keeps the modules
+    import fastregnet.layers as layers
+
+    tv = torchvision_model("regnet_y_400mf").eval()
+    randomize_bn(tv)
+    model = fastregnet.from_torchvision(tv).eval()
+    folded = []
+    real_fold = layers.ConvNormActivation.folded
+    monkeypatch.setattr(layers.ConvNormActivation, "folded", lambda self: folded.append(self) or real_fold(self))
+    parts = [m for m in model.modules() if isinstance(m, layers.ConvNormActivation)]
+    for batch, expect in ((8, lambda n: 0 < n < len(parts)), (1, lambda n: n < len(parts) // 4)):
+        folded.clear()
+        x = torch.randn(batch, 3, 224, 224)
+        with torch.no_grad():
+            err = rel_err(model(x), tv(x))
+        assert err < 1e-5 and expect(len(folded)), (batch, len(folded), err)
+    folded.clear()
+    torch.export.export(model, (torch.randn(8, 3, 224, 224),))
+    assert not folded
