@@ -36,8 +36,9 @@ _GLOBAL_HOOK_DICTS = tuple(getattr(_nn_module, name) for name in (
 
 def _observed(m: nn.Module) -> bool:
     """Whether skipping m's __call__ would be visible: hooks on it, or a forward patched onto the instance."""
-    return bool(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
-                or getattr(m, "_backward_pre_hooks", None) or "forward" in m.__dict__)
+    d = m.__dict__  # (read directly: this runs for every skipped module on every call)
+    return bool(d.get("_forward_hooks") or d.get("_forward_pre_hooks") or d.get("_backward_hooks")
+                or d.get("_backward_pre_hooks") or "forward" in d)
 
 
 def _skip_reason(m: nn.Module | None, expected: type, role: str) -> str | None:
@@ -74,7 +75,8 @@ def _norm_reason(bn: nn.Module) -> str | None:
     reason = _skip_reason(bn, nn.SyncBatchNorm if type(bn) is nn.SyncBatchNorm else nn.BatchNorm2d, "norm")
     if reason is not None:
         return reason
-    if bn.weight is None or bn.bias is None:
+    params = bn._parameters
+    if params.get("weight") is None or params.get("bias") is None:
         return "norm has no affine parameters (affine=False)"
     return None
 
@@ -90,7 +92,7 @@ def _conv_reason(conv: nn.Module, role: str) -> str | None:
     if reason is not None:
         return reason
     k = conv.kernel_size
-    if conv.bias is not None:
+    if conv._parameters.get("bias") is not None:
         return f"{role} has a bias"
     if (k[0] != k[1] or conv.stride[0] != conv.stride[1] or conv.padding != (k[0] // 2, k[0] // 2)
             or conv.dilation != (1, 1) or conv.padding_mode != "zeros"):
@@ -118,16 +120,18 @@ def conv_norm_act_reason(part: nn.Sequential) -> str | None:
 
 def squeeze_excitation_reason(se: nn.Module) -> str | None:
     """avgpool -> fc1 (1x1 conv, bias) -> ReLU -> fc2 (1x1 conv, bias) -> Sigmoid, each exactly that module."""
-    reason = (_skip_reason(se.avgpool, nn.AdaptiveAvgPool2d, "se.avgpool")
-              or _skip_reason(se.fc1, nn.Conv2d, "se.fc1") or _skip_reason(se.fc2, nn.Conv2d, "se.fc2")
-              or _skip_reason(se.activation, nn.ReLU, "se.activation")
-              or _skip_reason(se.scale_activation, nn.Sigmoid, "se.scale_activation"))
+    children = se._modules
+    avgpool, fc1, fc2 = children.get("avgpool"), children.get("fc1"), children.get("fc2")
+    reason = (_skip_reason(avgpool, nn.AdaptiveAvgPool2d, "se.avgpool")
+              or _skip_reason(fc1, nn.Conv2d, "se.fc1") or _skip_reason(fc2, nn.Conv2d, "se.fc2")
+              or _skip_reason(children.get("activation"), nn.ReLU, "se.activation")
+              or _skip_reason(children.get("scale_activation"), nn.Sigmoid, "se.scale_activation"))
     if reason is not None:
         return reason
-    if se.avgpool.output_size not in (1, (1, 1)):
-        return f"se.avgpool has output size {se.avgpool.output_size}"
-    for fc in (se.fc1, se.fc2):
-        if (fc.bias is None or fc.kernel_size != (1, 1) or fc.stride != (1, 1) or fc.padding != (0, 0)
+    if avgpool.output_size not in (1, (1, 1)):
+        return f"se.avgpool has output size {avgpool.output_size}"
+    for fc in (fc1, fc2):
+        if (fc._parameters.get("bias") is None or fc.kernel_size != (1, 1) or fc.stride != (1, 1) or fc.padding != (0, 0)
                 or fc.dilation != (1, 1) or fc.groups != 1):
             return "se fc is not a 1x1 conv with bias"
     return None
@@ -136,21 +140,24 @@ def squeeze_excitation_reason(se: nn.Module) -> str | None:
 def block_tail_reason(block: nn.Module) -> str | None:
     """What the block's training path skips: f's own forward, SE, conv c's part, the drop path and the final ReLU
     (f.a, f.b and the projection it still calls as modules, so each of those decides for itself)."""
-    reason = global_hooks_reason() or _skip_reason(block.activation, nn.ReLU, "activation")
+    children = block._modules  # (children read from _modules: nn.Module.__getattr__ is slow on every call)
+    reason = global_hooks_reason() or _skip_reason(children.get("activation"), nn.ReLU, "activation")
     if reason is not None:
         return reason
-    f = block.f
+    f = children["f"]
     reason = _own_container_reason(f, "BottleneckTransform", "f")
     if reason is not None:
         return reason
-    names = tuple(f._modules)
+    parts = f._modules
+    names = tuple(parts)
     if names not in (("a", "b", "se", "c"), ("a", "b", "c")):
         return f"f has children {names}, not a, b, [se,] c"
-    reason = _part_reason(f.c, "f.c", activation=False, kernel=1)
-    if reason is None and "drop_path" in block._modules:
-        reason = _own_container_reason(block.drop_path, "DropPath", "drop_path")
-    if reason is None and "se" in f._modules:
-        reason = _own_container_reason(f.se, "SqueezeExcitation", "f.se") or squeeze_excitation_reason(f.se)
+    reason = _part_reason(parts["c"], "f.c", activation=False, kernel=1)
+    if reason is None and "drop_path" in children:
+        reason = _own_container_reason(children["drop_path"], "DropPath", "drop_path")
+    if reason is None and "se" in parts:
+        reason = _own_container_reason(parts["se"], "SqueezeExcitation", "f.se") or squeeze_excitation_reason(
+            parts["se"])
     return reason
 
 
@@ -159,12 +166,13 @@ def block_reason(block: nn.Module) -> str | None:
     reason = block_tail_reason(block)
     if reason is not None:
         return reason
-    f = block.f
-    reason = _part_reason(f.a, "f.a", activation=True, kernel=1) or _part_reason(f.b, "f.b", activation=True,
-                                                                                  kernel=3)
-    if reason is None and block.proj is not None:
-        reason = _part_reason(block.proj, "proj", activation=False, kernel=1)
-    if reason is None and f.b[0].in_channels != f.b[0].out_channels:
+    parts, proj = block._modules["f"]._modules, block._modules.get("proj")
+    reason = (_part_reason(parts["a"], "f.a", activation=True, kernel=1)
+              or _part_reason(parts["b"], "f.b", activation=True, kernel=3))
+    if reason is None and proj is not None:
+        reason = _part_reason(proj, "proj", activation=False, kernel=1)
+    conv_b = parts["b"]._modules["0"]
+    if reason is None and conv_b.in_channels != conv_b.out_channels:
         reason = "f.b does not keep the width"
     return reason
 
@@ -173,9 +181,10 @@ def _part_reason(part: nn.Module, role: str, activation: bool, kernel: int) -> s
     reason = _own_container_reason(part, "ConvNormActivation", role) or conv_norm_act_reason(part)
     if reason is not None:
         return f"{role}: {reason}"
-    if (len(part) == 3) != activation:
+    conv = part._modules["0"]
+    if (len(part._modules) == 3) != activation:
         return f"{role} {'lacks' if activation else 'has'} an activation"
-    if part[0].kernel_size != (kernel, kernel) or (kernel == 1 and part[0].groups != 1):
+    if conv.kernel_size != (kernel, kernel) or (kernel == 1 and conv.groups != 1):
         return f"{role} is not a {'1x1' if kernel == 1 else '3x3'} conv"
     return None
 
