@@ -189,3 +189,43 @@ def test_cpu_eval_folds_bn_only_into_convs_with_large_outputs(monkeypatch):
     folded.clear()
     torch.export.export(model, (torch.randn(8, 3, 224, 224),))
     assert not folded
+
+
+def test_cpu_eval_calls_the_modules_ops_directly_unless_observed(monkeypatch):
+    # on a CPU under "auto", an eval block whose children fastregnet.fusion allows runs fastregnet.cpu_eval (the
+    # modules' ops without their __call__; SE's fcs as GEMMs); a hook anywhere in a block sends that block to its
+    # children (and the hook fires); the outputs are torchvision's up to rounding either way
+    import fastregnet.cpu_eval as cpu_eval
+
+    tv = torchvision_model("regnet_y_400mf").eval()
+    randomize_bn(tv)
+    model = fastregnet.from_torchvision(tv).eval()
+    direct = []
+    real_block = cpu_eval.residual_block
+    monkeypatch.setattr(cpu_eval, "residual_block", lambda block, x: direct.append(block) or real_block(block, x))
+    fired = []
+    observed = model.trunk_output.block2[1]
+    observed.f.se.fc1.register_forward_hook(lambda *a: fired.append(1))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        err = rel_err(model(x), tv(x))
+    blocks = [m for m in model.modules() if isinstance(m, fastregnet.layers.ResBottleneckBlock)]
+    assert err < 1e-5 and fired == [1] and observed not in direct and len(direct) == len(blocks) - 1, err
+    x.requires_grad_(True)  # with grad on: the same ops, differentiable
+    (model(x).sum()).backward()
+    grad_ours = x.grad.clone()
+    x.grad = None
+    tv(x).sum().backward()
+    assert rel_err(grad_ours, x.grad) < 1e-5
+
+
+def test_a_part_refuses_a_3d_input_as_torchvision():
+    # conv2d takes an unbatched (C, H, W) input; BatchNorm2d refuses it: the direct eval path must too
+    from torchvision.ops import Conv2dNormActivation
+
+    part = fastregnet.layers.ConvNormActivation(8, 8, 3).eval()
+    tv_part = Conv2dNormActivation(8, 8, 3).eval()
+    x = torch.randn(8, 6, 6)
+    for p in (tv_part, part):
+        with pytest.raises(ValueError, match="expected 4D input"):
+            p(x)
