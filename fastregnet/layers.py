@@ -43,6 +43,13 @@ def _direct_calls_allowed() -> bool:
     return not (torch.jit.is_tracing() or torch.compiler.is_exporting())
 
 
+def _norm_trains(part: nn.Module | None) -> bool:
+    """The cheap first test of the CPU eval path: the part's norm normalizes with batch statistics (a training
+    BatchNorm; a frozen one never does), so the modules run. The full rule (fusion, uses_batch_stats) comes after."""
+    bn = getattr(part, "_modules", {}).get("1")
+    return getattr(bn, "training", False) and not fusion.is_frozen_batch_norm(bn)
+
+
 def _traced_leaf(module: nn.Module, x) -> torch.fx.Proxy | None:
     """module(x) as one call_module node when x is an fx Proxy; None when module is the traced root itself."""
     path = x.tracer.path_of_module(module)
@@ -143,7 +150,7 @@ class ConvNormActivation(NotScriptable, nn.Sequential):
     def runs_cpu_eval(self, x: torch.Tensor) -> bool:
         """Whether fastregnet.cpu_eval runs this part: children the fusion rule allows, a norm on running
         statistics, an input the fused paths take, and no graph being recorded."""
-        return (x.dim() == 4 and _direct_calls_allowed() and self.fusion_reason() is None
+        return (not _norm_trains(self) and x.dim() == 4 and _direct_calls_allowed() and self.fusion_reason() is None
                 and not self.uses_batch_stats and fusion.input_reason(x, self._modules["0"].weight) is None)
 
     def eval_bn(self) -> tuple:
@@ -332,6 +339,8 @@ class ResBottleneckBlock(NotScriptable, nn.Module):
 
     def _runs_cpu_eval(self, x: torch.Tensor) -> bool:
         """Whether fastregnet.cpu_eval runs the whole block (see ConvNormActivation.runs_cpu_eval)."""
+        if _norm_trains(self._modules["f"]._modules.get("c")):
+            return False
         if x.dim() != 4 or not _direct_calls_allowed() or self.fusion_reason() is not None:
             return False  # (a 3-D input goes to the modules, whose BatchNorm2d refuses it as torchvision's)
         parts = self._modules["f"]._modules

@@ -130,4 +130,5 @@ def test_cpu_report_renders_the_readme_tables_from_a_run():
     section = cpu_report.readme_section(report)
     rows = [line for line in section.splitlines() if line.startswith("| regnet_y_400mf | 2 |")]
     assert len(rows) == 2 and all(len(r.split("|")) == 8 for r in rows)  # infer and train: model, batch, 4 providers
-    assert "fastregnet / torchvision in its faster layout" in section and "2 cases" in section
+    assert "fastregnet / torchvision in its faster layout" in section
+    assert "eval: median" in section and "training: median" in section and section.count(" of 1 cases") == 2
