@@ -197,8 +197,8 @@ def use_triton(x: torch.Tensor, supported: bool = True, why_not: str = "") -> bo
 def auto_without_kernels(x: torch.Tensor) -> bool:
     """Whether the backend is "auto" and the kernels cannot run on x (a CPU tensor, no Triton, a GPU older than
     sm_80). Then the parts run their own modules' ops, as torchvision's do (on the CPU oneDNN's conv -> BN -> ReLU in
-    the user's layout); in eval called directly (fastregnet.cpu_eval), folding a BN only where that pays
-    (ConvNormActivation.fold_pays). The "torch" backend runs the reference ops, the kernels' oracle."""
+    the user's layout), called directly where fusion allows (fastregnet.cpu_direct), folding an eval BN only where
+    that pays (ConvNormActivation.fold_pays). The "torch" backend runs the reference ops, the kernels' oracle."""
     if not x.is_cuda:  # (per part and call: the cheap test first)
         return get_backend() == "auto"
     return get_backend() == "auto" and not triton_available(x.device)[0]

@@ -204,9 +204,9 @@ def input_reason(x: torch.Tensor, weight: torch.Tensor | None) -> str | None:
 def explain_fusion(model: nn.Module) -> list[dict]:
     """Per fastregnet block and conv-norm-act part of `model`: {"module": name, "type": class name,
     "path": "fused" or "modules", "reason": why not fused (None when fused)}. Input-dependent conditions (device,
-    dtype, size, empty batch, the backend: on a CPU under "auto" a "fused" part runs fastregnet.cpu_eval in eval
-    and its modules in training) are not known here; the structural and hook rules are. A module with no fastregnet part (one
-    fastregnet did not build) is a ValueError rather than an empty report."""
+    dtype, size, empty batch, the backend: on a CPU under "auto" a "fused" part runs the modules' ops directly,
+    fastregnet.cpu_direct) are not known here; the structural and hook rules are. A module with no fastregnet part
+    (one fastregnet did not build) is a ValueError rather than an empty report."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"explain_fusion expects an nn.Module, got {type(model).__name__}")
     report = []

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from . import cpu_eval, fusion, ops, stochastic_depth
+from . import cpu_direct, fusion, ops, stochastic_depth
 from .backend import auto_without_kernels
 from .checkpointing import checkpoint_block
 from .reference import fold_bn
@@ -38,16 +38,15 @@ def _is_quantization_tracer(tracer) -> bool:
 
 
 def _direct_calls_allowed() -> bool:
-    """Whether fastregnet.cpu_eval may call the modules' ops itself: not while torch.jit.trace or torch.export
+    """Whether fastregnet.cpu_direct may call the modules' ops itself: not while torch.jit.trace or torch.export
     records a graph (an exported graph keeps the modules' conv -> BN: quantizers look for it)."""
     return not (torch.jit.is_tracing() or torch.compiler.is_exporting())
 
 
-def _norm_trains(part: nn.Module | None) -> bool:
-    """The cheap first test of the CPU eval path: the part's norm normalizes with batch statistics (a training
-    BatchNorm; a frozen one never does), so the modules run. The full rule (fusion, uses_batch_stats) comes after."""
+def _sync_norm_trains(part: nn.Module | None) -> bool:
+    """A training nn.SyncBatchNorm (it may synchronize across ranks): the CPU path leaves it to its module."""
     bn = getattr(part, "_modules", {}).get("1")
-    return getattr(bn, "training", False) and not fusion.is_frozen_batch_norm(bn)
+    return isinstance(bn, nn.SyncBatchNorm) and bn.training
 
 
 def _traced_leaf(module: nn.Module, x) -> torch.fx.Proxy | None:
@@ -82,7 +81,7 @@ class ConvNormActivation(NotScriptable, nn.Sequential):
     path), runs as one fused op: with batch statistics the conv + BN (+ ReLU) training op; in eval, or with
     torchvision's FrozenBatchNorm2d in any mode, the conv with the norm applied from the live tensors (nothing
     cached, so nothing can go stale). On a CPU under the "auto" backend, in eval, the children's ops called directly
-    (`fastregnet.cpu_eval`: F.conv2d and F.batch_norm, the BN folded into the conv where the output is large).
+    (`fastregnet.cpu_direct`: F.conv2d and F.batch_norm, an eval BN folded into the conv where the output is large).
     Otherwise the children's own forward, in order, as torchvision.
     """
 
@@ -136,7 +135,7 @@ class ConvNormActivation(NotScriptable, nn.Sequential):
         return bn.running_mean, bn.running_var, momentum
 
     def fold_pays(self, x: torch.Tensor) -> bool:
-        """Whether folding an eval BN into this conv pays on the CPU path (fastregnet.cpu_eval): the fold is a few small ops per call
+        """Whether folding an eval BN into this conv pays on the CPU path (fastregnet.cpu_direct): the fold is a few small ops per call
         (a fixed cost), BN's own pass costs per output element, so it pays for large outputs only. The threshold
         (2**18 output elements) is measured on the CPU, not derived: with it batch 8 at 224 px folds most parts
         (about 1.15-1.25x faster in eval than the modules) and batch 1 almost none (folding every part there was
@@ -147,11 +146,11 @@ class ConvNormActivation(NotScriptable, nn.Sequential):
         s = conv.stride[0]
         return x.shape[0] * conv.out_channels * ((x.shape[-2] - 1) // s + 1) * ((x.shape[-1] - 1) // s + 1) >= 2**18
 
-    def runs_cpu_eval(self, x: torch.Tensor) -> bool:
-        """Whether fastregnet.cpu_eval runs this part: children the fusion rule allows, a norm on running
-        statistics, an input the fused paths take, and no graph being recorded."""
-        return (not _norm_trains(self) and x.dim() == 4 and _direct_calls_allowed() and self.fusion_reason() is None
-                and not self.uses_batch_stats and fusion.input_reason(x, self._modules["0"].weight) is None)
+    def runs_cpu_direct(self, x: torch.Tensor) -> bool:
+        """Whether fastregnet.cpu_direct runs this part: children the fusion rule allows (a training SyncBatchNorm
+        excepted), an input the fused paths take, and no graph being recorded."""
+        return (x.dim() == 4 and not _sync_norm_trains(self) and _direct_calls_allowed()
+                and self.fusion_reason() is None and fusion.input_reason(x, self._modules["0"].weight) is None)
 
     def eval_bn(self) -> tuple:
         """(conv weight, (gamma, beta, running_mean, running_var), eps): what the fused inference ops read."""
@@ -167,11 +166,11 @@ class ConvNormActivation(NotScriptable, nn.Sequential):
         if isinstance(x, torch.fx.Proxy):
             leaf = None if _is_quantization_tracer(x.tracer) else _traced_leaf(self, x)
             return super().forward(x) if leaf is None else leaf
-        # Without kernels ("auto" on a CPU) the modules' ops: in eval called directly (fastregnet.cpu_eval, which
-        # folds the BN where that pays), otherwise through the children; except an nn.SyncBatchNorm that would
+        # Without kernels ("auto" on a CPU) the modules' ops: called directly where fusion allows
+        # (fastregnet.cpu_direct, which folds an eval BN where that pays), otherwise through the children; except an nn.SyncBatchNorm that would
         # refuse CPU tensors (the reference synchronizes them).
         if auto_without_kernels(x) and not refuses_cpu(self._modules.get("1")):
-            return cpu_eval.conv_norm_act(self, x) if self.runs_cpu_eval(x) else super().forward(x)
+            return cpu_direct.conv_norm_act(self, x) if self.runs_cpu_direct(x) else super().forward(x)
         if self.fusion_reason() is not None or fusion.input_reason(x, self[0].weight) is not None:
             return super().forward(x)
         conv, bn = self[0], self[1]
@@ -309,8 +308,8 @@ class ResBottleneckBlock(NotScriptable, nn.Module):
         if isinstance(x, torch.fx.Proxy):
             return self.forward_modules(x)  # fx: torchvision's graph, whose parts still run fused (see above)
         f = self.f
-        if auto_without_kernels(x):  # the modules' ops: in eval called directly (fastregnet.cpu_eval)
-            return cpu_eval.residual_block(self, x) if self._runs_cpu_eval(x) else self.forward_modules(x)
+        if auto_without_kernels(x):  # the modules' ops, called directly where fusion allows (fastregnet.cpu_direct)
+            return cpu_direct.residual_block(self, x) if self._runs_cpu_direct(x) else self.forward_modules(x)
         # (a part replaced by torch.ao.quantization.fuse_modules has no .weight: fusion_reason says why below)
         if fusion.input_reason(x, getattr(f.a[0], "weight", None)) is not None:
             return self.forward_modules(x)
@@ -337,16 +336,12 @@ class ResBottleneckBlock(NotScriptable, nn.Module):
         return ops.se_conv_bn_add_relu_train(y, se, conv.weight, bn.weight, bn.bias, running_mean, running_var,
                                              momentum, bn.eps, shortcut, sample_scale)
 
-    def _runs_cpu_eval(self, x: torch.Tensor) -> bool:
-        """Whether fastregnet.cpu_eval runs the whole block (see ConvNormActivation.runs_cpu_eval)."""
-        if _norm_trains(self._modules["f"]._modules.get("c")):
-            return False
+    def _runs_cpu_direct(self, x: torch.Tensor) -> bool:
+        """Whether fastregnet.cpu_direct runs the whole block (see ConvNormActivation.runs_cpu_direct)."""
         if x.dim() != 4 or not _direct_calls_allowed() or self.fusion_reason() is not None:
             return False  # (a 3-D input goes to the modules, whose BatchNorm2d refuses it as torchvision's)
         parts = self._modules["f"]._modules
-        proj = self._modules.get("proj")
-        if (parts["a"].uses_batch_stats or parts["b"].uses_batch_stats or parts["c"].uses_batch_stats
-                or (proj is not None and proj.uses_batch_stats)):
+        if any(_sync_norm_trains(p) for p in (parts["a"], parts["b"], parts["c"], self._modules.get("proj"))):
             return False
         return fusion.input_reason(x, parts["a"]._modules["0"].weight) is None
 

@@ -168,7 +168,7 @@ def test_timm_training_options_drop_rate_zero_init_last_group_matcher():
             if n.startswith("trunk_output.")} == {1, 2, 3, 4}
 
 
-def test_cpu_eval_folds_bn_only_into_convs_with_large_outputs(monkeypatch):
+def test_cpu_direct_folds_bn_only_into_convs_with_large_outputs(monkeypatch):
     # on a CPU under "auto", eval folds a BN into its conv where the output is large (batch 8 at 224 px: the early
     # stages), and runs the modules elsewhere; either way the output is torchvision's, and export keeps the modules
     import fastregnet.layers as layers
@@ -191,18 +191,18 @@ def test_cpu_eval_folds_bn_only_into_convs_with_large_outputs(monkeypatch):
     assert not folded
 
 
-def test_cpu_eval_calls_the_modules_ops_directly_unless_observed(monkeypatch):
-    # on a CPU under "auto", an eval block whose children fastregnet.fusion allows runs fastregnet.cpu_eval (the
+def test_cpu_direct_calls_the_modules_ops_directly_unless_observed(monkeypatch):
+    # on a CPU under "auto", an eval block whose children fastregnet.fusion allows runs fastregnet.cpu_direct (the
     # modules' ops without their __call__; SE's fcs as GEMMs); a hook anywhere in a block sends that block to its
     # children (and the hook fires); the outputs are torchvision's up to rounding either way
-    import fastregnet.cpu_eval as cpu_eval
+    import fastregnet.cpu_direct as cpu_direct
 
     tv = torchvision_model("regnet_y_400mf").eval()
     randomize_bn(tv)
     model = fastregnet.from_torchvision(tv).eval()
     direct = []
-    real_block = cpu_eval.residual_block
-    monkeypatch.setattr(cpu_eval, "residual_block", lambda block, x: direct.append(block) or real_block(block, x))
+    real_block = cpu_direct.residual_block
+    monkeypatch.setattr(cpu_direct, "residual_block", lambda block, x: direct.append(block) or real_block(block, x))
     fired = []
     observed = model.trunk_output.block2[1]
     observed.f.se.fc1.register_forward_hook(lambda *a: fired.append(1))
@@ -217,6 +217,50 @@ def test_cpu_eval_calls_the_modules_ops_directly_unless_observed(monkeypatch):
     x.grad = None
     tv(x).sum().backward()
     assert rel_err(grad_ours, x.grad) < 1e-5
+
+
+def test_cpu_direct_trains_as_the_modules_do(monkeypatch):
+    # training on a CPU under "auto": blocks run fastregnet.cpu_direct (batch statistics, running-statistics
+    # updates, the batch counted) and match torchvision in loss, gradients and buffers, for every BN configuration
+    # nn.BatchNorm2d accepts; a training SyncBatchNorm is left to its module
+    import fastregnet.cpu_direct as cpu_direct
+
+    direct = []
+    real_block = cpu_direct.residual_block
+    monkeypatch.setattr(cpu_direct, "residual_block", lambda block, x: direct.append(block) or real_block(block, x))
+    configs = {"momentum None": dict(momentum=None), "not tracking": dict(track_running_stats=False),
+               "tracking switched off": dict(switch_off=True)}
+    for label, config in configs.items():
+        torch.manual_seed(5)
+        tv = torchvision_model("regnet_y_400mf")
+        randomize_bn(tv)
+        model = fastregnet.from_torchvision(tv)
+        for m in [*tv.modules(), *model.modules()]:  # (attributes a state_dict does not carry)
+            if isinstance(m, torch.nn.BatchNorm2d):
+                if "momentum" in config:
+                    m.momentum = None
+                if config.get("switch_off"):
+                    m.track_running_stats = False  # buffers kept: batch statistics in training and in eval
+                if "track_running_stats" in config:
+                    m.track_running_stats, m.running_mean, m.running_var, m.num_batches_tracked = (
+                        False, None, None, None)
+        direct.clear()
+        x, target = torch.randn(3, 3, 64, 64), torch.randint(0, 1000, (3,))
+        for _ in range(2):
+            g_ours, loss_ours = _train_step_grads(model, x, target)
+            g_tv, loss_tv = _train_step_grads(tv, x, target)
+        assert direct and torch.equal(loss_ours, loss_tv), label
+        for n in g_tv:  # the modules' ops exactly: bit for bit
+            assert torch.equal(g_ours[n], g_tv[n]), (label, n)
+        for (n, b), (_, b_tv) in zip(model.named_buffers(), tv.named_buffers()):
+            assert torch.equal(b, b_tv), (label, n)
+        if "momentum" not in config:  # eval normalizing with batch statistics, as nn.BatchNorm2d without stats
+            with torch.no_grad():
+                assert rel_err(model.eval()(x), tv.eval()(x)) < 1e-5, label
+    model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(fastregnet.regnet_y_400mf()).train()
+    direct.clear()
+    model(torch.randn(2, 3, 32, 32))
+    assert not direct
 
 
 def test_a_part_refuses_a_3d_input_as_torchvision():

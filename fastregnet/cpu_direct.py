@@ -1,0 +1,83 @@
+"""The CPU path without kernels ("auto" on a CPU): the ops the modules would run, called directly.
+
+A part or block whose children `fastregnet.fusion` allows (exact types, no hooks) runs here instead of through its
+children's `__call__`, in eval and in training: F.conv2d, F.batch_norm (running statistics in eval; in training
+the batch's, updating the running statistics as nn.BatchNorm2d.forward does), relu_, SE's pool / fc / ReLU /
+sigmoid / scale, the residual add and ReLU -- the same PyTorch ops, differentiable as the modules', without
+nn.Module's dispatch and each module's Python forward (about 0.5 ms of a 14 ms batch-1 forward of regnet_y_400mf
+on the 2-core development machine, where the compute is oneDNN's either way).
+
+Two deliberate differences, both the modules' math up to rounding:
+- an eval BN is folded into its conv, per call from the live tensors, where the conv's output is large enough
+  for that to pay (`ConvNormActivation.fold_pays`, a shape rule): one pass over the output fewer;
+- in inference on running statistics, SE's fc1 / fc2 (1x1 convs on a 1x1 map) run as F.linear: ATen sends a
+  1x1-map conv in channels_last to its slow reference conv (57-91 us at batch 8), a GEMM takes 10-17 us.
+Training runs exactly the modules' ops, so its loss, gradients and buffers are torchvision's bit for bit.
+
+A training nn.SyncBatchNorm is not run here (it synchronizes across ranks: its module, or fastregnet's reference).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .fusion import is_frozen_batch_norm
+
+__all__ = ["conv_norm_act", "squeeze_excite", "residual_block"]
+
+
+def _norm(part: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    """The part's BN as nn.BatchNorm2d.forward computes it: batch statistics (counting the batch and updating the
+    running statistics where it tracks them) or the running ones; a FrozenBatchNorm2d by its own forward."""
+    bn = part._modules["1"]
+    if is_frozen_batch_norm(bn):
+        return bn(y)
+    if part.uses_batch_stats:
+        running_mean, running_var, momentum = part.running_update()
+        return F.batch_norm(y, running_mean, running_var, bn.weight, bn.bias, True, momentum, bn.eps)
+    return F.batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+
+
+def conv_norm_act(part: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A ConvNormActivation: conv, BN (in eval folded into the conv where that pays), optional ReLU in place."""
+    children = part._modules
+    conv = children["0"]
+    if not part.uses_batch_stats and part.fold_pays(x):
+        weight, bias = part.folded()
+        y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    else:
+        y = _norm(part, F.conv2d(x, conv.weight, None, conv.stride, conv.padding, conv.dilation,
+                                         conv.groups))
+    return torch.relu_(y) if "2" in children else y
+
+
+def squeeze_excite(se: nn.Module, x: torch.Tensor, as_gemms: bool) -> torch.Tensor:
+    """torchvision's SqueezeExcitation: x * sigmoid(fc2(relu(fc1(avgpool(x))))); the fcs as GEMMs if as_gemms,
+    else as the fcs' own 1x1 convs."""
+    fc1, fc2 = se.fc1, se.fc2
+    if not as_gemms:
+        s = torch.relu_(F.conv2d(F.adaptive_avg_pool2d(x, 1), fc1.weight, fc1.bias))
+        return x * torch.sigmoid(F.conv2d(s, fc2.weight, fc2.bias))
+    s = F.adaptive_avg_pool2d(x, 1).flatten(1)
+    s = torch.relu_(F.linear(s, fc1.weight.flatten(1), fc1.bias))
+    s = torch.sigmoid(F.linear(s, fc2.weight.flatten(1), fc2.bias))
+    return x * s[:, :, None, None]
+
+
+def residual_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A ResBottleneckBlock: relu(proj(x) + f(x)), torchvision's order; a drop path runs as its module."""
+    f = block.f._modules
+    shortcut = x if block.proj is None else conv_norm_act(block.proj, x)
+    y = conv_norm_act(f["b"], conv_norm_act(f["a"], x))
+    if "se" in f:
+        # GEMMs only in inference on running statistics: with autograd on or batch statistics the fcs' own convs,
+        # bit-identical to torchvision's (the GEMM rounds differently, and batch statistics amplify that: 1.3e-4
+        # on a weight gradient of regnet_y_400mf at batch 3, 64 px)
+        y = squeeze_excite(f["se"], y, as_gemms=not torch.is_grad_enabled() and not f["c"].uses_batch_stats)
+    y = conv_norm_act(f["c"], y)
+    drop = block._modules.get("drop_path")
+    if drop is not None:
+        y = drop(y)
+    return torch.relu_(shortcut + y)
