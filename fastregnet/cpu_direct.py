@@ -7,11 +7,13 @@ sigmoid / scale, the residual add and ReLU -- the same PyTorch ops, differentiab
 nn.Module's dispatch and each module's Python forward (about 0.5 ms of a 14 ms batch-1 forward of regnet_y_400mf
 on the 2-core development machine, where the compute is oneDNN's either way).
 
-Two deliberate differences, both the modules' math up to rounding:
+Three deliberate differences, all the modules' math up to rounding:
 - an eval BN is folded into its conv, per call from the live tensors, where the conv's output is large enough
   for that to pay (`ConvNormActivation.fold_pays`, a shape rule): one pass over the output fewer;
 - in inference on running statistics, SE's fc1 / fc2 (1x1 convs on a 1x1 map) run as F.linear: ATen sends a
-  1x1-map conv in channels_last to its slow reference conv (57-91 us at batch 8), a GEMM takes 10-17 us.
+  1x1-map conv in channels_last to its slow reference conv (57-91 us at batch 8), a GEMM takes 10-17 us;
+- in inference on running statistics, a stride-1 1x1 conv on a small channels_last map runs as F.linear over its
+  rows (`runs_as_gemm`, a shape rule measured below).
 Training runs exactly the modules' ops, so its loss, gradients and buffers are torchvision's bit for bit.
 
 A training nn.SyncBatchNorm is not run here (it synchronizes across ranks: its module, or fastregnet's reference).
@@ -25,7 +27,7 @@ from torch import nn
 
 from .fusion import is_frozen_batch_norm
 
-__all__ = ["conv_norm_act", "squeeze_excite", "residual_block"]
+__all__ = ["conv_norm_act", "runs_as_gemm", "squeeze_excite", "residual_block"]
 
 
 def _norm(part: nn.Module, y: torch.Tensor) -> torch.Tensor:
@@ -40,16 +42,37 @@ def _norm(part: nn.Module, y: torch.Tensor) -> torch.Tensor:
     return F.batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
 
 
+# A stride-1 1x1 conv on a channels_last map is a GEMM over its N*H*W rows; oneDNN's conv has a fixed cost that
+# F.linear does not, which shows at few rows. Measured on the 2-core development machine in inference (y_400mf,
+# x_400mf, y_1_6gf, 224 px): with this bound the whole forward was 1.08-1.15x faster at batch 1 (the 28x28 maps and
+# smaller) and 1.005-1.07x at batch 8 (the 7x7 maps); per shape, GEMMs won by up to 1.5x below ~1000 rows and lost
+# by up to 10% on the large maps of batch 8.
+GEMM_MAX_ROWS = 1024
+
+
+def runs_as_gemm(part: nn.Module, x: torch.Tensor) -> bool:
+    """Whether this part's conv runs as F.linear: a stride-1, ungrouped 1x1 conv on a small channels_last map, in
+    inference on running statistics only (training and autograd keep the conv, bit-identical to torchvision)."""
+    conv = part._modules["0"]
+    return (conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.groups == 1
+            and not torch.is_grad_enabled() and not part.uses_batch_stats
+            and x.shape[0] * x.shape[2] * x.shape[3] <= GEMM_MAX_ROWS
+            and x.is_contiguous(memory_format=torch.channels_last))
+
+
 def conv_norm_act(part: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """A ConvNormActivation: conv, BN (in eval folded into the conv where that pays), optional ReLU in place."""
+    """A ConvNormActivation: conv (a GEMM where `runs_as_gemm`), BN (in eval folded into the conv where that pays),
+    optional ReLU in place."""
     children = part._modules
     conv = children["0"]
-    if not part.uses_batch_stats and part.fold_pays(x):
-        weight, bias = part.folded()
-        y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    fold = not part.uses_batch_stats and part.fold_pays(x)
+    weight, bias = part.folded() if fold else (conv.weight, None)
+    if runs_as_gemm(part, x):  # NHWC rows times the weight: the output is channels_last again
+        y = F.linear(x.permute(0, 2, 3, 1), weight.flatten(1), bias).permute(0, 3, 1, 2)
     else:
-        y = _norm(part, F.conv2d(x, conv.weight, None, conv.stride, conv.padding, conv.dilation,
-                                         conv.groups))
+        y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    if not fold:
+        y = _norm(part, y)
     return torch.relu_(y) if "2" in children else y
 
 

@@ -131,4 +131,5 @@ def test_cpu_report_renders_the_readme_tables_from_a_run():
     rows = [line for line in section.splitlines() if line.startswith("| regnet_y_400mf | 2 |")]
     assert len(rows) == 2 and all(len(r.split("|")) == 8 for r in rows)  # infer and train: model, batch, 4 providers
     assert "fastregnet / torchvision in its faster layout" in section
-    assert "eval: median" in section and "training: median" in section and section.count(" of 1 cases") == 2
+    assert "eval: median" in section and "training: median" in section and section.count(" of 1 cases") == 4
+    assert section.count("per-round paired ratios") == 2

@@ -191,6 +191,39 @@ def test_cpu_direct_folds_bn_only_into_convs_with_large_outputs(monkeypatch):
     assert not folded
 
 
+def test_cpu_direct_runs_small_pointwise_convs_as_gemms_in_inference_only(monkeypatch):
+    # in inference, a stride-1 1x1 conv on a small channels_last map runs as F.linear (the output torchvision's up to
+    # rounding, channels_last); with autograd on, in training and on an NCHW input the conv itself
+    import fastregnet.cpu_direct as cpu_direct
+
+    tv = torchvision_model("regnet_x_400mf").eval()
+    randomize_bn(tv)
+    model = fastregnet.from_torchvision(tv).eval()
+    gemms = []
+    real = cpu_direct.runs_as_gemm
+
+    def spy(part, x):
+        if real(part, x):
+            gemms.append(part)
+            return True
+        return False
+
+    monkeypatch.setattr(cpu_direct, "runs_as_gemm", spy)
+    x = torch.randn(1, 3, 128, 128).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        out, expected = model(x), tv(x)
+    pointwise = {m for m in model.modules() if isinstance(m, fastregnet.layers.ConvNormActivation)
+                 and m[0].kernel_size == (1, 1) and m[0].stride == (1, 1)}
+    assert gemms and set(gemms) <= pointwise and len(set(gemms)) < len(pointwise)  # the small maps only
+    assert rel_err(out, expected) < 1e-5
+    for label, run in (("autograd", lambda: model(x)), ("training", lambda: model.train()(x.expand(2, -1, -1, -1))),
+                       ("NCHW", lambda: model.eval()(x.contiguous()))):
+        gemms.clear()
+        with torch.inference_mode(label == "NCHW"):
+            run()
+        assert not gemms, label
+
+
 def test_cpu_direct_calls_the_modules_ops_directly_unless_observed(monkeypatch):
     # on a CPU under "auto", an eval block whose children fastregnet.fusion allows runs fastregnet.cpu_direct (the
     # modules' ops without their __call__; SE's fcs as GEMMs); a hook anywhere in a block sends that block to its
