@@ -85,7 +85,7 @@ def readme_section(doc: dict) -> str:
              f"{env['cpu_threads']} threads, torch {env['torch']}; fp32, {settings['resolution']} x "
              f"{settings['resolution']}, img/s (median of "
              f"{settings['repeats']} rounds after {settings['warmup']} shared warm-up rounds; providers interleaved "
-             f"round by round, the order rotating each round). `{os.path.basename(doc.get('path', 'cpu-report.json'))}`"
+             f"round by round, the order shuffled each round). `{os.path.basename(doc.get('path', 'cpu-report.json'))}`"
              f" in `bench/results/` has every sample and the spread.", ""]
     for mode in settings["modes"]:
         title = "Inference (eval, inference_mode)" if mode == "infer" else "Training step (forward, backward, SGD)"

@@ -7,14 +7,15 @@ sigmoid / scale, the residual add and ReLU -- the same PyTorch ops, differentiab
 nn.Module's dispatch and each module's Python forward (about 0.5 ms of a 14 ms batch-1 forward of regnet_y_400mf
 on the 2-core development machine, where the compute is oneDNN's either way).
 
-Three deliberate differences, all the modules' math up to rounding:
+Three deliberate differences in inference (autograd off, running statistics), all the modules' math up to rounding:
 - an eval BN is folded into its conv, per call from the live tensors, where the conv's output is large enough
   for that to pay (`ConvNormActivation.fold_pays`, a shape rule): one pass over the output fewer;
-- in inference on running statistics, SE's fc1 / fc2 (1x1 convs on a 1x1 map) run as F.linear: ATen sends a
-  1x1-map conv in channels_last to its slow reference conv (57-91 us at batch 8), a GEMM takes 10-17 us;
-- in inference on running statistics, a stride-1 1x1 conv on a small channels_last map runs as F.linear over its
-  rows (`runs_as_gemm`, a shape rule measured below).
-Training runs exactly the modules' ops, so its loss, gradients and buffers are torchvision's bit for bit.
+- SE's fc1 / fc2 (1x1 convs on a 1x1 map) run as F.linear: ATen sends a 1x1-map conv in channels_last to its
+  slow reference conv (57-91 us at batch 8), a GEMM takes 10-17 us;
+- a stride-1 1x1 conv on a small channels_last map runs as F.linear over its rows (`runs_as_gemm`, a shape rule
+  measured below).
+With autograd on (training, a frozen or eval BN included) it runs exactly the modules' ops, so loss, gradients and
+buffers are torchvision's bit for bit.
 
 A training nn.SyncBatchNorm is not run here (it synchronizes across ranks: its module, or fastregnet's reference).
 """
@@ -65,7 +66,7 @@ def conv_norm_act(part: nn.Module, x: torch.Tensor) -> torch.Tensor:
     optional ReLU in place."""
     children = part._modules
     conv = children["0"]
-    fold = not part.uses_batch_stats and part.fold_pays(x)
+    fold = not torch.is_grad_enabled() and not part.uses_batch_stats and part.fold_pays(x)
     weight, bias = part.folded() if fold else (conv.weight, None)
     if runs_as_gemm(part, x):  # NHWC rows times the weight: the output is channels_last again
         y = F.linear(x.permute(0, 2, 3, 1), weight.flatten(1), bias).permute(0, 3, 1, 2)

@@ -78,6 +78,12 @@ def _norm_reason(bn: nn.Module) -> str | None:
     params = bn._parameters
     if params.get("weight") is None or params.get("bias") is None:
         return "norm has no affine parameters (affine=False)"
+    # (buffers set by hand in ways nn.BatchNorm2d never builds: its own forward handles them)
+    buffers = bn._buffers
+    if (buffers.get("running_mean") is None) != (buffers.get("running_var") is None):
+        return "norm has only one of running_mean / running_var"
+    if bn.track_running_stats and buffers.get("num_batches_tracked") is None:
+        return "norm tracks running statistics without num_batches_tracked"
     return None
 
 

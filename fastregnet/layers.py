@@ -80,8 +80,9 @@ class ConvNormActivation(NotScriptable, nn.Sequential):
     When `fastregnet.fusion` allows it (plain children, no hooks) and the kernels can run (or the backend names a
     path), runs as one fused op: with batch statistics the conv + BN (+ ReLU) training op; in eval, or with
     torchvision's FrozenBatchNorm2d in any mode, the conv with the norm applied from the live tensors (nothing
-    cached, so nothing can go stale). On a CPU under the "auto" backend, in eval, the children's ops called directly
-    (`fastregnet.cpu_direct`: F.conv2d and F.batch_norm, an eval BN folded into the conv where the output is large).
+    cached, so nothing can go stale). On a CPU under the "auto" backend the children's ops called directly
+    (`fastregnet.cpu_direct`: F.conv2d and F.batch_norm; in inference an eval BN folded into the conv where the
+    output is large and a 1x1 conv on a small map run as a GEMM).
     Otherwise the children's own forward, in order, as torchvision.
     """
 
@@ -112,7 +113,7 @@ class ConvNormActivation(NotScriptable, nn.Sequential):
         bn = self._modules["1"]
         if fusion.is_frozen_batch_norm(bn):
             return False
-        return bn.training or bn.running_mean is None
+        return bn.training or (bn.running_mean is None and bn.running_var is None)
 
     def fusion_reason(self) -> str | None:
         """None when this part runs as one fused op, else why it runs its children (see fastregnet.fusion)."""
@@ -125,10 +126,12 @@ class ConvNormActivation(NotScriptable, nn.Sequential):
 
     def running_update(self) -> tuple[torch.Tensor | None, torch.Tensor | None, float]:
         """(running_mean, running_var, momentum) to update with this batch's statistics, as nn.BatchNorm2d.forward:
-        counts the batch when training and tracking, momentum=None means a cumulative moving average; otherwise
-        (None, None, 0.0), so nothing is written (not even a NaN batch mean times a zero momentum)."""
-        bn = self[1]
-        if not (bn.training and bn.track_running_stats) or bn.running_mean is None:
+        counts the batch when training and tracking (even without running buffers, as torch), momentum=None means
+        a cumulative moving average; when not tracking (None, None, 0.0), so nothing is written (not even a NaN
+        batch mean times a zero momentum). fastregnet.fusion sends buffers nn.BatchNorm2d never builds (one of
+        mean / var, no num_batches_tracked) to the module."""
+        bn = self._modules["1"]
+        if not (bn.training and bn.track_running_stats):
             return None, None, 0.0
         bn.num_batches_tracked.add_(1)
         momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum

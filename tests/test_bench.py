@@ -106,13 +106,18 @@ def test_providers_are_interleaved_round_by_round_after_a_shared_warm_up():
             return model, fmt
         return build
 
-    settings = dict(TINY, warmup=2, repeats=3)
-    report = bench.run(modes=["infer"], providers=["a", "b"], extra_providers={"a": traced("a"), "b": traced("b")},
-                       **settings)
-    # one checked call each at build time, then 2 warm-up rounds and 3 timed rounds, alternating; each timed round
-    # starts with the next provider
-    assert calls == ["a", "b"] + ["a", "b"] * 2 + ["a", "b", "b", "a", "a", "b"]
-    assert all(len(r["times_s"]) == 3 for r in report["results"])
+    settings = dict(TINY, warmup=2, repeats=6)
+    report = bench.run(modes=["infer"], providers=["a", "b", "c"],
+                       extra_providers={p: traced(p) for p in "abc"}, **settings)
+    # one checked call each at build time, then 2 warm-up rounds and 6 timed rounds, each round every provider once,
+    # in an order shuffled each round: no provider always runs right after the same one (a rotation would keep
+    # b behind a)
+    assert calls[:9] == ["a", "b", "c"] * 3
+    rounds = [calls[i:i + 3] for i in range(9, len(calls), 3)]
+    assert len(rounds) == 6 and all(sorted(r) == ["a", "b", "c"] for r in rounds)
+    behind = {p: {r[r.index(p) - 1] for r in rounds if r.index(p)} for p in "abc"}
+    assert any(len(before) > 1 for before in behind.values()), behind
+    assert all(len(r["times_s"]) == 6 for r in report["results"])
     assert report["settings"]["order"].startswith("interleaved")
 
 

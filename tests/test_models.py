@@ -216,10 +216,10 @@ def test_cpu_direct_runs_small_pointwise_convs_as_gemms_in_inference_only(monkey
                  and m[0].kernel_size == (1, 1) and m[0].stride == (1, 1)}
     assert gemms and set(gemms) <= pointwise and len(set(gemms)) < len(pointwise)  # the small maps only
     assert rel_err(out, expected) < 1e-5
-    for label, run in (("autograd", lambda: model(x)), ("training", lambda: model.train()(x.expand(2, -1, -1, -1))),
+    for label, run in (("autograd", lambda: model(x)), ("batch statistics", lambda: model.train()(x.expand(2, -1, -1, -1))),
                        ("NCHW", lambda: model.eval()(x.contiguous()))):
         gemms.clear()
-        with torch.inference_mode(label == "NCHW"):
+        with torch.inference_mode(label != "autograd"):
             run()
         assert not gemms, label
 
@@ -273,7 +273,7 @@ def test_cpu_direct_trains_as_the_modules_do(monkeypatch):
                 if "momentum" in config:
                     m.momentum = None
                 if config.get("switch_off"):
-                    m.track_running_stats = False  # buffers kept: batch statistics in training and in eval
+                    m.track_running_stats = False  # buffers kept (and not updated); eval reads them
                 if "track_running_stats" in config:
                     m.track_running_stats, m.running_mean, m.running_var, m.num_batches_tracked = (
                         False, None, None, None)
@@ -294,6 +294,66 @@ def test_cpu_direct_trains_as_the_modules_do(monkeypatch):
     direct.clear()
     model(torch.randn(2, 3, 32, 32))
     assert not direct
+
+
+def test_cpu_direct_keeps_training_bit_exact_with_frozen_or_eval_norms_and_odd_buffers(monkeypatch):
+    # with autograd on, BN is never folded (a frozen BN, or an eval BN inside a training model, at a size where
+    # inference would fold it): gradients are torchvision's bit for bit; buffers nn.BatchNorm2d never builds by
+    # itself (no num_batches_tracked, one of running_mean / running_var) send the part to its module
+    import copy
+
+    import fastregnet.cpu_direct as cpu_direct
+    from torchvision.ops import FrozenBatchNorm2d
+
+    direct = []
+    real_part = cpu_direct.conv_norm_act
+    monkeypatch.setattr(cpu_direct, "conv_norm_act", lambda part, x: direct.append(part) or real_part(part, x))
+    x, target = torch.randn(2, 3, 128, 128), torch.randint(0, 1000, (2,))  # the stem's output (2**18) folds in inference
+
+    def step(model):  # in the model's current modes
+        loss = torch.nn.functional.cross_entropy(model(x), target)
+        loss.backward()
+        return loss, {n: p.grad for n, p in model.named_parameters()}, dict(model.named_buffers())
+
+    def same(ours, theirs):
+        (loss, grads, buffers), (loss_tv, grads_tv, buffers_tv) = step(ours), step(theirs)
+        return (torch.equal(loss, loss_tv) and all(torch.equal(grads[n], grads_tv[n]) for n in grads_tv)
+                and all(b is None and buffers_tv[n] is None or torch.equal(b, buffers_tv[n])
+                        for n, b in buffers.items()))
+
+    torch.manual_seed(6)
+    tv_frozen = torchvision_model("regnet_y_400mf", norm_layer=FrozenBatchNorm2d).train()
+    for m in tv_frozen.modules():
+        if isinstance(m, FrozenBatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    frozen = fastregnet.regnet_y_400mf(norm_layer=FrozenBatchNorm2d).train()
+    frozen.load_state_dict(tv_frozen.state_dict())
+    assert same(frozen, tv_frozen) and frozen.stem in direct
+
+    tv = torchvision_model("regnet_y_400mf")
+    randomize_bn(tv)
+    partly_eval = fastregnet.from_torchvision(tv)
+    for model in (tv, partly_eval):
+        model.train().stem.eval()  # an eval BN in a training model
+    direct.clear()
+    assert same(partly_eval, tv) and partly_eval.stem in direct
+
+    tv_odd, odd = fastregnet.from_torchvision(tv), fastregnet.from_torchvision(tv)
+    tv_odd.stem = torchvision_model("regnet_y_400mf").stem  # torchvision's own stem: the reference for odd's
+    tv_odd.stem.load_state_dict(odd.stem.state_dict())
+    for model in (tv_odd, odd):
+        model.train().stem[1].num_batches_tracked = None
+    direct.clear()
+    assert same(odd, tv_odd) and odd.stem not in direct
+    for model in (tv_odd, odd):
+        model.eval().stem[1].running_var = None
+    with torch.no_grad():
+        with pytest.raises(Exception) as theirs:
+            tv_odd(x)
+        with pytest.raises(type(theirs.value)):
+            odd(x)
+    assert odd.stem not in direct
 
 
 def test_a_part_refuses_a_3d_input_as_torchvision():
