@@ -168,6 +168,23 @@ def test_timm_training_options_drop_rate_zero_init_last_group_matcher():
             if n.startswith("trunk_output.")} == {1, 2, 3, 4}
 
 
+def _record_calls(monkeypatch, name, keep=lambda result: True):
+    """Patch fastregnet.cpu_direct.<name> to record its first argument (a part or block) on every call whose result
+    keep() accepts; returns the list it fills."""
+    import fastregnet.cpu_direct as cpu_direct
+
+    calls, real = [], getattr(cpu_direct, name)
+
+    def spy(first, *args):
+        result = real(first, *args)
+        if keep(result):
+            calls.append(first)
+        return result
+
+    monkeypatch.setattr(cpu_direct, name, spy)
+    return calls
+
+
 def test_cpu_direct_folds_bn_only_into_convs_with_large_outputs(monkeypatch):
     # on a CPU under "auto", eval folds a BN into its conv where the output is large (batch 8 at 224 px: the early
     # stages), and runs the modules elsewhere; either way the output is torchvision's, and export keeps the modules
@@ -194,21 +211,10 @@ def test_cpu_direct_folds_bn_only_into_convs_with_large_outputs(monkeypatch):
 def test_cpu_direct_runs_small_pointwise_convs_as_gemms_in_inference_only(monkeypatch):
     # in inference, a stride-1 1x1 conv on a small channels_last map runs as F.linear (the output torchvision's up to
     # rounding, channels_last); with autograd on, in training and on an NCHW input the conv itself
-    import fastregnet.cpu_direct as cpu_direct
-
     tv = torchvision_model("regnet_x_400mf").eval()
     randomize_bn(tv)
     model = fastregnet.from_torchvision(tv).eval()
-    gemms = []
-    real = cpu_direct.runs_as_gemm
-
-    def spy(part, x):
-        if real(part, x):
-            gemms.append(part)
-            return True
-        return False
-
-    monkeypatch.setattr(cpu_direct, "runs_as_gemm", spy)
+    gemms = _record_calls(monkeypatch, "runs_as_gemm", keep=bool)
     x = torch.randn(1, 3, 128, 128).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         out, expected = model(x), tv(x)
@@ -228,14 +234,10 @@ def test_cpu_direct_calls_the_modules_ops_directly_unless_observed(monkeypatch):
     # on a CPU under "auto", an eval block whose children fastregnet.fusion allows runs fastregnet.cpu_direct (the
     # modules' ops without their __call__; SE's fcs as GEMMs); a hook anywhere in a block sends that block to its
     # children (and the hook fires); the outputs are torchvision's up to rounding either way
-    import fastregnet.cpu_direct as cpu_direct
-
     tv = torchvision_model("regnet_y_400mf").eval()
     randomize_bn(tv)
     model = fastregnet.from_torchvision(tv).eval()
-    direct = []
-    real_block = cpu_direct.residual_block
-    monkeypatch.setattr(cpu_direct, "residual_block", lambda block, x: direct.append(block) or real_block(block, x))
+    direct = _record_calls(monkeypatch, "residual_block")
     fired = []
     observed = model.trunk_output.block2[1]
     observed.f.se.fc1.register_forward_hook(lambda *a: fired.append(1))
@@ -256,11 +258,7 @@ def test_cpu_direct_trains_as_the_modules_do(monkeypatch):
     # training on a CPU under "auto": blocks run fastregnet.cpu_direct (batch statistics, running-statistics
     # updates, the batch counted) and match torchvision in loss, gradients and buffers, for every BN configuration
     # nn.BatchNorm2d accepts; a training SyncBatchNorm is left to its module
-    import fastregnet.cpu_direct as cpu_direct
-
-    direct = []
-    real_block = cpu_direct.residual_block
-    monkeypatch.setattr(cpu_direct, "residual_block", lambda block, x: direct.append(block) or real_block(block, x))
+    direct = _record_calls(monkeypatch, "residual_block")
     configs = {"momentum None": dict(momentum=None), "not tracking": dict(track_running_stats=False),
                "tracking switched off": dict(switch_off=True)}
     for label, config in configs.items():
@@ -300,14 +298,9 @@ def test_cpu_direct_keeps_training_bit_exact_with_frozen_or_eval_norms_and_odd_b
     # with autograd on, BN is never folded (a frozen BN, or an eval BN inside a training model, at a size where
     # inference would fold it): gradients are torchvision's bit for bit; buffers nn.BatchNorm2d never builds by
     # itself (no num_batches_tracked, one of running_mean / running_var) send the part to its module
-    import copy
-
-    import fastregnet.cpu_direct as cpu_direct
     from torchvision.ops import FrozenBatchNorm2d
 
-    direct = []
-    real_part = cpu_direct.conv_norm_act
-    monkeypatch.setattr(cpu_direct, "conv_norm_act", lambda part, x: direct.append(part) or real_part(part, x))
+    direct = _record_calls(monkeypatch, "conv_norm_act")
     x, target = torch.randn(2, 3, 128, 128), torch.randint(0, 1000, (2,))  # the stem's output (2**18) folds in inference
 
     def step(model):  # in the model's current modes
