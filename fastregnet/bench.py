@@ -317,14 +317,17 @@ def run(models, batches, dtype, modes, providers, resolution, device, warmup, re
                         except Exception as e:
                             records[provider]["error"] = f"{type(e).__name__}: {e}"
                             del built[provider]
-                order = random.Random(0)  # seeded: every case sees the same sequence of orders
+                # seeded per case: reproducible, and not the same sequence of orders in every case
+                order = random.Random(f"{model_name}/{batch}/{dtype}/{mode}")
+                positions = {p: [] for p in built}
                 for _ in range(repeats):
                     if stop() and all(times[p] for p in built):
                         break
                     # a fresh order each round: a rotation would keep each provider behind the same one, which
                     # measured tv NCHW ~20% slow on the CPU right behind OpenVINO (whose threads stay awake)
                     turn = order.sample(list(built.items()), len(built))
-                    for provider, prep in turn:
+                    for position, (provider, prep) in enumerate(turn):
+                        positions[provider].append(position)
                         try:
                             seconds, peak = _timed_step(prep, device)
                         except Exception as e:
@@ -339,7 +342,7 @@ def run(models, batches, dtype, modes, providers, resolution, device, warmup, re
                     peak = (_resident_bytes(prep["model"], prep["opt"]) + max(peaks[provider])
                             if device.type == "cuda" else None)
                     records[provider].update(
-                        times_s=t, median_s=med, img_per_s=batch / med,
+                        times_s=t, round_positions=positions[provider], median_s=med, img_per_s=batch / med,
                         spread_img_per_s=[batch / max(t), batch / min(t)], peak_memory_bytes=peak,
                         max_rel_dev_vs_fp32_ref=prep["dev"], wrong=not prep["dev"] <= tolerance,
                         fraction_of_floor=floor / med)
@@ -349,7 +352,7 @@ def run(models, batches, dtype, modes, providers, resolution, device, warmup, re
                 "providers": list(providers), "resolution": resolution, "warmup": warmup, "repeats": repeats,
                 "tolerance": tolerance, "compile_mode": compile_mode,
                 "order": ("interleaved: every provider's step once per round, after a shared warm-up; the order "
-                          "shuffled each round (seeded)"),
+                          "shuffled each round (seeded per case; round_positions records it)"),
                 "timing": "cuda events" if device.type == "cuda" else "wall clock",
                 "roofline": "layer-wise floor model, see fastregnet/roofline.py",
                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

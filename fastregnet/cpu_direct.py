@@ -47,8 +47,8 @@ def _norm(part: nn.Module, y: torch.Tensor) -> torch.Tensor:
 # F.linear does not, which shows at few rows. Measured on the 2-core development machine in inference (y_400mf,
 # x_400mf, y_1_6gf, 224 px; both variants in one process, order shuffled each round, median of per-round ratios):
 # with this bound the whole forward was 1.01-1.05x faster at batch 1 (the 28x28 maps and smaller) and 1.00-1.02x
-# at batch 8 (the 7x7 maps); per shape, GEMMs won by up to 1.5x below ~1000 rows and lost by up to 10% on the large
-# maps of batch 8.
+# at batch 8 (the 7x7 maps), less than separate processes resolve (they moved fastregnet against torchvision by
+# +-5%); per shape, GEMMs won by up to 1.5x below ~1000 rows and lost by up to 10% on the large maps of batch 8.
 GEMM_MAX_ROWS = 1024
 
 

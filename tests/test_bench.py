@@ -117,18 +117,25 @@ def test_providers_are_interleaved_round_by_round_after_a_shared_warm_up():
     assert len(rounds) == 6 and all(sorted(r) == ["a", "b", "c"] for r in rounds)
     behind = {p: {r[r.index(p) - 1] for r in rounds if r.index(p)} for p in "abc"}
     assert any(len(before) > 1 for before in behind.values()), behind
+    assert [r["round_positions"] for r in report["results"]] == [[r.index(p) for r in rounds] for p in "abc"]
     assert all(len(r["times_s"]) == 6 for r in report["results"])
     assert report["settings"]["order"].startswith("interleaved")
 
 
-def test_cpu_report_renders_the_readme_tables_from_a_run():
+def _cpu_report_module():
+    """bench/cpu_report.py, a script outside the package, loaded as a module."""
     import importlib.util
     import pathlib
 
     path = pathlib.Path(__file__).resolve().parents[1] / "bench" / "cpu_report.py"
     spec = importlib.util.spec_from_file_location("cpu_report", path)
-    cpu_report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cpu_report)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cpu_report_renders_the_readme_tables_from_a_run():
+    cpu_report = _cpu_report_module()
     report = bench.run(modes=["infer", "train"], providers=["tv_nchw", "tv_channels_last", "fastregnet",
                                                              "fastregnet_fold"],
                        extra_providers={"fastregnet_fold": cpu_report._fastregnet_fold}, **TINY)
@@ -138,3 +145,13 @@ def test_cpu_report_renders_the_readme_tables_from_a_run():
     assert "fastregnet / torchvision in its faster layout" in section
     assert "eval: median" in section and "training: median" in section and section.count(" of 1 cases") == 4
     assert section.count("per-round paired ratios") == 2
+
+
+def test_cpu_report_ratios_against_torchvisions_faster_layout():
+    # (ratio of the median speeds, median over rounds of torchvision's time / fastregnet's), each against the layout
+    # faster by that measure; made-up times, batch 1
+    cpu_report = _cpu_report_module()
+    times = {"tv_nchw": [2.0, 2.0, 2.0], "tv_channels_last": [1.0, 1.2, 1.0], "fastregnet": [0.5, 1.0, 1.0]}
+    by_key = {("m", 1, "infer", p): {"times_s": t, "img_per_s": 1 / sorted(t)[1]} for p, t in times.items()}
+    assert cpu_report.case_ratios(by_key, "m", 1, "infer") == (1.0, 1.2)  # paired: [2, 1.2, 1] against channels_last
+    assert cpu_report.case_ratios(by_key, "m", 8, "infer") is None

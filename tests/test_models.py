@@ -222,7 +222,8 @@ def test_cpu_direct_runs_small_pointwise_convs_as_gemms_in_inference_only(monkey
                  and m[0].kernel_size == (1, 1) and m[0].stride == (1, 1)}
     assert gemms and set(gemms) <= pointwise and len(set(gemms)) < len(pointwise)  # the small maps only
     assert rel_err(out, expected) < 1e-5
-    for label, run in (("autograd", lambda: model(x)), ("batch statistics", lambda: model.train()(x.expand(2, -1, -1, -1))),
+    batch2 = x.expand(2, -1, -1, -1).contiguous(memory_format=torch.channels_last)
+    for label, run in (("autograd", lambda: model(x)), ("batch statistics", lambda: model.train()(batch2)),
                        ("NCHW", lambda: model.eval()(x.contiguous()))):
         gemms.clear()
         with torch.inference_mode(label != "autograd"):
@@ -260,7 +261,7 @@ def test_cpu_direct_trains_as_the_modules_do(monkeypatch):
     # nn.BatchNorm2d accepts; a training SyncBatchNorm is left to its module
     direct = _record_calls(monkeypatch, "residual_block")
     configs = {"momentum None": dict(momentum=None), "not tracking": dict(track_running_stats=False),
-               "tracking switched off": dict(switch_off=True)}
+               "tracking switched off": dict(switch_off=True), "counting without running buffers": dict(drop=True)}
     for label, config in configs.items():
         torch.manual_seed(5)
         tv = torchvision_model("regnet_y_400mf")
@@ -275,6 +276,8 @@ def test_cpu_direct_trains_as_the_modules_do(monkeypatch):
                 if "track_running_stats" in config:
                     m.track_running_stats, m.running_mean, m.running_var, m.num_batches_tracked = (
                         False, None, None, None)
+                if config.get("drop"):  # still tracking: torch counts the batches all the same
+                    m.running_mean = m.running_var = None
         direct.clear()
         x, target = torch.randn(3, 3, 64, 64), torch.randint(0, 1000, (3,))
         for _ in range(2):
@@ -292,6 +295,15 @@ def test_cpu_direct_trains_as_the_modules_do(monkeypatch):
     direct.clear()
     model(torch.randn(2, 3, 32, 32))
     assert not direct
+    # a train-mode forward without autograd (BN recalibration) at a size inference would fold: batch statistics,
+    # running statistics updated, exactly torchvision's
+    tv = torchvision_model("regnet_y_400mf")
+    randomize_bn(tv)
+    model = fastregnet.from_torchvision(tv)
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        assert torch.equal(model.train()(x), tv.train()(x))
+    assert all(torch.equal(b, b_tv) for b, b_tv in zip(model.buffers(), tv.buffers()))
 
 
 def test_cpu_direct_keeps_training_bit_exact_with_frozen_or_eval_norms_and_odd_buffers(monkeypatch):
@@ -339,7 +351,8 @@ def test_cpu_direct_keeps_training_bit_exact_with_frozen_or_eval_norms_and_odd_b
         model.train().stem[1].num_batches_tracked = None
     direct.clear()
     assert same(odd, tv_odd) and odd.stem not in direct
-    for model in (tv_odd, odd):
+    for model in (tv_odd, odd):  # (counting again: only the missing running_var is odd now)
+        model.stem[1].num_batches_tracked = torch.tensor(0)
         model.eval().stem[1].running_var = None
     with torch.no_grad():
         with pytest.raises(Exception) as theirs:

@@ -1,5 +1,6 @@
 """A whole model's training step on the Triton backend: logits, every gradient and running statistic against float64
-following the same ReLU branches, within 3x of torch's own fp32 error (a file of its own: minutes under the
+following the same ReLU branches, within 3x of torch's own fp32 error (for a gradient: on that parameter, or the
+median over the model where torch's error is of that size; see the test) (a file of its own: minutes under the
 interpreter, so that pytest-xdist's per-file scheduling can balance it)."""
 
 import copy
@@ -117,13 +118,14 @@ def test_whole_model_training_step_within_torch_error(name):
         ref_ours.named_parameters())
     torch_errs = {pname: rel_err(theirs[pname].grad, theirs64[pname].grad) for pname in theirs}
     # Which parameter rounds worst depends on the summation order (oneDNN's, with 1 thread on a 2-core AMD EPYC,
-    # rounded one weight grad at 2.3e-4 against a median of 4.5e-4 over the model), so torch's error on a parameter
-    # counts at least its median over the model's parameters
+    # rounded one weight grad at 2.3e-4 against a median of 4.5e-4 over the model), so where torch's error is of the
+    # model's usual size it counts at least the median; a parameter torch gets far more accurately by structure
+    # (fc.bias: 2e-7) keeps its own bound
     typical = statistics.median(torch_errs.values())
     for pname, p in ours.named_parameters():
         err, torch_err = rel_err(p.grad, ours64[pname].grad), torch_errs[pname]
-        assert err <= 3 * max(torch_err, typical) + 1e-5, (
-            f"grad of {pname}: {err:.2e} vs torch's {torch_err:.2e} (median over the model {typical:.2e})")
+        bound = 3 * (max(torch_err, typical) if torch_err >= typical / 10 else torch_err) + 1e-5
+        assert err <= bound, f"grad of {pname}: {err:.2e} vs torch's {torch_err:.2e} (model median {typical:.2e})"
     theirs, theirs64, ours64 = dict(torch32.named_buffers()), dict(ref_torch.named_buffers()), dict(
         ref_ours.named_buffers())
     for bname, b in ours.named_buffers():
