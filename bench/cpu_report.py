@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import sys
 
@@ -60,19 +61,39 @@ def _cell(record: dict | None) -> str:
     return f"{record['img_per_s']:.1f}" + (" WRONG" if record["wrong"] else "")
 
 
-def case_ratios(by_key: dict, model: str, batch: int, mode: str) -> tuple[float, float] | None:
-    """fastregnet against torchvision in its faster layout for one case, two ways: the ratio of the median speeds,
-    and the median over rounds of torchvision's step time / fastregnet's in the same round (each against the layout
-    that is faster by that measure), or None if either did not run. Interleaving puts both steps of a round in the
-    same phase of a noisy machine, so the paired ratio is the steadier."""
-    ours = by_key.get((model, batch, mode, "fastregnet"), {})
-    theirs = [by_key.get((model, batch, mode, p), {}) for p in ("tv_nchw", "tv_channels_last")]
+def case_ratios(by_key: dict, model: str, batch: int, mode: str, ours: str = "fastregnet",
+                theirs: tuple[str, ...] = ("tv_nchw", "tv_channels_last")) -> tuple[float, float, tuple[float, float]] | None:
+    """Provider `ours` against the faster of `theirs` (by default fastregnet against torchvision in its faster
+    layout) for one case: the ratio of the median speeds (against the one with the faster median), the median over
+    rounds of their step time / ours in the same round (against the one for which that is smaller), and that
+    median's bootstrap interval; None if either did not run. Interleaving puts both steps of a round in the same
+    phase of a noisy machine, so the paired ratio is the steadier."""
+    ours = by_key.get((model, batch, mode, ours), {})
+    theirs = [by_key.get((model, batch, mode, p), {}) for p in theirs]
     theirs = [t for t in theirs if "img_per_s" in t]
     if "img_per_s" not in ours or not theirs:
         return None
     of_medians = ours["img_per_s"] / max(t["img_per_s"] for t in theirs)
-    paired = min(statistics.median(t / o for t, o in zip(layout["times_s"], ours["times_s"])) for layout in theirs)
-    return of_medians, paired
+    per_round = min(([t / o for t, o in zip(layout["times_s"], ours["times_s"])] for layout in theirs),
+                    key=statistics.median)
+    return of_medians, statistics.median(per_round), bootstrap_interval(per_round)
+
+
+def bootstrap_interval(ratios: list[float], level: float = 0.95, draws: int = 2000) -> tuple[float, float]:
+    """The percentile bootstrap interval of the median of per-round ratios (rounds resampled with replacement; a
+    fixed seed, so a report renders the same every time). It covers the round-to-round noise of this one run, not
+    what differs between processes (which moved these ratios by +-5% on the 2-core development machine)."""
+    rng = random.Random(0)
+    medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(draws))
+    return medians[int((1 - level) / 2 * draws)], medians[int((1 + level) / 2 * draws) - 1]
+
+
+def _verdict(interval: tuple[float, float]) -> str:
+    if interval[0] > 1.0:
+        return "faster"
+    if interval[1] < 1.0:
+        return "slower"
+    return "within noise"
 
 
 def readme_section(doc: dict) -> str:
@@ -98,30 +119,49 @@ def readme_section(doc: dict) -> str:
                 cells = [_cell(by_key.get((model, batch, mode, p))) for p in providers]
                 lines.append(f"| {model} | {batch} | " + " | ".join(cells) + " |")
         lines.append("")
-    ratios = {mode: [] for mode in settings["modes"]}
-    for mode in settings["modes"]:
+    skipped = sorted({r["skipped"] for r in results if "skipped" in r and "inference runtime" not in r["skipped"]})
+    names = {"infer": "eval", "train": "training"}
+    comparisons = (("fastregnet / torchvision in its faster layout (NCHW or channels_last)", "fastregnet",
+                    ("tv_nchw", "tv_channels_last")),
+                   ("torch.compile(fastregnet) / torch.compile(torchvision), both channels_last", "fastregnet_compile",
+                    ("tv_compile",)))
+    summary = []
+    for title, ours, theirs in comparisons:
+        cases = {(model, batch, mode): case_ratios(by_key, model, batch, mode, ours, theirs)
+                 for mode in settings["modes"] for model in settings["models"] for batch in settings["batches"]}
+        modes = [m for m in settings["modes"] if any(cases[k] for k in cases if k[2] == m)]
+        if not modes:
+            continue
+        lines += [f"{title}:", "",
+                  "| model | batch | " + " | ".join(f"{names[m]}: medians | {names[m]}: paired [95%] | {names[m]}"
+                                                     for m in modes) + " |",
+                  "|---|---|" + "---|---|---|" * len(modes)]
         for model in settings["models"]:
             for batch in settings["batches"]:
-                ratio = case_ratios(by_key, model, batch, mode)
-                if ratio is not None:
-                    ratios[mode].append(ratio)
-    skipped = sorted({r["skipped"] for r in results if "skipped" in r and "inference runtime" not in r["skipped"]})
-    summary = []
-    for mode, r in ratios.items():
-        if not r:
-            continue
-        medians, paired = [m for m, _ in r], [p for _, p in r]
-        summary.append(f"{'eval' if mode == 'infer' else 'training'}: median {statistics.median(medians):.3f}x, "
-                       f"range {min(medians):.3f}-{max(medians):.3f}x, {sum(x >= 1.0 for x in medians)} of "
-                       f"{len(medians)} cases >= 1.0x (per-round paired ratios: range {min(paired):.3f}-"
-                       f"{max(paired):.3f}x, {sum(x >= 1.0 for x in paired)} of {len(paired)} cases >= 1.0x)")
+                cells = []
+                for mode in modes:
+                    r = cases[(model, batch, mode)]
+                    cells += (["not run"] * 3 if r is None else
+                              [f"{r[0]:.3f}", f"{r[1]:.3f} [{r[2][0]:.3f}, {r[2][1]:.3f}]", _verdict(r[2])])
+                lines.append(f"| {model} | {batch} | " + " | ".join(cells) + " |")
+        lines.append("")
+        counts = []
+        for mode in modes:
+            r = [cases[k] for k in cases if k[2] == mode and cases[k] is not None]
+            verdicts = [_verdict(ci) for _, _, ci in r]
+            counts.append(f"{names[mode]} {sum(m >= 1.0 for m, _, _ in r)} of {len(r)} cases >= 1.0x by the "
+                          f"medians, {sum(p >= 1.0 for _, p, _ in r)} by the paired ratio ("
+                          + ", ".join(f"{verdicts.count(v)} {v}" for v in ("faster", "within noise", "slower"))
+                          + ")")
+        summary.append(f"{ours}: " + "; ".join(counts))
     if summary:
-        lines.append("fastregnet / torchvision in its faster layout (NCHW or channels_last; the ratio of the two "
-                     "medians, and the median over rounds of the two steps' ratio within one round, which cancels "
-                     "the machine's slow and fast phases), " + "; ".join(summary)
-                     + ". In training both run the same oneDNN ops (fastregnet calls them without nn.Module's "
-                       "dispatch, bit-identical); in eval fastregnet also runs SE's fcs and the 1x1 convs on small "
-                       "maps as GEMMs and folds BN into the convs with large outputs.")
+        lines.append("Ratios: the ratio of the two medians; the median over rounds of the two steps' ratio within one "
+                     "round (which cancels the machine's slow and fast phases) with its 95% bootstrap interval over "
+                     "rounds; and what that interval resolves (it covers this run's rounds, not what differs between "
+                     "processes: +-5% on the development machine). " + ". ".join(summary) + ". In training "
+                     "fastregnet and torchvision run the same oneDNN ops (fastregnet calls them without nn.Module's "
+                     "dispatch, bit-identical); in eval fastregnet also runs SE's fcs and the 1x1 convs on small maps "
+                     "as GEMMs and folds BN into the convs with large outputs.")
     if skipped:
         lines.append("Skipped: " + "; ".join(skipped) + ".")
     return "\n".join(lines)

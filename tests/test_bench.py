@@ -141,10 +141,12 @@ def test_cpu_report_renders_the_readme_tables_from_a_run():
                        extra_providers={"fastregnet_fold": cpu_report._fastregnet_fold}, **TINY)
     section = cpu_report.readme_section(report)
     rows = [line for line in section.splitlines() if line.startswith("| regnet_y_400mf | 2 |")]
-    assert len(rows) == 2 and all(len(r.split("|")) == 8 for r in rows)  # infer and train: model, batch, 4 providers
+    assert len(rows) == 3 and all(len(r.split("|")) == 8 for r in rows[:2])  # infer, train: model, batch, 4 providers
     assert "fastregnet / torchvision in its faster layout" in section
-    assert "eval: median" in section and "training: median" in section and section.count(" of 1 cases") == 4
-    assert section.count("per-round paired ratios") == 2
+    assert len(rows[2].split("|")) == 10  # the ratios: model, batch, 3 columns per mode
+    assert "fastregnet: eval " in section and "; training " in section
+    assert section.count(" of 1 cases >= 1.0x by the medians") == 2  # (no compile providers in this run)
+    assert "torch.compile(fastregnet)" not in section
 
 
 def test_cpu_report_ratios_against_torchvisions_faster_layout():
@@ -153,5 +155,16 @@ def test_cpu_report_ratios_against_torchvisions_faster_layout():
     cpu_report = _cpu_report_module()
     times = {"tv_nchw": [2.0, 2.0, 2.0], "tv_channels_last": [1.0, 1.2, 1.0], "fastregnet": [0.5, 1.0, 1.0]}
     by_key = {("m", 1, "infer", p): {"times_s": t, "img_per_s": 1 / sorted(t)[1]} for p, t in times.items()}
-    assert cpu_report.case_ratios(by_key, "m", 1, "infer") == (1.0, 1.2)  # paired: [2, 1.2, 1] against channels_last
+    of_medians, paired, (low, high) = cpu_report.case_ratios(by_key, "m", 1, "infer")
+    assert (of_medians, paired) == (1.0, 1.2)  # paired: [2, 1.2, 1] against channels_last
+    assert 1.0 <= low <= paired <= high <= 2.0
     assert cpu_report.case_ratios(by_key, "m", 8, "infer") is None
+
+
+def test_cpu_report_says_what_the_bootstrap_interval_resolves():
+    cpu_report = _cpu_report_module()
+    faster = [1.05, 1.04, 1.06, 1.05, 1.03, 1.07, 1.05, 1.04, 1.06, 1.05]
+    mixed = [1.05, 0.95, 1.02, 0.98, 1.0, 1.01, 0.99, 1.03, 0.97, 1.0]
+    assert cpu_report.bootstrap_interval(faster) == cpu_report.bootstrap_interval(faster)  # seeded
+    assert [cpu_report._verdict(cpu_report.bootstrap_interval(r)) for r in (faster, mixed, [2 - r for r in faster])] \
+        == ["faster", "within noise", "slower"]
